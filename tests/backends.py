@@ -1,0 +1,71 @@
+"""The backends the contract suite runs against, and a recorder that works for all of them.
+
+Each entry opens a fresh, empty backend for one test and closes it afterwards. The SQL
+entries come from ``tests/sql_backends.py``; the contract tests never know which backend
+they run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+
+from typed_session_sql import MemoryBackend
+from typed_session_sql.backend import Backend, Record, UpdateOutcome
+
+BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
+
+
+@asynccontextmanager
+async def memory_backend() -> AsyncIterator[Backend]:
+    yield MemoryBackend()
+
+
+# name -> (factory, whether it runs under trio as well as asyncio)
+BACKEND_FACTORIES: dict[str, tuple[BackendFactory, bool]] = {
+    "memory": (memory_backend, True),
+}
+
+
+class RecordingBackend:
+    """Wraps any backend and records the kind of each call, so one assertion fits all."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.kinds: list[str] = []
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        self.kinds.append("create")
+        return await self.inner.create(id_hash, record)
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        self.kinds.append("read")
+        return await self.inner.read(id_hash)
+
+    async def update(
+        self,
+        id_hash: bytes,
+        expected_version: int,
+        data: bytes,
+        expires_at: datetime | None,
+        new_id_hash: bytes | None = None,
+    ) -> UpdateOutcome:
+        self.kinds.append("update")
+        return await self.inner.update(id_hash, expected_version, data, expires_at, new_id_hash)
+
+    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+        self.kinds.append("touch")
+        return await self.inner.touch(id_hash, expires_at, now)
+
+    async def delete(self, id_hash: bytes) -> bool:
+        self.kinds.append("delete")
+        return await self.inner.delete(id_hash)
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        self.kinds.append("purge")
+        return await self.inner.purge(now, batch_size)
+
+    async def clear(self) -> None:
+        self.kinds.append("clear")
+        await self.inner.clear()

@@ -1,0 +1,43 @@
+"""Async, typed, server-side sessions stored in SQL."""
+
+from typed_session_sql.backend import Backend, Record, UpdateOutcome
+from typed_session_sql.backends.memory import MemoryBackend
+from typed_session_sql.codec import Codec, MsgspecCodec, PydanticCodec
+from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
+from typed_session_sql.errors import (
+    IdCollisionError,
+    SessionConflictError,
+    SessionDeletedError,
+    SessionError,
+    SessionTooLargeError,
+    StoreUnavailableError,
+)
+from typed_session_sql.events import EventKind, SessionEvent
+from typed_session_sql.expiry import ExpiryPolicy
+from typed_session_sql.session import Session
+from typed_session_sql.store import SessionStore
+
+__all__ = [
+    "Backend",
+    "Codec",
+    "DeleteCookie",
+    "DoNothing",
+    "EventKind",
+    "ExpiryPolicy",
+    "IdCollisionError",
+    "MemoryBackend",
+    "MsgspecCodec",
+    "PydanticCodec",
+    "Record",
+    "SaveResult",
+    "Session",
+    "SessionConflictError",
+    "SessionDeletedError",
+    "SessionError",
+    "SessionEvent",
+    "SessionStore",
+    "SessionTooLargeError",
+    "SetCookie",
+    "StoreUnavailableError",
+    "UpdateOutcome",
+]

@@ -1,0 +1,84 @@
+"""The storage protocol: what a backend must do, and nothing more.
+
+A backend sees only hashed ids (32 bytes), opaque encoded data, versions and aware UTC
+timestamps. It never sees a cookie value, never decodes data and never reads a clock:
+every ``now`` comes from the store's injected clock. Each method is one atomic operation
+(one statement on SQL backends), so a failure never leaves a partial write.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored session as the backend returns it."""
+
+    data: bytes
+    version: int
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class UpdateOutcome(enum.Enum):
+    """What a conditional update did."""
+
+    UPDATED = "updated"
+    """The row had the expected version; it now holds the new data and version + 1."""
+    STALE = "stale"
+    """No row with that id and version: a concurrent write bumped the version, or the row is gone."""
+    ID_TAKEN = "id_taken"
+    """The new id (rotation) already exists; nothing was written. Retry with another id."""
+
+
+class Backend(Protocol):
+    """Storage for sessions, keyed by the blake3 hash of the session id."""
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        """Insert a new row. Return False, writing nothing, if ``id_hash`` already exists."""
+        ...
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        """Return the row for ``id_hash`` (expired or not; the store judges expiry), or None."""
+        ...
+
+    async def update(
+        self,
+        id_hash: bytes,
+        expected_version: int,
+        data: bytes,
+        expires_at: datetime | None,
+        new_id_hash: bytes | None = None,
+    ) -> UpdateOutcome:
+        """Replace data and expiry if the stored version is ``expected_version``.
+
+        The version becomes ``expected_version + 1``. With ``new_id_hash`` the row moves to
+        that id in the same atomic step (rotation), so the old id is dead at once. Never
+        inserts: a deleted row stays deleted.
+        """
+        ...
+
+    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+        """Move the expiry of a row still live at ``now`` later, to ``expires_at``.
+
+        Never earlier, never on a row whose expiry is None, never reviving an expired row.
+        Leaves the version alone, so it never conflicts with a data write. Return whether a
+        row changed."""
+        ...
+
+    async def delete(self, id_hash: bytes) -> bool:
+        """Delete the row; return whether one existed."""
+        ...
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        """Delete at most ``batch_size`` rows whose expiry is at or before ``now``, as one short
+        atomic step; return how many were deleted. Rows with no expiry are never purged."""
+        ...
+
+    async def clear(self) -> None:
+        """Delete every session."""
+        ...

@@ -1,0 +1,104 @@
+"""An in-process backend for development and tests, with an operation log to assert against.
+
+Every method runs to completion without awaiting anything, so each is atomic with respect
+to other tasks on the same event loop, exactly like one SQL statement. It uses no
+asyncio-only API and runs under trio as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+from typed_session_sql.backend import Record, UpdateOutcome
+
+OperationKind = Literal["create", "read", "update", "touch", "delete", "purge", "clear"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One call the store made on the backend."""
+
+    kind: OperationKind
+    id_hash: bytes | None = None
+
+    def __repr__(self) -> str:  # the hash is not a secret, but it is noise in test output
+        return f"Operation({self.kind!r})"
+
+
+class MemoryBackend:
+    """Sessions in a dict, lost when the process ends. Not for production."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, Record] = {}
+        self.operations: list[Operation] = []
+
+    @property
+    def kinds(self) -> list[OperationKind]:
+        """The kinds of the recorded operations, in order (handy in assertions)."""
+        return [operation.kind for operation in self.operations]
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        self.operations.append(Operation("create", id_hash))
+        if id_hash in self.rows:
+            return False
+        self.rows[id_hash] = record
+        return True
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        self.operations.append(Operation("read", id_hash))
+        return self.rows.get(id_hash)
+
+    async def update(
+        self,
+        id_hash: bytes,
+        expected_version: int,
+        data: bytes,
+        expires_at: datetime | None,
+        new_id_hash: bytes | None = None,
+    ) -> UpdateOutcome:
+        self.operations.append(Operation("update", id_hash))
+        current = self.rows.get(id_hash)
+        if current is None or current.version != expected_version:
+            return UpdateOutcome.STALE
+        target = id_hash if new_id_hash is None else new_id_hash
+        if target != id_hash and target in self.rows:
+            return UpdateOutcome.ID_TAKEN
+        del self.rows[id_hash]
+        self.rows[target] = replace(
+            current, data=data, expires_at=expires_at, version=expected_version + 1
+        )
+        return UpdateOutcome.UPDATED
+
+    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+        self.operations.append(Operation("touch", id_hash))
+        current = self.rows.get(id_hash)
+        if (
+            current is None
+            or current.expires_at is None
+            or current.expires_at <= now
+            or current.expires_at >= expires_at
+        ):
+            return False
+        self.rows[id_hash] = replace(current, expires_at=expires_at)
+        return True
+
+    async def delete(self, id_hash: bytes) -> bool:
+        self.operations.append(Operation("delete", id_hash))
+        return self.rows.pop(id_hash, None) is not None
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        self.operations.append(Operation("purge"))
+        expired = [
+            key
+            for key, record in self.rows.items()
+            if record.expires_at is not None and record.expires_at <= now
+        ][:batch_size]
+        for key in expired:
+            del self.rows[key]
+        return len(expired)
+
+    async def clear(self) -> None:
+        self.operations.append(Operation("clear"))
+        self.rows.clear()

@@ -1,0 +1,36 @@
+"""What :meth:`SessionStore.save` tells the caller to do with the cookie."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SetCookie:
+    """Send the session cookie with this value.
+
+    ``value_changed`` is False when only the expiry moved (a renewal or an expiry change of a
+    loaded session): the value is the one the client already holds, so send it again only if
+    the cookie is persistent and its Max-Age must follow the new expiry.
+    """
+
+    value: str = field(repr=False)
+    expires_at: datetime | None
+    value_changed: bool = True
+
+    def __str__(self) -> str:
+        return repr(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCookie:
+    """Remove the session cookie from the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class DoNothing:
+    """Leave the cookie as it is: nothing about it changed."""
+
+
+SaveResult = SetCookie | DeleteCookie | DoNothing

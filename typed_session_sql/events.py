@@ -1,0 +1,66 @@
+"""Lifecycle events the application can observe, to count, rate-limit or alert.
+
+No event carries a cookie value or an id hash.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger("typed_session_sql")
+
+
+class EventKind(enum.StrEnum):
+    CREATED = "created"
+    LOADED = "loaded"
+    RENEWED = "renewed"
+    ROTATED = "rotated"
+    DELETED = "deleted"
+    EXPIRED = "expired"
+    """A cookie named a session whose expiry had passed (purged or not)."""
+    MALFORMED_COOKIE = "malformed_cookie"
+    UNKNOWN_ID = "unknown_id"
+    CONFLICT = "conflict"
+    """A save met a concurrent write; ``detail`` says whether it was replayed or raised."""
+    UNDECODABLE = "undecodable"
+    """A stored session no longer decodes into the data type; it loads as None."""
+    DUPLICATE_COOKIE = "duplicate_cookie"
+    """The request carried the session cookie twice (a cookie-tossing sign); no session used."""
+    PURGED = "purged"
+    """A purge batch removed ``count`` expired rows."""
+
+
+_LEVELS = {
+    EventKind.MALFORMED_COOKIE: logging.INFO,
+    EventKind.UNKNOWN_ID: logging.INFO,
+    EventKind.DUPLICATE_COOKIE: logging.WARNING,
+    EventKind.CONFLICT: logging.INFO,
+    EventKind.UNDECODABLE: logging.WARNING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    kind: EventKind
+    detail: str = ""
+    count: int = 1
+
+
+EventHook = Callable[[SessionEvent], None]
+
+
+def emit(hook: EventHook | None, kind: EventKind, detail: str = "", count: int = 1) -> None:
+    """Log the event on ``typed_session_sql`` and pass it to the application's hook.
+
+    A failing hook is logged and swallowed: observing sessions must never break a request.
+    """
+    event = SessionEvent(kind, detail, count)
+    logger.log(_LEVELS.get(kind, logging.DEBUG), "session %s%s", kind.value, f": {detail}" if detail else "")
+    if hook is not None:
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("session event hook failed on %s", kind.value)

@@ -30,7 +30,7 @@ class UpdateOutcome(enum.Enum):
     UPDATED = "updated"
     """The row had the expected version; it now holds the new data and version + 1."""
     STALE = "stale"
-    """No row with that id and version: a concurrent write bumped the version, or the row is gone."""
+    """No row with that id and version: a concurrent write bumped it, or the row is gone."""
     ID_TAKEN = "id_taken"
     """The new id (rotation) already exists; nothing was written. Retry with another id."""
 

@@ -58,7 +58,12 @@ def emit(hook: EventHook | None, kind: EventKind, detail: str = "", count: int =
     A failing hook is logged and swallowed: observing sessions must never break a request.
     """
     event = SessionEvent(kind, detail, count)
-    logger.log(_LEVELS.get(kind, logging.DEBUG), "session %s%s", kind.value, f": {detail}" if detail else "")
+    logger.log(
+        _LEVELS.get(kind, logging.DEBUG),
+        "session %s%s",
+        kind.value,
+        f": {detail}" if detail else "",
+    )
     if hook is not None:
         try:
             hook(event)

@@ -21,7 +21,8 @@ class ExpiryPolicy:
     """Inactivity after which the session expires; None for no idle bound."""
 
     absolute: timedelta | None = timedelta(hours=12)
-    """Lifetime from creation after which the session expires whatever its activity; None for no bound."""
+    """Lifetime from creation after which the session expires, whatever its activity; None for
+    no bound. Enforced on every load, even for rows written under a laxer policy."""
 
     renew_after: timedelta | None = field(default=None)
     """How much later a renewal must move the idle deadline before it is written.
@@ -45,7 +46,8 @@ class ExpiryPolicy:
                 raise ValueError("ExpiryPolicy.renew_after needs an idle bound")
             if self.renew_after >= self.idle:
                 raise ValueError(
-                    f"ExpiryPolicy.renew_after ({self.renew_after}) must be shorter than idle ({self.idle})"
+                    f"ExpiryPolicy.renew_after ({self.renew_after}) must be shorter than "
+                    f"idle ({self.idle})"
                 )
 
     @classmethod

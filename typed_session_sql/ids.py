@@ -43,7 +43,9 @@ class IdHasher:
             self._key: bytes | None = None
             return
         if not isinstance(secret_key, bytes) or len(secret_key) < 16:
-            raise ValueError("secret_key must be bytes of at least 16 bytes (32 random bytes advised)")
+            raise ValueError(
+                "secret_key must be bytes of at least 16 bytes (32 random bytes advised)"
+            )
         # A derived key lets the secret have any length and never reuses it raw.
         self._key = blake3(secret_key, derive_key_context=_KEY_CONTEXT).digest()
 

@@ -18,6 +18,7 @@ from typed_session_sql.expiry import ExpiryPolicy
 
 T = TypeVar("T")
 
+
 def as_utc(moment: datetime) -> datetime:
     """``moment`` in UTC; naive datetimes are refused, never guessed."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -199,9 +200,8 @@ class Session(Generic[T]):
             raise SessionError("the session was deleted; it cannot be changed any more")
 
     def __repr__(self) -> str:
-        state = (
-            ("new-" if self.is_new else "")
-            + ("deleted" if self._deleted else "changed" if self.is_changed else "unchanged")
+        state = ("new-" if self.is_new else "") + (
+            "deleted" if self._deleted else "changed" if self.is_changed else "unchanged"
         )
         return f"<Session {state} version={self._version} expires_at={self._expires_at}>"
 

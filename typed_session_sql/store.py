@@ -224,7 +224,8 @@ class SessionStore(Generic[T]):
 
     async def _update(self, session: Session[T], data: bytes) -> SaveResult:
         self._check_size(data)
-        assert session._id_hash is not None and session._version is not None
+        assert session._id_hash is not None
+        assert session._version is not None
         old_hash, version = session._id_hash, session._version
         replayable = session._modifiers and session._replayable and data == session._last_modified
         fresh = self._fresh_ids() if session._rotate else None

@@ -1,1 +1,2 @@
-"""Storage backends. Each one is a small module that implements :class:`~typed_session_sql.backend.Backend`."""
+"""Storage backends: each is a small module implementing
+:class:`~typed_session_sql.backend.Backend`."""

@@ -1,0 +1,733 @@
+"""The contract every backend passes unchanged: Memory, SQLite and PostgreSQL.
+
+It ports what the Rust crate typed-session tests, and adds what it never tested. The
+``backend`` fixture records the kind of every backend call, so assertions about round
+trips hold for every backend alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.backends import RecordingBackend
+from tests.clock import FakeClock
+from typed_session_sql import (
+    DeleteCookie,
+    DoNothing,
+    EventKind,
+    ExpiryPolicy,
+    IdCollisionError,
+    SessionConflictError,
+    SessionDeletedError,
+    SessionError,
+    SessionEvent,
+    SessionStore,
+    SessionTooLargeError,
+    SetCookie,
+)
+from typed_session_sql import ids as ids_module
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Cart:
+    items: list[int] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    count: int = 0
+
+
+def make_store(
+    backend: RecordingBackend, clock: FakeClock, **options: object
+) -> SessionStore[Cart]:
+    return SessionStore(Cart, backend, clock=clock, **options)  # type: ignore[arg-type]
+
+
+async def stored(store: SessionStore[Cart], data: Cart | None = None) -> str:
+    """Create a stored session and return its cookie value; the backend log starts empty."""
+    result = await store.save(store.new(data if data is not None else Cart(items=[1])))
+    assert isinstance(result, SetCookie)
+    assert isinstance(store.backend, RecordingBackend)
+    store.backend.kinds.clear()
+    return result.value
+
+
+# -- the Rust crate's tests ---------------------------------------------------------------
+
+
+async def test_untouched_new_session_is_not_stored(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    assert session.is_new
+    assert not session.is_changed
+    assert await store.save(session) == DoNothing()
+    assert backend.kinds == []
+
+
+async def test_expiry_only_change_does_not_store_a_new_session(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    session.expire_in(timedelta(minutes=5))
+    session.do_not_expire()
+    assert await store.save(session) == DoNothing()
+    assert backend.kinds == []
+
+
+async def test_changed_new_session_is_created_once(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    session.data.items.append(7)
+    assert session.is_changed
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    assert result.value_changed
+    assert ids_module.is_well_formed(result.value)
+    assert backend.kinds == ["create"]
+    assert not session.is_new
+    assert session.version == 1
+    loaded = await store.load(result.value)
+    assert loaded is not None
+    assert loaded.data == Cart(items=[7])
+    assert loaded.created_at == clock.now
+
+
+async def test_new_session_with_data_is_stored_even_untouched(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    result = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(result, SetCookie)
+    assert backend.kinds == ["create"]
+
+
+async def test_default_expiry_is_set_on_create(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    session = store.new(Cart())
+    assert session.expires_at == clock.now + timedelta(minutes=30)
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    assert result.expires_at == clock.now + timedelta(minutes=30)
+    loaded = await store.load(result.value)
+    assert loaded is not None
+    assert loaded.expires_at == clock.now + timedelta(minutes=30)
+
+
+async def test_unchanged_loaded_session_costs_only_the_read(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    assert not session.is_changed
+    assert await store.save(session) == DoNothing()
+    assert backend.kinds == ["read"]
+
+
+async def test_changed_loaded_session_is_updated_once(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    session.data = Cart(items=[1, 2])
+    assert await store.save(session) == DoNothing()  # same cookie, same expiry
+    assert backend.kinds == ["read", "update"]
+    assert session.version == 2
+    again = await store.load(value)
+    assert again is not None
+    assert again.data == Cart(items=[1, 2])
+    assert again.version == 2
+
+
+async def test_deleted_session_deletes_row_and_cookie(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    session.delete()
+    assert session.is_deleted
+    assert await store.save(session) == DeleteCookie()
+    assert backend.kinds == ["read", "delete"]
+    assert await store.load(value) is None
+
+
+async def test_new_deleted_session_costs_nothing(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new(Cart(items=[1]))
+    session.delete()
+    assert await store.save(session) == DoNothing()
+    assert backend.kinds == []
+
+
+async def test_deleted_session_cannot_be_changed(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    session.delete()
+    with pytest.raises(SessionError):
+        session.data = Cart(items=[1])
+    with pytest.raises(SessionError):
+        session.modify(lambda cart: cart.items.append(1))
+
+
+async def test_old_id_is_dead_after_regenerate(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    created_at = session.created_at
+    clock.advance(timedelta(seconds=5))
+    session.regenerate()
+    assert session.is_changed
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    assert result.value_changed
+    assert result.value != value
+    assert backend.kinds == ["read", "update"]  # the id moves in the same statement
+    assert await store.load(value) is None
+    rotated = await store.load(result.value)
+    assert rotated is not None
+    assert rotated.data == Cart(items=[1])
+    assert rotated.created_at == created_at
+
+
+async def test_concurrent_plain_writes_second_raises(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    first, second = await store.load(value), await store.load(value)
+    assert first is not None
+    assert second is not None
+    first.data.items.append(2)
+    second.data = Cart(items=[99])
+    await store.save(first)
+    with pytest.raises(SessionConflictError) as caught:
+        await store.save(second)
+    assert not isinstance(caught.value, SessionDeletedError)
+    current = await store.load(value)
+    assert current is not None
+    assert current.data == Cart(items=[1, 2])  # the winner's write survives, nothing merged
+
+
+# -- what the Rust crate never tested -------------------------------------------------------
+
+
+async def test_nested_mutation_is_detected(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store, Cart(notes={"a": ["x"]}))
+    session = await store.load(value)
+    assert session is not None
+    session.data.notes["a"].append("y")
+    assert session.is_changed
+    await store.save(session)
+    loaded = await store.load(value)
+    assert loaded is not None
+    assert loaded.data.notes == {"a": ["x", "y"]}
+
+
+async def test_modify_is_replayed_after_a_concurrent_write(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    first, second = await store.load(value), await store.load(value)
+    assert first is not None
+    assert second is not None
+
+    def increment(cart: Cart) -> None:
+        cart.count += 1
+
+    def add_item(cart: Cart) -> Cart:
+        return Cart(items=[*cart.items, 5], notes=cart.notes, count=cart.count)
+
+    first.modify(increment)
+    second.modify(increment)
+    second.modify(add_item)
+    await store.save(first)
+    backend.kinds.clear()
+    await store.save(second)
+    assert backend.kinds == ["update", "read", "update"]
+    assert second.data == Cart(items=[1, 5], count=2)
+    current = await store.load(value)
+    assert current is not None
+    assert current.data == Cart(items=[1, 5], count=2)
+    assert current.version == 3
+
+
+async def test_change_outside_modify_is_not_replayed(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    first, second = await store.load(value), await store.load(value)
+    assert first is not None
+    assert second is not None
+    first.modify(lambda cart: cart.items.append(2))
+    second.data.items.append(3)  # an in-place change outside modify() cannot be replayed
+    second.modify(lambda cart: cart.items.append(4))
+    await store.save(first)
+    with pytest.raises(SessionConflictError):
+        await store.save(second)
+
+
+async def test_many_interleaved_modifies_all_land(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    sessions = [await store.load(value) for _ in range(10)]
+    for session in sessions:
+        assert session is not None
+        session.modify(lambda cart: setattr(cart, "count", cart.count + 1))
+    for session in sessions:
+        assert session is not None
+        await store.save(session)
+    current = await store.load(value)
+    assert current is not None
+    assert current.data.count == 10
+
+
+async def test_save_after_concurrent_delete_never_resurrects(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    writer, replayer, logout = [await store.load(value) for _ in range(3)]
+    assert writer is not None
+    assert replayer is not None
+    assert logout is not None
+    logout.delete()
+    await store.save(logout)
+    writer.data = Cart(items=[42])
+    with pytest.raises(SessionDeletedError):
+        await store.save(writer)
+    replayer.modify(lambda cart: cart.items.append(42))
+    with pytest.raises(SessionDeletedError):
+        await store.save(replayer)
+    assert await store.load(value) is None
+
+
+async def test_rotation_racing_a_save_only_one_wins(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    rotator, writer = await store.load(value), await store.load(value)
+    assert rotator is not None
+    assert writer is not None
+    rotator.regenerate()
+    writer.data = Cart(items=[8])
+    result = await store.save(rotator)
+    assert isinstance(result, SetCookie)
+    with pytest.raises(SessionConflictError):
+        await store.save(writer)
+    assert await store.load(value) is None
+    current = await store.load(result.value)
+    assert current is not None
+    assert current.data == Cart(items=[1])
+
+
+async def test_expired_session_does_not_load(backend: RecordingBackend, clock: FakeClock) -> None:
+    events: list[SessionEvent] = []
+    store = make_store(backend, clock, on_event=events.append)
+    value = await stored(store)
+    clock.advance(timedelta(minutes=30))
+    assert await store.load(value) is None
+    assert [event.kind for event in events][-1] == EventKind.EXPIRED
+
+
+async def test_renewal_is_throttled(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)  # idle 30 min: renew once it moves the deadline >= 3 min
+    value = await stored(store)
+    start = clock.now
+    clock.advance(timedelta(minutes=2))
+    session = await store.load(value)
+    assert session is not None
+    assert session.expires_at == start + timedelta(minutes=30)
+    assert await store.save(session) == DoNothing()
+    clock.advance(timedelta(minutes=2))  # 4 minutes in: due
+    session = await store.load(value)
+    assert session is not None
+    assert not session.is_changed  # a renewal is not a data change
+    assert session.expires_at == clock.now + timedelta(minutes=30)
+    result = await store.save(session)
+    assert result == SetCookie(value, clock.now + timedelta(minutes=30), value_changed=False)
+    assert backend.kinds == ["read", "read", "touch"]
+    assert session.version == 1  # a touch is no version bump
+    backend.kinds.clear()
+    session = await store.load(value)
+    assert session is not None
+    assert await store.save(session) == DoNothing()
+    assert backend.kinds == ["read"]
+
+
+async def test_renewal_keeps_an_active_session_alive_past_idle(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    for _ in range(6):  # an hour of activity, every 10 minutes
+        clock.advance(timedelta(minutes=10))
+        session = await store.load(value)
+        assert session is not None
+        await store.save(session)
+    clock.advance(timedelta(minutes=29))
+    assert await store.load(value) is not None
+
+
+async def test_activity_never_extends_past_the_absolute_bound(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    created = clock.now
+    deadline = created + timedelta(hours=12)
+    while clock.now + timedelta(minutes=20) < deadline:
+        clock.advance(timedelta(minutes=20))
+        session = await store.load(value)
+        assert session is not None
+        assert session.expires_at is not None
+        assert session.expires_at <= deadline
+        await store.save(session)
+    clock.now = deadline
+    assert await store.load(value) is None
+
+
+async def test_absolute_bound_holds_over_an_explicit_expiry(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    session = store.new(Cart())
+    session.set_expiry(clock.now + timedelta(days=30))
+    assert session.expires_at == clock.now + timedelta(hours=12)
+    session.do_not_expire()
+    assert session.expires_at == clock.now + timedelta(hours=12)
+
+
+async def test_tighter_absolute_policy_applies_to_old_rows(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    lax = make_store(backend, clock, expiry=ExpiryPolicy(idle=None, absolute=None))
+    value = await stored(lax)
+    clock.advance(timedelta(hours=13))
+    assert await lax.load(value) is not None
+    strict = make_store(backend, clock)
+    assert await strict.load(value) is None
+
+
+async def test_renewal_never_conflicts_with_a_data_write(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    clock.advance(timedelta(minutes=10))
+    renewer, writer = await store.load(value), await store.load(value)
+    assert renewer is not None
+    assert writer is not None
+    writer.data = Cart(items=[3])
+    await store.save(writer)
+    result = await store.save(renewer)  # a touch, not an update: no conflict
+    assert isinstance(result, SetCookie)
+    current = await store.load(value)
+    assert current is not None
+    assert current.data == Cart(items=[3])
+    assert current.expires_at == clock.now + timedelta(minutes=30)
+
+
+async def test_touch_never_moves_expiry_backwards(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    clock.advance(timedelta(minutes=10))
+    stale = await store.load(value)  # due for renewal to t+40
+    assert stale is not None
+    clock.advance(timedelta(minutes=10))
+    fresh = await store.load(value)  # due for renewal to t+50
+    assert fresh is not None
+    await store.save(fresh)
+    await store.save(stale)
+    current = await store.load(value)
+    assert current is not None
+    assert current.expires_at == clock.now + timedelta(minutes=30)
+
+
+async def test_never_expiring_policy(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock, expiry=ExpiryPolicy.never())
+    value = await stored(store)
+    clock.advance(timedelta(days=3650))
+    session = await store.load(value)
+    assert session is not None
+    assert session.expires_at is None
+    assert await store.save(session) == DoNothing()
+
+
+async def test_explicit_expiry_change_on_a_loaded_session_is_written(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock)
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    session.expire_in(timedelta(minutes=5))
+    assert session.is_changed
+    result = await store.save(session)
+    assert result == SetCookie(value, clock.now + timedelta(minutes=5), value_changed=False)
+    clock.advance(timedelta(minutes=5))
+    assert await store.load(value) is None
+
+
+async def test_naive_expiry_is_refused(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    with pytest.raises(ValueError, match="naive"):
+        session.set_expiry(datetime(2030, 1, 1))
+
+
+async def test_id_collisions_are_retried(
+    backend: RecordingBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(backend, clock, max_id_collision_retries=3)
+    taken = await stored(store)
+    drawn = iter([taken, taken, taken, ids_module.new_cookie_value()])
+    monkeypatch.setattr(ids_module, "new_cookie_value", lambda: next(drawn))
+    result = await store.save(store.new(Cart(items=[2])))
+    assert isinstance(result, SetCookie)
+    assert result.value != taken
+    assert backend.kinds == ["create"] * 4
+    original = await store.load(taken)
+    assert original is not None
+    assert original.data == Cart(items=[1])  # the colliding insert changed nothing
+
+
+async def test_id_collisions_exhausted(
+    backend: RecordingBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(backend, clock, max_id_collision_retries=2)
+    taken = await stored(store)
+    monkeypatch.setattr(ids_module, "new_cookie_value", lambda: taken)
+    with pytest.raises(IdCollisionError):
+        await store.save(store.new(Cart(items=[2])))
+    assert backend.kinds == ["create"] * 3
+
+
+async def test_unbounded_collision_retries(
+    backend: RecordingBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(backend, clock, max_id_collision_retries=None)
+    taken = await stored(store)
+    drawn = iter([taken] * 20 + [ids_module.new_cookie_value()])
+    monkeypatch.setattr(ids_module, "new_cookie_value", lambda: next(drawn))
+    assert isinstance(await store.save(store.new()), DoNothing)  # untouched: no draw
+    assert isinstance(await store.save(store.new(Cart(items=[3]))), SetCookie)
+    assert len(backend.kinds) == 21
+
+
+async def test_rotation_collision_is_retried(
+    backend: RecordingBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(backend, clock)
+    taken = await stored(store, Cart(items=[1]))
+    mine = await stored(store, Cart(items=[2]))
+    drawn = iter([taken, ids_module.new_cookie_value()])
+    monkeypatch.setattr(ids_module, "new_cookie_value", lambda: next(drawn))
+    session = await store.load(mine)
+    assert session is not None
+    session.regenerate()
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    assert result.value not in (taken, mine)
+    other = await store.load(taken)
+    assert other is not None
+    assert other.data == Cart(items=[1])
+
+
+MALFORMED = [
+    "",
+    "short",
+    "x" * 8192,
+    "' OR 1=1 --" + "a" * 32,
+    "a" * 42 + "\x00",
+    "é" * 43,
+    "a" * 42 + "b",  # right length and alphabet, but not canonical base64 of 32 bytes
+    "a" * 44,
+    '"' + "a" * 41 + '"',
+    "a" * 21 + " " + "a" * 21,
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED, ids=range(len(MALFORMED)))
+async def test_malformed_cookie_never_reaches_the_backend(
+    backend: RecordingBackend, clock: FakeClock, value: str
+) -> None:
+    events: list[SessionEvent] = []
+    store = make_store(backend, clock, on_event=events.append)
+    assert await store.load(value) is None
+    assert backend.kinds == []
+    assert [event.kind for event in events] == ([EventKind.MALFORMED_COOKIE] if value else [])
+
+
+async def test_unknown_id_loads_nothing(backend: RecordingBackend, clock: FakeClock) -> None:
+    events: list[SessionEvent] = []
+    store = make_store(backend, clock, on_event=events.append)
+    assert await store.load(ids_module.new_cookie_value()) is None
+    assert backend.kinds == ["read"]
+    assert [event.kind for event in events] == [EventKind.UNKNOWN_ID]
+
+
+async def test_undecodable_data_loads_as_none(backend: RecordingBackend, clock: FakeClock) -> None:
+    value = await stored(make_store(backend, clock))
+    events: list[SessionEvent] = []
+    drifted = SessionStore(int, backend, clock=clock, on_event=events.append)
+    assert await drifted.load(value) is None
+    assert [event.kind for event in events] == [EventKind.UNDECODABLE]
+
+
+async def test_oversize_data_is_refused_and_nothing_written(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    store = make_store(backend, clock, max_data_bytes=64)
+    with pytest.raises(SessionTooLargeError):
+        await store.save(store.new(Cart(items=list(range(100)))))
+    assert backend.kinds == []
+    value = await stored(store)
+    session = await store.load(value)
+    assert session is not None
+    session.data.items.extend(range(100))
+    with pytest.raises(SessionTooLargeError):
+        await store.save(session)
+    assert backend.kinds == ["read"]
+    current = await store.load(value)
+    assert current is not None
+    assert current.data == Cart(items=[1])
+
+
+async def test_no_cookie_value_in_logs_or_reprs(
+    backend: RecordingBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="typed_session_sql")
+    store = make_store(backend, clock)
+    session = store.new()
+    session.data.items.append(1)
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    value = result.value
+    loaded = await store.load(value)
+    assert loaded is not None
+    loaded.regenerate()
+    rotated = await store.save(loaded)
+    assert isinstance(rotated, SetCookie)
+    await store.load(value)  # unknown now
+    shown = [repr(result), str(result), repr(rotated), repr(loaded), str(loaded), repr(store)]
+    shown.append(caplog.text)
+    for text in shown:
+        assert value not in text
+        assert rotated.value not in text
+    assert "session created" in caplog.text  # the log is there, only without secrets
+
+
+async def test_only_the_hash_reaches_the_backend(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    seen: list[bytes] = []
+    original_create = backend.inner.create
+
+    async def spy(id_hash: bytes, record: object) -> bool:
+        seen.append(id_hash)
+        return await original_create(id_hash, record)  # type: ignore[arg-type]
+
+    backend.inner.create = spy  # type: ignore[method-assign]
+    store = make_store(backend, clock)
+    value = await stored(store)
+    assert seen == [ids_module.IdHasher()(value)]
+    assert value.encode() not in seen[0]
+    assert await store.load(seen[0].hex()) is None  # a stored hash is no cookie
+
+
+async def test_secret_key_changes_the_stored_hash(
+    backend: RecordingBackend, clock: FakeClock
+) -> None:
+    peppered = make_store(backend, clock, secret_key=b"k" * 32)
+    value = await stored(peppered)
+    assert await peppered.load(value) is not None
+    assert await make_store(backend, clock).load(value) is None
+    assert await make_store(backend, clock, secret_key=b"j" * 32).load(value) is None
+
+
+async def test_clear_removes_every_session(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    values = [await stored(store) for _ in range(3)]
+    await store.clear()
+    for value in values:
+        assert await store.load(value) is None
+
+
+async def test_purge_removes_only_expired_rows(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    early = [await stored(store) for _ in range(5)]
+    clock.advance(timedelta(minutes=20))
+    late = [await stored(store) for _ in range(2)]
+    forever = await stored(make_store(backend, clock, expiry=ExpiryPolicy.never()))
+    clock.advance(timedelta(minutes=15))
+    assert await store.purge_expired(batch_size=2) == 5
+    lax = make_store(backend, clock, expiry=ExpiryPolicy.never())
+    for value in early:
+        assert await lax.load(value) is None
+    for value in [*late, forever]:
+        assert await lax.load(value) is not None
+
+
+async def test_events_report_the_lifecycle(backend: RecordingBackend, clock: FakeClock) -> None:
+    events: list[SessionEvent] = []
+
+    def hook(event: SessionEvent) -> None:
+        events.append(event)
+        raise RuntimeError("a broken hook must not break the request")
+
+    store = make_store(backend, clock, on_event=hook)
+    value = await stored(store)
+    clock.advance(timedelta(minutes=10))
+    session = await store.load(value)
+    assert session is not None
+    await store.save(session)
+    session.regenerate()
+    await store.save(session)
+    session.delete()
+    await store.save(session)
+    assert [event.kind for event in events] == [
+        EventKind.CREATED,
+        EventKind.LOADED,
+        EventKind.RENEWED,
+        EventKind.ROTATED,
+        EventKind.DELETED,
+    ]
+
+
+async def test_saving_twice_writes_once(backend: RecordingBackend, clock: FakeClock) -> None:
+    store = make_store(backend, clock)
+    session = store.new()
+    session.data.count = 1
+    await store.save(session)
+    assert await store.save(session) == DoNothing()
+    session.data.count = 2
+    await store.save(session)
+    assert backend.kinds == ["create", "update"]
+    assert session.created_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

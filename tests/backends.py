@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
+from tests.sql_backends import postgres_backend, sqlite_backend
 from typed_session_sql import MemoryBackend
 from typed_session_sql.backend import Backend, Record, UpdateOutcome
 
@@ -25,6 +26,8 @@ async def memory_backend() -> AsyncIterator[Backend]:
 # name -> (factory, whether it runs under trio as well as asyncio)
 BACKEND_FACTORIES: dict[str, tuple[BackendFactory, bool]] = {
     "memory": (memory_backend, True),
+    "sqlite": (sqlite_backend, False),
+    "postgres": (postgres_backend, False),
 }
 
 

@@ -2,6 +2,7 @@
 
 from typed_session_sql.backend import Backend, Record, UpdateOutcome
 from typed_session_sql.backends.memory import MemoryBackend
+from typed_session_sql.backends.sql import SqlBackend
 from typed_session_sql.codec import Codec, MsgspecCodec, PydanticCodec
 from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
 from typed_session_sql.errors import (
@@ -14,6 +15,7 @@ from typed_session_sql.errors import (
 )
 from typed_session_sql.events import EventKind, SessionEvent
 from typed_session_sql.expiry import ExpiryPolicy
+from typed_session_sql.purge import PurgeResult, PurgeScheduler
 from typed_session_sql.session import Session
 from typed_session_sql.store import SessionStore
 
@@ -27,6 +29,8 @@ __all__ = [
     "IdCollisionError",
     "MemoryBackend",
     "MsgspecCodec",
+    "PurgeResult",
+    "PurgeScheduler",
     "PydanticCodec",
     "Record",
     "SaveResult",
@@ -38,6 +42,7 @@ __all__ = [
     "SessionStore",
     "SessionTooLargeError",
     "SetCookie",
+    "SqlBackend",
     "StoreUnavailableError",
     "UpdateOutcome",
 ]

@@ -1,0 +1,381 @@
+"""The SQL backend: one table, one statement per operation, on SQLAlchemy's asyncio engine.
+
+Every operation is a single statement run in autocommit mode: no BEGIN/COMMIT round trips,
+and each statement is atomic on its own. Statements are built once per backend and reused,
+so SQLAlchemy's compiled cache serves every call after the first.
+
+Timestamps are stored as integer microseconds since the Unix epoch (UTC). Integers compare
+the same on every dialect whatever the database session's time zone, SQLite included
+(where DATETIME is text), cost nothing to convert, and make it impossible to mix in the
+database's own clock: every ``now`` comes from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    bindparam,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.selectable import Select
+from sqlalchemy.types import TypeDecorator
+
+from typed_session_sql.backend import Record, UpdateOutcome
+from typed_session_sql.errors import StoreUnavailableError
+
+URL_ENV = "TYPED_SESSION_SQL_URL"
+DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
+DEFAULT_TABLE = "typed_sessions"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# A serialization failure (SQLSTATE 40001) aborted the statement; running it again is safe.
+# PostgreSQL raises it only under SERIALIZABLE; CockroachDB and YugabyteDB raise it routinely.
+_SERIALIZATION_FAILURE = "40001"
+_SERIALIZATION_RETRIES = 5
+
+
+_Result: TypeAlias = "CursorResult[*tuple[Any, ...]]"
+
+
+class EpochMicros(TypeDecorator[datetime]):
+    """An aware datetime stored as a BIGINT of microseconds since 1970-01-01 UTC."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("session timestamps must be timezone-aware")
+        return (value - _EPOCH) // _MICROSECOND
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return _EPOCH + timedelta(microseconds=value)
+
+
+def session_table(
+    metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None
+) -> Table:
+    """The session table, defined once: the backend, migrations and autogenerate use this."""
+    return Table(
+        name,
+        metadata,
+        # blake3 of the session id: uniformly distributed, so a fine key for range-sharded
+        # distributed SQL too (no sequence, no hot spot).
+        Column("id_hash", LargeBinary(32), primary_key=True),
+        Column("data", LargeBinary, nullable=False),
+        # NULL = never expires (never purged).
+        Column("expires_at", EpochMicros, nullable=True),
+        Column("created_at", EpochMicros, nullable=False),
+        Column("version", Integer, nullable=False),
+        Index(f"ix_{name}_expires_at", "expires_at"),
+        schema=schema,
+    )
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine tuned for session traffic: autocommit, no pool reset, SQLite in WAL mode.
+
+    Autocommit means no transaction is ever left open on a pooled connection, so resetting
+    it on return (a ROLLBACK round trip on some drivers) buys nothing. Extra ``kwargs`` go to
+    :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    options.update(kwargs)
+    engine = create_async_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL itself needs the lock another process may hold.
+        # Several processes writing at once then wait their turn instead of failing with
+        # "database is locked"; every operation is one short statement, so waits are short.
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _reject_closed_connections(
+    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+) -> None:
+    """Replace a pooled connection the server already closed, at no round trip.
+
+    The driver notices the server's close (restart, ``pg_terminate_backend``, idle timeout)
+    as soon as the event loop reads it; asking the driver is free, unlike ``pool_pre_ping``.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has a `closed` flag
+    closed = is_closed() if callable(is_closed) else getattr(driver, "closed", False) is True
+    if closed:
+        raise DisconnectionError("the pooled connection was closed by the server")
+
+
+class SqlBackend:
+    """Sessions in one SQL table, through a SQLAlchemy :class:`AsyncEngine`.
+
+    Args:
+        engine: the engine to use. Its statements run in autocommit mode; an engine from
+            :meth:`from_url` (or :func:`create_engine`) also skips the pool's reset.
+        table_name: the table's name.
+        schema: the schema (PostgreSQL) the table lives in; None for the default.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, table_name: str = DEFAULT_TABLE, schema: str | None = None
+    ) -> None:
+        sync_engine = engine.sync_engine
+        if sync_engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT" and (
+            getattr(sync_engine.dialect, "_on_connect_isolation_level", None) != "AUTOCOMMIT"
+        ):
+            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        if not event.contains(sync_engine.pool, "checkout", _reject_closed_connections):
+            event.listen(sync_engine.pool, "checkout", _reject_closed_connections)
+        self.engine: AsyncEngine = engine
+        self.metadata = MetaData()
+        self.table: Table = session_table(self.metadata, table_name, schema)
+        self._owns_engine = False
+        self._build_statements()
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> Self:
+        """A backend on a new engine for ``url``.
+
+        Without ``url``, the ``TYPED_SESSION_SQL_URL`` environment variable, else a SQLite
+        file ``./sessions.db``. Extra ``kwargs`` (``table_name``, ``schema``) go to the
+        constructor. :meth:`dispose` closes the engine.
+        """
+        resolved = url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        backend = cls(create_engine(resolved), **kwargs)
+        backend._owns_engine = True
+        return backend
+
+    def _build_statements(self) -> None:
+        t = self.table
+        c = t.c
+        dialect = self.engine.dialect.name
+        values = {
+            "id_hash": bindparam("p_id"),
+            "data": bindparam("p_data"),
+            "expires_at": bindparam("p_expires", type_=EpochMicros),
+            "created_at": bindparam("p_created", type_=EpochMicros),
+            "version": bindparam("p_version"),
+        }
+        self._insert_ignores_conflict = dialect in ("postgresql", "sqlite")
+        self._insert: Insert
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert = pg_insert(t).values(values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert(t).values(values).on_conflict_do_nothing()
+        else:  # no ON CONFLICT: a collision surfaces as an IntegrityError instead
+            self._insert = insert(t).values(values)
+        self._select: Select[Any] = select(c.data, c.version, c.created_at, c.expires_at).where(
+            c.id_hash == bindparam("p_id")
+        )
+        guard = (c.id_hash == bindparam("p_id")) & (c.version == bindparam("p_version"))
+        changes = {
+            "data": bindparam("p_data"),
+            "expires_at": bindparam("p_expires", type_=EpochMicros),
+            "version": c.version + 1,
+        }
+        self._update: Update = update(t).where(guard).values(changes)
+        self._update_moving: Update = (
+            update(t).where(guard).values({**changes, "id_hash": bindparam("p_new_id")})
+        )
+        self._touch: Update = (
+            update(t)
+            .where(
+                (c.id_hash == bindparam("p_id"))
+                & (c.expires_at > bindparam("p_now", type_=EpochMicros))
+                & (c.expires_at < bindparam("p_expires", type_=EpochMicros))
+            )
+            .values(expires_at=bindparam("p_expires", type_=EpochMicros))
+        )
+        self._delete: Delete = delete(t).where(c.id_hash == bindparam("p_id"))
+        victims = (
+            select(c.id_hash)
+            .where(c.expires_at <= bindparam("p_now", type_=EpochMicros))
+            .limit(bindparam("p_limit", type_=Integer))
+        )
+        if dialect == "postgresql":
+            # Concurrent purgers take disjoint batches instead of queueing on each other's
+            # row locks (and never block a request writing one of those rows for long).
+            victims = victims.with_for_update(skip_locked=True)
+        self._purge: Delete = delete(t).where(c.id_hash.in_(victims.scalar_subquery()))
+        self._clear: Delete = delete(t)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def create_schema(self) -> None:
+        """Create the table and its index if missing. Production uses the migrations."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(self.metadata.create_all)
+        except SQLAlchemyError as error:
+            raise StoreUnavailableError(f"could not create the session table: {error}") from error
+
+    async def dispose(self) -> None:
+        """Close the pooled connections of an engine this backend created."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        return f"SqlBackend({self.engine.dialect.name}, table={self.table.fullname!r})"
+
+    # -- running one statement ----------------------------------------------------------
+
+    async def _execute(
+        self, statement: Any, params: dict[str, Any], *, idempotent: bool
+    ) -> _Result:
+        """Run one autocommit statement; map failures to :class:`StoreUnavailableError`.
+
+        Retries a serialization failure (the statement was rolled back, so it is safe), and,
+        for ``idempotent`` statements, once more after a dropped connection. Writes that are
+        not idempotent are never re-run after a disconnect: the first attempt may have
+        committed before the connection died.
+        """
+        reconnected = False
+        serialization_failures = 0
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    result: _Result = await conn.execute(statement, params)
+                    return result
+            except IntegrityError:
+                raise
+            except DBAPIError as error:
+                sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
+                    error.orig, "pgcode", None
+                )
+                if (
+                    sqlstate == _SERIALIZATION_FAILURE
+                    and serialization_failures < _SERIALIZATION_RETRIES
+                ):
+                    serialization_failures += 1
+                    await asyncio.sleep(0.001 * 2**serialization_failures)
+                    continue
+                if error.connection_invalidated and idempotent and not reconnected:
+                    reconnected = True
+                    continue
+                raise StoreUnavailableError(
+                    f"session store failed: {type(error.orig).__name__}"
+                ) from error
+            except (SQLAlchemyError, OSError) as error:
+                # Connection refused, pool timeout, DNS failure, ...
+                raise StoreUnavailableError(
+                    f"session store unavailable: {type(error).__name__}"
+                ) from error
+
+    # -- the Backend protocol -----------------------------------------------------------
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        params = {
+            "p_id": id_hash,
+            "p_data": record.data,
+            "p_expires": record.expires_at,
+            "p_created": record.created_at,
+            "p_version": record.version,
+        }
+        try:
+            result = await self._execute(self._insert, params, idempotent=False)
+        except IntegrityError as error:
+            if self._insert_ignores_conflict:
+                raise StoreUnavailableError("session insert failed") from error
+            return False
+        return result.rowcount == 1
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        result = await self._execute(self._select, {"p_id": id_hash}, idempotent=True)
+        row = result.first()
+        if row is None:
+            return None
+        return Record(row[0], row[1], row[2], row[3])
+
+    async def update(
+        self,
+        id_hash: bytes,
+        expected_version: int,
+        data: bytes,
+        expires_at: datetime | None,
+        new_id_hash: bytes | None = None,
+    ) -> UpdateOutcome:
+        params: dict[str, Any] = {
+            "p_id": id_hash,
+            "p_version": expected_version,
+            "p_data": data,
+            "p_expires": expires_at,
+        }
+        statement = self._update
+        if new_id_hash is not None:
+            statement = self._update_moving
+            params["p_new_id"] = new_id_hash
+        try:
+            result = await self._execute(statement, params, idempotent=False)
+        except IntegrityError as error:
+            if new_id_hash is None:
+                raise StoreUnavailableError("session update failed") from error
+            return UpdateOutcome.ID_TAKEN  # the statement failed as a whole: nothing written
+        return UpdateOutcome.UPDATED if result.rowcount == 1 else UpdateOutcome.STALE
+
+    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+        params = {"p_id": id_hash, "p_expires": expires_at, "p_now": now}
+        result = await self._execute(self._touch, params, idempotent=True)
+        return result.rowcount == 1
+
+    async def delete(self, id_hash: bytes) -> bool:
+        result = await self._execute(self._delete, {"p_id": id_hash}, idempotent=True)
+        return result.rowcount == 1
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        params = {"p_now": now, "p_limit": batch_size}
+        result = await self._execute(self._purge, params, idempotent=True)
+        return result.rowcount
+
+    async def clear(self) -> None:
+        await self._execute(self._clear, {}, idempotent=True)

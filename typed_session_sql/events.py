@@ -31,6 +31,12 @@ class EventKind(enum.StrEnum):
     """The request carried the session cookie twice (a cookie-tossing sign); no session used."""
     PURGED = "purged"
     """A purge batch removed ``count`` expired rows."""
+    PURGE_FINISHED = "purge_finished"
+    """A purge pass ended: ``count`` rows in total; ``detail`` gives batches and duration."""
+    PURGE_SKIPPED = "purge_skipped"
+    """A purge pass did nothing: another purger (another instance) holds the purge lock."""
+    PURGE_FAILED = "purge_failed"
+    """A purge pass failed after ``count`` rows; ``detail`` names the error (no secrets)."""
 
 
 _LEVELS = {
@@ -39,6 +45,8 @@ _LEVELS = {
     EventKind.DUPLICATE_COOKIE: logging.WARNING,
     EventKind.CONFLICT: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,
+    EventKind.PURGE_FINISHED: logging.INFO,
+    EventKind.PURGE_FAILED: logging.WARNING,
 }
 
 

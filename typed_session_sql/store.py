@@ -28,6 +28,7 @@ from typed_session_sql.errors import (
 )
 from typed_session_sql.events import EventHook, EventKind, emit
 from typed_session_sql.expiry import ExpiryPolicy
+from typed_session_sql.purge import BatchHook, purge_pass
 from typed_session_sql.session import Session, as_utc
 
 T = TypeVar("T")
@@ -311,18 +312,17 @@ class SessionStore(Generic[T]):
 
     # -- housekeeping -------------------------------------------------------------------
 
-    async def purge_expired(self, batch_size: int = 1000) -> int:
-        """Delete expired sessions in batches of ``batch_size``; return how many went."""
-        if batch_size <= 0:
-            raise ValueError("batch_size must be positive")
-        total = 0
-        while True:
-            removed = await self.backend.purge(self.now(), batch_size)
-            total += removed
-            if removed:
-                emit(self.on_event, EventKind.PURGED, count=removed)
-            if removed < batch_size:
-                return total
+    async def purge_expired(
+        self, batch_size: int = 1000, *, on_batch: BatchHook | None = None
+    ) -> int:
+        """Delete expired sessions in batches of ``batch_size``; return how many went.
+
+        Expiry is judged by the store's clock at the start of the pass; each batch is one
+        short statement, and ``on_batch`` sees each one's progress. Only one purger works at
+        a time across instances (on PostgreSQL; see :mod:`typed_session_sql.purge`): if
+        another one is running, this returns 0 at once. Raises :class:`StoreUnavailableError`.
+        """
+        return (await purge_pass(self, batch_size, on_batch=on_batch)).removed
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""

@@ -1,0 +1,155 @@
+"""A database that is down, drops connections or fails a serialization check."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.clock import FakeClock
+from tests.sql_backends import require_postgres, unique_name
+from typed_session_sql import SessionStore, SetCookie, SqlBackend, StoreUnavailableError, ids
+from typed_session_sql.backends.sql import create_engine
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Cart:
+    items: list[int] = field(default_factory=list)
+
+
+async def test_postgres_down_raises_store_unavailable_with_cause(clock: FakeClock) -> None:
+    # Port 1 on localhost: nothing listens, the connection is refused at once.
+    async with SqlBackend.from_url("postgresql+asyncpg://root@127.0.0.1:1/test") as backend:
+        store = SessionStore(Cart, backend, clock=clock)
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.load(ids.new_cookie_value())
+        assert caught.value.__cause__ is not None
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.save(store.new(Cart(items=[1])))
+        assert caught.value.__cause__ is not None
+
+
+async def test_sqlite_unopenable_raises_store_unavailable(tmp_path: Path, clock: FakeClock) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'sessions.db'}"
+    async with SqlBackend.from_url(url) as backend:
+        store = SessionStore(Cart, backend, clock=clock)
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.load(ids.new_cookie_value())
+        assert caught.value.__cause__ is not None
+        del caught
+    # aiosqlite stops the worker thread of a connection that failed to open only when it is
+    # collected; collect it while the event loop still runs.
+    gc.collect()
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def pg_named() -> AsyncIterator[tuple[SqlBackend, str]]:
+    """A PostgreSQL backend whose connections carry a unique application_name."""
+    url = require_postgres()
+    name = unique_name("app")
+    engine = create_engine(url, connect_args={"server_settings": {"application_name": name}})
+    backend = SqlBackend(engine, table_name=unique_name("sessions"))
+    await backend.create_schema()
+    try:
+        yield backend, name
+    finally:
+        async with backend.engine.begin() as conn:
+            await conn.run_sync(backend.metadata.drop_all)
+        await engine.dispose()
+
+
+async def admin(url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql), params)).all())
+    finally:
+        await engine.dispose()
+
+
+async def test_dropped_connections_are_replaced_unseen(
+    pg_named: tuple[SqlBackend, str], clock: FakeClock
+) -> None:
+    backend, name = pg_named
+    store = SessionStore(Cart, backend, clock=clock)
+    saved = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(saved, SetCookie)
+    # Fill the pool with several connections, then have the server kill every one of them.
+    await asyncio.gather(*(store.load(saved.value) for _ in range(5)))
+    killed = await admin(
+        require_postgres(),
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+        " WHERE application_name = :name",
+        name=name,
+    )
+    assert len(killed) >= 2
+    assert all(row[0] for row in killed)
+
+    for n in range(2, 6):
+        session = await store.load(saved.value)
+        assert session is not None
+        session.data.items.append(n)
+        await store.save(session)
+    final = await store.load(saved.value)
+    assert final is not None
+    assert final.data.items == [1, 2, 3, 4, 5]
+
+
+async def test_serialization_failure_is_retried(
+    pg_named: tuple[SqlBackend, str], clock: FakeClock
+) -> None:
+    """Under REPEATABLE READ a single UPDATE of a row another transaction changed meanwhile
+    fails with SQLSTATE 40001, as on CockroachDB; the backend runs it again."""
+    backend, name = pg_named
+    url = require_postgres()
+    engine = create_engine(
+        url,
+        connect_args={
+            "server_settings": {
+                "application_name": name + "_rr",
+                "default_transaction_isolation": "repeatable read",
+            }
+        },
+    )
+    rr_backend = SqlBackend(engine, table_name=backend.table.name)
+    try:
+        store = SessionStore(Cart, rr_backend, clock=clock)
+        saved = await store.save(store.new(Cart(items=[1])))
+        assert isinstance(saved, SetCookie)
+        session = await store.load(saved.value)
+        assert session is not None
+        session.data.items.append(2)
+
+        blocker = create_engine(url, isolation_level="READ COMMITTED")
+        try:
+            async with blocker.connect() as conn:
+                # Lock the row without changing its version, so the retried UPDATE succeeds.
+                await conn.execute(text(f'UPDATE "{backend.table.name}" SET data = data'))
+                save = asyncio.create_task(store.save(session))
+                # Wait (on the server's word, not on time) until the save blocks on our lock.
+                blocked: list[Any] = []
+                while not blocked:  # each poll is a round trip to the server
+                    blocked = await admin(
+                        url,
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = :n"
+                        " AND wait_event_type = 'Lock'",
+                        n=name + "_rr",
+                    )
+                await conn.commit()
+            await save
+        finally:
+            await blocker.dispose()
+        final = await store.load(saved.value)
+        assert final is not None
+        assert final.data.items == [1, 2]
+    finally:
+        await engine.dispose()

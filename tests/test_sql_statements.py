@@ -1,0 +1,155 @@
+"""What the SQL backend sends: one statement per operation, no transaction around it.
+
+Statements are counted with a ``before_cursor_execute`` listener; BEGIN/COMMIT are looked
+for in the driver's own trace (asyncpg's query logger, sqlite3's trace callback), which sees
+everything that goes to the database, including what the driver sends by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+
+from tests.clock import FakeClock
+from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from typed_session_sql import (
+    EventKind,
+    ExpiryPolicy,
+    SessionEvent,
+    SessionStore,
+    SetCookie,
+    SqlBackend,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Cart:
+    items: list[int] = field(default_factory=list)
+
+
+class Trace:
+    """Every statement SQLAlchemy runs, and every query the driver itself sends."""
+
+    def __init__(self, backend: SqlBackend) -> None:
+        self.statements: list[str] = []
+        self.wire: list[str] = []
+        event.listen(backend.engine.sync_engine, "before_cursor_execute", self._statement)
+        event.listen(backend.engine.sync_engine, "connect", self._hook_driver)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement.split(None, 1)[0].upper())
+
+    def _hook_driver(self, dbapi_connection: Any, record: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if hasattr(driver, "add_query_logger"):  # asyncpg
+            driver.add_query_logger(lambda query: self.wire.append(query.query))
+        else:  # aiosqlite: the sqlite3 connection's own trace, on aiosqlite's thread
+            driver._conn.set_trace_callback(self.wire.append)
+
+    def clear(self) -> None:
+        self.statements.clear()
+        self.wire.clear()
+
+    def transaction_control(self) -> list[str]:
+        words = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+        return [q for q in self.wire if q.strip().upper().startswith(words)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def traced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlBackend, Trace]]:
+    factory = sqlite_sql_backend if request.param == "sqlite" else postgres_sql_backend
+    async with factory() as backend:
+        trace = Trace(backend)
+        await backend.engine.dispose()  # new connections, so the driver trace sees them all
+        await backend.read(b"\0" * 32)  # warm up: first connect, compiled cache
+        trace.clear()
+        yield backend, trace
+
+
+def store_on(backend: SqlBackend, clock: FakeClock, **options: Any) -> SessionStore[Cart]:
+    return SessionStore(Cart, backend, clock=clock, **options)
+
+
+async def test_one_statement_per_operation_and_no_transaction_control(
+    traced: tuple[SqlBackend, Trace], clock: FakeClock
+) -> None:
+    backend, trace = traced
+    store = store_on(backend, clock, expiry=ExpiryPolicy(idle=timedelta(hours=1)))
+
+    def counted() -> list[str]:
+        assert trace.transaction_control() == []
+        seen = list(trace.statements)
+        trace.clear()
+        return seen
+
+    session = store.new()
+    session.data.items.append(1)
+    created = await store.save(session)
+    assert isinstance(created, SetCookie)
+    assert counted() == ["INSERT"]
+
+    loaded = await store.load(created.value)
+    assert loaded is not None
+    assert counted() == ["SELECT"]
+
+    assert await store.save(loaded) is not None
+    assert counted() == []  # unchanged: nothing at all
+
+    loaded.data.items.append(2)
+    await store.save(loaded)
+    assert counted() == ["UPDATE"]
+
+    loaded.regenerate()
+    rotated = await store.save(loaded)
+    assert isinstance(rotated, SetCookie)
+    assert counted() == ["UPDATE"]  # rotation moves the id in the same statement
+
+    clock.advance(timedelta(minutes=30))
+    renewed = await store.load(rotated.value)
+    assert renewed is not None
+    trace.clear()
+    await store.save(renewed)
+    assert counted() == ["UPDATE"]  # the touch of the expiry
+
+    renewed.delete()
+    await store.save(renewed)
+    assert counted() == ["DELETE"]
+
+    clock.advance(timedelta(days=1))
+    assert await backend.purge(clock(), 10) == 0  # one batch (the purge pass adds its lock)
+    assert counted() == ["DELETE"]
+
+
+async def test_statements_are_compiled_once(traced: tuple[SqlBackend, Trace]) -> None:
+    backend, _ = traced
+    hits: list[bool] = []
+
+    def cache(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+        hits.append(context.cache_hit == context.cache_hit.CACHE_HIT)
+
+    event.listen(backend.engine.sync_engine, "before_cursor_execute", cache)
+    for _ in range(3):
+        await backend.read(b"\1" * 32)
+    assert hits == [True, True, True]
+
+
+async def test_undecodable_row_loads_as_none(
+    traced: tuple[SqlBackend, Trace], clock: FakeClock
+) -> None:
+    backend, _ = traced
+    events: list[SessionEvent] = []
+    store = SessionStore(Cart, backend, clock=clock, on_event=events.append)
+    session = store.new(Cart(items=[1]))
+    result = await store.save(session)
+    assert isinstance(result, SetCookie)
+    async with backend.engine.connect() as conn:
+        await conn.execute(update(backend.table).values(data=b"\xff not json"))
+    assert await store.load(result.value) is None
+    assert events[-1].kind is EventKind.UNDECODABLE

@@ -1,0 +1,49 @@
+"""Create the session table and its expiry index.
+
+Written out column by column, not built from the backend's current table definition: a
+revision must keep meaning what it meant when later revisions change the table. A test
+compares the migrated database with the backend's definition (autogenerate finds no diff).
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from typed_session_sql.alembic_support import BRANCH_LABEL, options
+
+revision = "0001"
+down_revision = None
+branch_labels = (BRANCH_LABEL,)
+depends_on = None
+
+
+def upgrade() -> None:
+    settings = options(context.config, context.get_x_argument(as_dictionary=True))
+    op.create_table(
+        settings.table,
+        sa.Column("id_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        # Microseconds since 1970-01-01 UTC; NULL = never expires.
+        sa.Column("expires_at", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id_hash"),
+        schema=settings.schema,
+    )
+    op.create_index(
+        f"ix_{settings.table}_expires_at",
+        settings.table,
+        ["expires_at"],
+        schema=settings.schema,
+    )
+
+
+def downgrade() -> None:
+    settings = options(context.config, context.get_x_argument(as_dictionary=True))
+    op.drop_index(f"ix_{settings.table}_expires_at", settings.table, schema=settings.schema)
+    op.drop_table(settings.table, schema=settings.schema)

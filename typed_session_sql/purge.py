@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -234,6 +234,7 @@ class PurgeScheduler:
         retry_after: the first wait after a failed pass; it doubles with every further
             failure in a row, up to ``every``, with the same jitter.
         on_pass: called with each pass's :class:`PurgeResult` (for metrics).
+        on_batch: called after each batch with its :class:`PurgeProgress`.
         sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
         rng: returns floats in [0, 1) for the jitter.
 
@@ -253,6 +254,7 @@ class PurgeScheduler:
         first_delay: timedelta | None = None,
         retry_after: timedelta = timedelta(seconds=5),
         on_pass: Callable[[PurgeResult], None] | None = None,
+        on_batch: BatchHook | None = None,
         sleep: Sleep = anyio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -273,6 +275,7 @@ class PurgeScheduler:
         self.first_delay = first_delay
         self.retry_after = retry_after
         self.on_pass = on_pass
+        self.on_batch = on_batch
         self._sleep = sleep
         self._rng = rng
         self._task_group: TaskGroup | None = None
@@ -302,7 +305,7 @@ class PurgeScheduler:
         while True:
             await self._sleep(delay)
             try:
-                result = await purge_pass(self.store, self.batch_size)
+                result = await purge_pass(self.store, self.batch_size, on_batch=self.on_batch)
             except Exception as error:
                 failures_in_a_row += 1
                 self.failures += 1
@@ -351,3 +354,70 @@ class PurgeScheduler:
 
     def __repr__(self) -> str:
         return f"PurgeScheduler(every={self.every!r}, batch_size={self.batch_size})"
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    """What a session table holds, as of one moment."""
+
+    live: int
+    """Rows not expired at that moment, never-expiring ones included."""
+    never_expire: int
+    expired: int
+    """Rows a purge would remove."""
+    oldest_expiry: datetime | None
+    """The earliest expiry in the table (None if no row expires); in the past, it says how
+    far behind cleanup is."""
+    size_bytes: int | None
+    """The table's size on disk, where the database can tell; see ``size_of``."""
+    size_of: str
+
+
+async def table_stats(backend: Any, now: datetime) -> TableStats:
+    """Count ``backend``'s rows (an :class:`SqlBackend`: it needs ``engine`` and ``table``).
+
+    One aggregate statement for the counts; the size comes from ``pg_total_relation_size``
+    (table, indexes and TOAST) on PostgreSQL and from the ``dbstat`` table on SQLite, or the
+    whole database file where SQLite was built without it.
+    """
+    from sqlalchemy import case, func, select, text
+
+    engine, table = backend.engine, backend.table
+    c = table.c
+    counts = select(
+        func.count(),
+        func.count(case((c.expires_at <= now, 1))),
+        func.count(case((c.expires_at.is_(None), 1))),
+        func.min(c.expires_at),
+    ).select_from(table)
+    size: int | None = None
+    size_of = "unknown"
+    async with engine.connect() as conn:
+        total, expired, never, oldest = (await conn.execute(counts)).one()
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            name = engine.dialect.identifier_preparer.format_table(table)
+            query = text("SELECT pg_total_relation_size(CAST(:t AS regclass))")
+            size, size_of = (await conn.execute(query, {"t": name})).scalar(), "table + indexes"
+        elif dialect == "sqlite":
+            try:
+                query = text(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name = :t OR name IN "
+                    "(SELECT name FROM sqlite_master WHERE tbl_name = :t)"
+                )
+                size, size_of = (
+                    (await conn.execute(query, {"t": table.name})).scalar(),
+                    "table + indexes",
+                )
+            except Exception:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+                pages = (await conn.execute(text("PRAGMA page_count"))).scalar()
+                page_size = (await conn.execute(text("PRAGMA page_size"))).scalar()
+                size, size_of = int(pages) * int(page_size), "whole database file"
+    return TableStats(
+        live=int(total) - int(expired),
+        never_expire=int(never),
+        expired=int(expired),
+        oldest_expiry=oldest,
+        size_bytes=int(size) if size is not None else None,
+        size_of=size_of,
+    )

@@ -1,0 +1,234 @@
+"""Purging on the real databases: SQLite files and the PostgreSQL server.
+
+Expiry is judged by an injected :class:`FakeClock`; rows are bulk-inserted with one
+executemany, not saved one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import event, select, text
+
+from tests.clock import FakeClock
+from tests.purge_support import Events, StuckBackend, count_rows, insert_rows, rows
+from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from typed_session_sql import (
+    MemoryBackend,
+    PurgeScheduler,
+    Record,
+    SessionStore,
+    SqlBackend,
+    StoreUnavailableError,
+)
+from typed_session_sql.purge import PurgeProgress, pass_lock, purge_pass, table_stats
+
+pytestmark = pytest.mark.anyio
+
+EXPIRED, LIVE, FOREVER, BATCH = 20_000, 1_000, 25, 1_000
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sql_backend(request: pytest.FixtureRequest) -> AsyncIterator[SqlBackend]:
+    opener = sqlite_sql_backend() if request.param == "sqlite" else postgres_sql_backend()
+    async with opener as backend:
+        yield backend
+
+
+def same_table(backend: SqlBackend) -> SqlBackend:
+    """Another backend, with its own engine (another app instance), on the same table."""
+    url = backend.engine.url.render_as_string(hide_password=False)
+    return SqlBackend.from_url(url, table_name=backend.table.name)
+
+
+class StatementCounter(AbstractAsyncContextManager["StatementCounter"]):
+    """Counts the DELETE statements a backend's engine sends."""
+
+    def __init__(self, backend: SqlBackend) -> None:
+        self.engine = backend.engine.sync_engine
+        self.deletes = 0
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            self.deletes += 1
+
+    async def __aenter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+async def test_removes_exactly_the_expired_rows_in_the_expected_batches(
+    sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    await insert_rows(sql_backend, rows(clock.now, expired=EXPIRED, live=LIVE, forever=FOREVER))
+    events = Events()
+    store = SessionStore(dict, sql_backend, clock=clock, on_event=events)
+    progress: list[PurgeProgress] = []
+    async with StatementCounter(sql_backend) as counter:
+        removed = await store.purge_expired(batch_size=BATCH, on_batch=progress.append)
+    assert removed == EXPIRED
+    # 20 full batches, then one that finds nothing and ends the pass; one statement each.
+    assert len(progress) == EXPIRED // BATCH + 1
+    assert counter.deletes == len(progress)
+    assert [p.removed for p in progress] == [BATCH] * (EXPIRED // BATCH) + [0]
+    assert progress[-1].total == EXPIRED
+    async with sql_backend.engine.connect() as conn:
+        left = (await conn.execute(select(sql_backend.table.c.id_hash))).scalars().all()
+    assert sorted({bytes(key)[:1] for key in left}) == [b"f", b"l"]  # live, never-expiring
+    assert len(left) == LIVE + FOREVER
+    assert sum(e.count for e in events.seen if e.kind == "purged") == EXPIRED
+    assert events.kinds()[-1] == "purge_finished"
+
+
+async def test_rows_expiring_exactly_now_go_and_a_microsecond_later_stay(
+    sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    now, created = clock.now, clock.now - timedelta(hours=1)
+    at_now = Record(b"{}", 1, created, now)
+    later = Record(b"{}", 1, created, now + timedelta(microseconds=1))
+    await insert_rows(sql_backend, [(b"a" * 32, at_now), (b"b" * 32, later)])
+    store = SessionStore(dict, sql_backend, clock=clock)
+    assert await store.purge_expired() == 1
+    clock.advance(timedelta(microseconds=1))
+    assert await store.purge_expired() == 1
+
+
+@pytest.mark.parametrize("exclusive", [True, False], ids=["advisory-lock", "skip-locked-only"])
+async def test_two_purgers_at_once_neither_fails_nor_double_counts(
+    sql_backend: SqlBackend, clock: FakeClock, exclusive: bool
+) -> None:
+    await insert_rows(sql_backend, rows(clock.now, expired=EXPIRED, live=LIVE))
+    removed: list[int] = []
+
+    async def purge(backend: SqlBackend) -> None:
+        store = SessionStore(dict, backend, clock=clock)
+        removed.append((await purge_pass(store, 500, exclusive=exclusive)).removed)
+
+    async with same_table(sql_backend) as other, anyio.create_task_group() as tg:
+        tg.start_soon(purge, sql_backend)
+        tg.start_soon(purge, other)
+    assert len(removed) == 2
+    assert sum(removed) == EXPIRED
+    assert await count_rows(sql_backend) == LIVE
+
+
+async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
+    clock: FakeClock,
+) -> None:
+    async with postgres_sql_backend() as backend, same_table(backend) as other:
+        await insert_rows(backend, rows(clock.now, expired=30))
+        events = Events()
+        store = SessionStore(dict, other, clock=clock, on_event=events)
+        async with pass_lock(backend) as got:
+            assert got
+            result = await purge_pass(store)
+            assert result.skipped
+            assert result.removed == 0
+            assert await store.purge_expired() == 0
+            assert await count_rows(backend) == 30
+        assert events.kinds() == ["purge_skipped", "purge_skipped"]
+        # released at the end of the holder's pass: now the other instance purges
+        assert await store.purge_expired() == 30
+
+
+async def test_sqlite_takes_no_lock(clock: FakeClock) -> None:
+    async with (
+        sqlite_sql_backend() as backend,
+        pass_lock(backend) as got,
+        pass_lock(backend) as again,
+    ):
+        assert got
+        assert again  # single host: SQLite's own write lock serialises the statements
+
+
+async def test_postgres_stop_during_a_blocked_batch_is_prompt_and_releases_the_lock(
+    clock: FakeClock,
+) -> None:
+    async with postgres_sql_backend() as backend, same_table(backend) as other:
+        await insert_rows(backend, rows(clock.now, expired=3_000))
+        tracked = _Announcing(backend)
+        store = SessionStore(dict, tracked, clock=clock)
+        table = backend.engine.dialect.identifier_preparer.format_table(backend.table)
+        async with other.engine.connect() as blocker:
+            await blocker.execute(text("BEGIN"))
+            # Even SKIP LOCKED waits for a table lock: the batch statement hangs.
+            await blocker.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            with anyio.fail_after(10):
+                async with PurgeScheduler(store, first_delay=timedelta(0), batch_size=1000):
+                    await tracked.entered.wait()
+                    await _wait_until_blocked(other)
+            await blocker.execute(text("ROLLBACK"))
+        assert await count_rows(backend) == 3_000  # the cancelled statement did nothing
+        async with pass_lock(other) as got:
+            assert got  # the purge lock went with the cancelled pass
+        assert await store.purge_expired() == 3_000  # and the backend still works
+
+
+class _Announcing(StuckBackend):
+    """Runs the real purge statement, announcing when it starts."""
+
+    async def purge(self, now: Any, batch_size: int) -> int:
+        self.entered.set()
+        return await self.inner.purge(now, batch_size)
+
+    @property
+    def engine(self) -> Any:  # so the pass takes the purge lock as on the real backend
+        return self.inner.engine  # type: ignore[attr-defined]
+
+    @property
+    def table(self) -> Any:
+        return self.inner.table  # type: ignore[attr-defined]
+
+
+async def _wait_until_blocked(observer: SqlBackend) -> None:
+    """Until a DELETE waits on a lock in pg_stat_activity (a state, not a time)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'"
+    )
+    while True:
+        async with observer.engine.connect() as conn:
+            if (await conn.execute(query)).scalar_one():
+                return
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_purge_failure_raises_store_unavailable_and_emits_an_event(
+    clock: FakeClock,
+) -> None:
+    events = Events()
+    async with SqlBackend.from_url("postgresql+asyncpg://root@127.0.0.1:1/test") as down:
+        store = SessionStore(dict, down, clock=clock, on_event=events)
+        with pytest.raises(StoreUnavailableError):
+            await store.purge_expired()
+    assert events.kinds() == ["purge_failed"]
+    assert "ConnectionRefusedError" in events.seen[0].detail
+
+
+async def test_table_stats_counts_and_sizes(sql_backend: SqlBackend, clock: FakeClock) -> None:
+    await insert_rows(sql_backend, rows(clock.now, expired=40, live=7, forever=3))
+    stats = await table_stats(sql_backend, clock.now)
+    assert (stats.live, stats.never_expire, stats.expired) == (10, 3, 40)
+    assert stats.oldest_expiry == clock.now - timedelta(seconds=40)
+    assert stats.size_bytes is not None
+    assert stats.size_bytes > 0
+    await SessionStore(dict, sql_backend, clock=clock).purge_expired()
+    stats = await table_stats(sql_backend, clock.now)
+    assert (stats.live, stats.expired) == (10, 0)
+    assert stats.oldest_expiry == clock.now + timedelta(hours=1)
+
+
+async def test_memory_backend_purges_the_same_way(clock: FakeClock) -> None:
+    memory = MemoryBackend()
+    await insert_rows(memory, rows(clock.now, expired=2_500, live=10, forever=2))
+    result = await purge_pass(SessionStore(dict, memory, clock=clock), 1_000)
+    assert (result.removed, result.batches, result.skipped) == (2_500, 3, False)
+    assert len(memory.rows) == 12

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 # One module per subcommand (or family of subcommands), in the order --help lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("migrate", "demo")
+_COMMAND_MODULES: tuple[str, ...] = ("purge", "migrate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

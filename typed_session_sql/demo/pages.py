@@ -15,6 +15,7 @@ header { display: flex; justify-content: space-between; align-items: baseline;
          border-bottom: 1px solid var(--line); margin-bottom: 1.5rem; }
 header a { font-weight: 600; text-decoration: none; color: inherit; }
 nav a { margin-left: 1rem; color: var(--accent); }
+nav a[aria-current] { text-decoration: none; font-weight: 600; }
 h1 { font-size: 1.5rem; margin: 0 0 1rem; }
 form { display: flex; flex-wrap: wrap; gap: .5rem; align-items: end; margin: 1rem 0; }
 label { display: flex; flex-direction: column; font-size: .9rem; color: var(--muted); }
@@ -26,6 +27,7 @@ button.quiet { background: none; color: var(--accent); }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem; border-bottom: 1px solid var(--line); }
 td.num, th.num { text-align: right; }
+caption { text-align: left; padding: .4rem 0; }
 .error { color: #b91c1c; font-weight: 600; }
 .muted { color: var(--muted); }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
@@ -33,18 +35,25 @@ dt { font-weight: 600; }
 """
 
 
-def _layout(title: str, body: str) -> str:
+def _nav_link(path: str, label: str, current: str) -> str:
+    marker = ' aria-current="page"' if path == current else ""
+    return f'<a href="{path}"{marker}>{label}</a>'
+
+
+def _layout(title: str, body: str, current: str = "/") -> str:
+    links = _nav_link("/", "Cart", current) + _nav_link("/session", "Session", current)
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{escape(title)} · typed-session-sql demo</title>
 <style>{_STYLE}</style>
 </head>
 <body>
 <header><a href="/">typed-session-sql shop</a>
-<nav aria-label="Main"><a href="/">Cart</a><a href="/session">Session</a></nav></header>
+<nav aria-label="Main">{links}</nav></header>
 <main>
 {body}
 </main>
@@ -139,7 +148,7 @@ def session_page(
 past 12 hours after the session began. The version counts the writes. The session id
 itself is never shown: it lives only in an HttpOnly cookie, and the database keeps just
 its hash.</p>"""
-    return _layout("Session", f"<h1>Your session</h1>\n{details}")
+    return _layout("Session", f"<h1>Your session</h1>\n{details}", current="/session")
 
 
 def forbidden_page() -> str:

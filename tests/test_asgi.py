@@ -191,6 +191,22 @@ async def test_sign_out_deletes_the_row_and_the_cookie_with_the_same_attributes(
     assert replay.text == "user=None items=0"
 
 
+@pytest.mark.parametrize("cookie", ["unknown", "expired", "duplicate"])
+async def test_signing_out_of_a_dead_session_still_clears_the_cookie(
+    site: Site, cookie: str
+) -> None:
+    value = await site.signed_in() if cookie == "expired" else new_cookie_value()
+    header = f"__Host-id={value}" + (f"; __Host-id={value}" if cookie == "duplicate" else "")
+    site.clock.advance(timedelta(hours=1))  # past the 30-minute idle bound
+    response = await site.request("POST", "/logout", header)
+    assert cookies(response) == [DELETION]
+
+
+async def test_signing_out_without_a_cookie_sends_none(site: Site) -> None:
+    response = await site.request("POST", "/logout")
+    assert cookies(response) == []
+
+
 async def test_a_save_replaces_the_apps_cache_control(site: Site) -> None:
     # The action's response has no Cache-Control of its own; the cookie's must be no-store
     # whatever the app said, so a shared cache never stores a Set-Cookie.

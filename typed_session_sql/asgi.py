@@ -183,7 +183,7 @@ def default_error_response(scope: Scope, error: SessionError) -> ASGIApp:
 class _Slot:
     """One request's session: loaded on first use, saved once when the response starts."""
 
-    __slots__ = ("_lock", "closed", "cookie", "error", "headers", "session", "store")
+    __slots__ = ("_lock", "closed", "cookie", "error", "had_cookie", "headers", "session", "store")
 
     def __init__(self, store: SessionStore[Any], cookie: CookieSettings, headers: Headers) -> None:
         self.store = store
@@ -191,6 +191,7 @@ class _Slot:
         self.headers = headers
         self.session: Session[Any] | None = None
         self.error: SessionError | None = None
+        self.had_cookie = False  # the request named a session, valid or not
         self.closed = False
         self._lock = anyio.Lock()
 
@@ -204,6 +205,7 @@ class _Slot:
 
     async def _load(self) -> Session[Any]:
         value, count = self.cookie.find(self.headers)
+        self.had_cookie = count > 0
         if count > 1:
             emit(self.store.on_event, EventKind.DUPLICATE_COOKIE, f"{count} cookies")
         try:
@@ -285,6 +287,10 @@ class SessionMiddleware:
             except SessionError as error:
                 return error
             cookie = self._cookie_header(result)
+            if cookie is None and session.is_deleted and slot.had_cookie:
+                # Signing out of a session that had already expired or vanished: nothing to
+                # delete in the store, but the client's stale cookie should still go.
+                cookie = self.cookie.delete_cookie()
             if cookie is not None:
                 headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
                 headers += [(b"set-cookie", cookie), (b"cache-control", b"no-store")]
@@ -310,7 +316,7 @@ class SessionMiddleware:
         self, scope: Scope, receive: Receive, send: Send, error: SessionError
     ) -> None:
         if not isinstance(error, StoreUnavailableError | SessionConflictError):
-            logger.error("session could not be saved: %s", type(error).__name__)
+            logger.error("session error answered with a 500: %s", type(error).__name__)
         extra: Headers = [(b"vary", b"Cookie"), (b"cache-control", b"no-store")]
         if isinstance(error, SessionDeletedError):
             extra.append((b"set-cookie", self.cookie.delete_cookie()))  # signed out meanwhile

@@ -16,7 +16,15 @@ import pytest
 from sqlalchemy import event, select, text
 
 from tests.clock import FakeClock
-from tests.purge_support import Events, StuckBackend, count_rows, insert_rows, rows
+from tests.purge_support import (
+    Events,
+    FlakyBackend,
+    SteppedSleep,
+    StuckBackend,
+    count_rows,
+    insert_rows,
+    rows,
+)
 from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
 from typed_session_sql import (
     MemoryBackend,
@@ -232,3 +240,21 @@ async def test_memory_backend_purges_the_same_way(clock: FakeClock) -> None:
     result = await purge_pass(SessionStore(dict, memory, clock=clock), 1_000)
     assert (result.removed, result.batches, result.skipped) == (2_500, 3, False)
     assert len(memory.rows) == 12
+
+
+async def test_scheduler_on_a_failing_database_keeps_going_and_purges_once_it_is_back(
+    sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    await insert_rows(sql_backend, rows(clock.now, expired=2_500, live=5))
+    flaky = FlakyBackend(sql_backend, failures=3)  # an outage of three attempts
+    sleep = SteppedSleep(clock)
+    store = SessionStore(dict, flaky, clock=clock)
+    scheduler = PurgeScheduler(store, first_delay=timedelta(0), sleep=sleep, rng=lambda: 0.5)
+    with anyio.fail_after(30):
+        async with scheduler:
+            for _ in range(3):
+                await sleep.step()
+            assert await count_rows(sql_backend) == 2_505
+            await sleep.step()
+    assert await count_rows(sql_backend) == 5
+    assert (scheduler.failures, scheduler.passes, scheduler.removed) == (3, 1, 2_500)

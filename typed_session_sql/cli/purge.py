@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -63,8 +64,10 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
         "--url",
         help="database URL (default: $TYPED_SESSION_SQL_URL, else sqlite+aiosqlite:///./sessions.db)",
     )
-    parser.add_argument("--table", help="session table name (default: typed_sessions)")
-    parser.add_argument("--schema", help="schema the table lives in (PostgreSQL)")
+    parser.add_argument(
+        "--table", help="table name (default: $TYPED_SESSION_SQL_TABLE or typed_sessions)"
+    )
+    parser.add_argument("--schema", help="schema (default: $TYPED_SESSION_SQL_SCHEMA or none)")
 
 
 def register(subparsers: Any) -> None:
@@ -110,10 +113,12 @@ def _open_backend(args: argparse.Namespace) -> SqlBackend:
     from typed_session_sql.backends.sql import SqlBackend
 
     kwargs: dict[str, Any] = {}
-    if args.table:
-        kwargs["table_name"] = args.table
-    if args.schema:
-        kwargs["schema"] = args.schema
+    table = args.table or os.environ.get("TYPED_SESSION_SQL_TABLE")
+    schema = args.schema or os.environ.get("TYPED_SESSION_SQL_SCHEMA")
+    if table:
+        kwargs["table_name"] = table
+    if schema:
+        kwargs["schema"] = schema
     try:
         return SqlBackend.from_url(args.url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as error:

@@ -29,7 +29,7 @@ from sqlalchemy import event, text
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.backends.sql import create_engine
-from typed_session_sql.purge import PurgeProgress, table_stats
+from typed_session_sql.purge import PurgeProgress, purge_pass, table_stats
 
 DEFAULT_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -166,7 +166,10 @@ async def main(args: argparse.Namespace) -> None:
             f"table: {stats.expired:,} expired + {stats.live:,} live rows, "
             f"{(stats.size_bytes or 0) / 2**20:,.0f} MiB (filled in {fill_seconds:.1f} s)"
         )
-        print(f"PostgreSQL, {args.concurrency} concurrent loads, batch size {args.batch_size}")
+        print(
+            f"PostgreSQL, {args.concurrency} concurrent loads, batch size {args.batch_size}, "
+            f"pause {args.pause_ms} ms between batches"
+        )
 
         before = await timed_loads(store, cookies, args.concurrency, args.seconds)
         print(f"loads without purge:        {before.summary()}")
@@ -182,17 +185,22 @@ async def main(args: argparse.Namespace) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(loads)
             started = time.perf_counter()
-            removed = await store.purge_expired(args.batch_size, on_batch=batches.append)
+            result = await purge_pass(
+                store, args.batch_size, on_batch=batches.append, pause=args.pause_ms / 1000
+            )
+            removed = result.removed
             purge_seconds = time.perf_counter() - started
             stop.set()
         timer.close()
         print(f"loads during purge:         {during[0].summary()}")
-        longest = max(timer.durations) * 1000
-        median = statistics.median(timer.durations) * 1000
+        durations = sorted(timer.durations)
+        longest = durations[-1] * 1000
+        median = statistics.median(durations) * 1000
+        p99 = durations[int(len(durations) * 0.99)] * 1000
         print(
             f"purge: {removed:,} rows in {len(batches)} statements, {purge_seconds:.1f} s, "
             f"{removed / purge_seconds:,.0f} rows/s; DELETE median {median:.1f} ms, "
-            f"longest {longest:.1f} ms"
+            f"p99 {p99:.1f} ms, longest {longest:.1f} ms"
         )
         after = await timed_loads(store, cookies, args.concurrency, args.seconds)
         print(f"loads after purge:          {after.summary()}")
@@ -211,5 +219,6 @@ if __name__ == "__main__":
     parser.add_argument("--live", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="wait between batches")
     parser.add_argument("--seconds", type=float, default=10.0)
     anyio.run(main, parser.parse_args())

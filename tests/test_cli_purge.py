@@ -90,7 +90,9 @@ async def test_purge_one_pass_prints_one_summary_line_and_exits_0(
     filled: tuple[SqlBackend, list[str]],
 ) -> None:
     backend, options = filled
-    done = await anyio.to_thread.run_sync(lambda: run("purge", *options, "--batch-size", "1000"))
+    done = await anyio.to_thread.run_sync(
+        lambda: run("purge", *options, "--batch-size", "1000", "--pause", "1ms")
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1  # not a terminal: no per-batch lines
@@ -152,6 +154,7 @@ def test_url_defaults_to_the_environment_variable(tmp_path: Path) -> None:
         ["purge", "--every", "soon"],
         ["purge", "--every", "0s"],
         ["purge", "--batch-size", "0"],
+        ["purge", "--pause", "-1s"],
         ["purge", "--bogus"],
         ["stats", "--url", "nosuchdialect://user:pw@host/db"],
     ],
@@ -171,6 +174,7 @@ def test_parse_interval() -> None:
     assert parse_interval("5m").total_seconds() == 300
     assert parse_interval("1.5h").total_seconds() == 5400
     assert parse_interval("1d").total_seconds() == 86400
+    assert parse_interval("20ms").total_seconds() == pytest.approx(0.02)
 
 
 async def test_every_runs_until_sigterm_then_exits_0(tmp_path: Path) -> None:

@@ -179,9 +179,34 @@ async def test_an_error_in_the_block_propagates_and_stops_the_scheduler(clock: F
         {"jitter": 1.0},
         {"retry_after": timedelta(0)},
         {"first_delay": timedelta(seconds=-1)},
+        {"pause": timedelta(seconds=-1)},
     ],
 )
 async def test_rejects_nonsense_settings(clock: FakeClock, kwargs: dict[str, object]) -> None:
     store, _, _, _ = make_store(clock)
     with pytest.raises(ValueError, match="must"):
         PurgeScheduler(store, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_pause_between_batches_but_not_after_the_last(clock: FakeClock) -> None:
+    store, memory, _, _ = make_store(clock)
+    await insert_rows(memory, rows(clock.now, expired=25))
+    sleep = SteppedSleep(clock)
+    scheduler = PurgeScheduler(
+        store,
+        every=EVERY,
+        batch_size=10,
+        first_delay=timedelta(0),
+        pause=timedelta(milliseconds=250),
+        sleep=sleep,
+        rng=lambda: 0.5,
+    )
+    with anyio.fail_after(5):
+        async with scheduler:
+            await sleep.step()  # batch 1, then the pause
+            assert len(memory.rows) == 15
+            await sleep.step()  # batch 2, pause
+            await sleep.step()  # batch 3 (short): the pass ends, the interval starts
+            assert len(memory.rows) == 0
+    assert sleep.delays == [0, 0.25, 0.25, EVERY.total_seconds()]
+    assert scheduler.passes == 1

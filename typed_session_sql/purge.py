@@ -80,6 +80,7 @@ class PurgeResult:
 
 
 BatchHook = Callable[[PurgeProgress], None]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 async def purge_pass(
@@ -88,12 +89,16 @@ async def purge_pass(
     *,
     on_batch: BatchHook | None = None,
     exclusive: bool = True,
+    pause: float = 0.0,
+    sleep: Sleep = anyio.sleep,
 ) -> PurgeResult:
     """Run one purge pass over ``store``'s backend; see the module docstring.
 
     ``on_batch`` is called after every batch (for progress output). With ``exclusive``
     (the default) the pass takes the cross-instance purge lock where the backend has one
-    and returns a skipped result if another purger holds it. Emits ``PURGED`` per batch,
+    and returns a skipped result if another purger holds it. ``pause`` seconds are waited
+    (with ``sleep``) between two batches, leaving the database to live traffic meanwhile,
+    at the cost of a longer pass. Emits ``PURGED`` per batch,
     then ``PURGE_FINISHED``, ``PURGE_SKIPPED`` or ``PURGE_FAILED``.
 
     Raises :class:`StoreUnavailableError` (or the backend's error) if a batch fails;
@@ -119,9 +124,12 @@ async def purge_pass(
                     on_batch(PurgeProgress(batches, removed, total, time.perf_counter() - started))
                 if removed < batch_size:
                     break
-                # A checkpoint between batches: a backend that never awaits (memory) still
-                # lets other tasks run and a cancellation land between two batches.
-                await anyio.lowlevel.checkpoint()
+                if pause > 0:
+                    await sleep(pause)
+                else:
+                    # Even so, a backend that never awaits (memory) lets other tasks run
+                    # and a cancellation land between two batches.
+                    await anyio.lowlevel.checkpoint()
     except Exception as error:
         emit(
             store.on_event,
@@ -211,9 +219,6 @@ async def pass_lock(backend: Backend) -> AsyncIterator[bool]:
             await conn.close()
 
 
-Sleep = Callable[[float], Awaitable[None]]
-
-
 class PurgeScheduler:
     """Runs purge passes in the background while the ``async with`` block runs.
 
@@ -235,6 +240,8 @@ class PurgeScheduler:
             failure in a row, up to ``every``, with the same jitter.
         on_pass: called with each pass's :class:`PurgeResult` (for metrics).
         on_batch: called after each batch with its :class:`PurgeProgress`.
+        pause: a wait between two batches of a pass, leaving the database to live
+            traffic; 0 (the default) runs the batches back to back.
         sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
         rng: returns floats in [0, 1) for the jitter.
 
@@ -255,6 +262,7 @@ class PurgeScheduler:
         retry_after: timedelta = timedelta(seconds=5),
         on_pass: Callable[[PurgeResult], None] | None = None,
         on_batch: BatchHook | None = None,
+        pause: timedelta = timedelta(0),
         sleep: Sleep = anyio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -268,6 +276,8 @@ class PurgeScheduler:
             raise ValueError("retry_after must be positive")
         if first_delay is not None and first_delay < timedelta(0):
             raise ValueError("first_delay must not be negative")
+        if pause < timedelta(0):
+            raise ValueError("pause must not be negative")
         self.store = store
         self.every = every
         self.batch_size = batch_size
@@ -276,6 +286,7 @@ class PurgeScheduler:
         self.retry_after = retry_after
         self.on_pass = on_pass
         self.on_batch = on_batch
+        self.pause = pause
         self._sleep = sleep
         self._rng = rng
         self._task_group: TaskGroup | None = None
@@ -305,7 +316,13 @@ class PurgeScheduler:
         while True:
             await self._sleep(delay)
             try:
-                result = await purge_pass(self.store, self.batch_size, on_batch=self.on_batch)
+                result = await purge_pass(
+                    self.store,
+                    self.batch_size,
+                    on_batch=self.on_batch,
+                    pause=self.pause.total_seconds(),
+                    sleep=self._sleep,
+                )
             except Exception as error:
                 failures_in_a_row += 1
                 self.failures += 1

@@ -31,8 +31,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 
-_INTERVAL = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_INTERVAL = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[smhd]?)")
+_UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class UsageError(Exception):
@@ -40,12 +40,20 @@ class UsageError(Exception):
 
 
 def parse_interval(text: str) -> timedelta:
-    """``30s``, ``5m``, ``1h``, ``1d`` or plain seconds, as a positive timedelta."""
-    match = _INTERVAL.fullmatch(text.strip().lower())
-    if match is None or float(match[1]) <= 0:
+    """``30s``, ``5m``, ``1h``, ``1d``, ``20ms`` or plain seconds, as a positive timedelta."""
+    interval = parse_pause(text)
+    if interval <= timedelta(0):
         raise argparse.ArgumentTypeError(
             f"expected a positive interval like 30s, 5m or 1h, not {text!r}"
         )
+    return interval
+
+
+def parse_pause(text: str) -> timedelta:
+    """Like :func:`parse_interval`, zero allowed."""
+    match = _INTERVAL.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 20ms, 30s or 5m, not {text!r}")
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
@@ -89,6 +97,13 @@ def register(subparsers: Any) -> None:
         type=parse_interval,
         metavar="INTERVAL",
         help="keep running: a pass every INTERVAL (30s, 5m, 1h), jittered 50-150%%",
+    )
+    purge.add_argument(
+        "--pause",
+        type=parse_pause,
+        default=timedelta(0),
+        metavar="DURATION",
+        help="wait between two batches (e.g. 20ms), leaving the database to live traffic",
     )
     purge.set_defaults(handler=run_purge)
 
@@ -229,7 +244,8 @@ async def _purge(backend: SqlBackend, args: argparse.Namespace) -> int:
         line(format_result(result))
 
     if args.every is None:
-        on_pass(await purge_pass(store, args.batch_size, on_batch=batch_hook))
+        pause = args.pause.total_seconds()
+        on_pass(await purge_pass(store, args.batch_size, on_batch=batch_hook, pause=pause))
         return EXIT_OK
 
     import anyio
@@ -243,6 +259,7 @@ async def _purge(backend: SqlBackend, args: argparse.Namespace) -> int:
         every=args.every,
         batch_size=args.batch_size,
         first_delay=timedelta(0),
+        pause=args.pause,
         on_pass=on_pass,
         on_batch=batch_hook,
     )

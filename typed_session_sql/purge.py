@@ -196,13 +196,18 @@ async def pass_lock(backend: Backend) -> AsyncIterator[bool]:
     key = lock_key(str(table.fullname))
     try:
         conn = await engine.connect()
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
     except Exception as error:
         raise StoreUnavailableError("could not take the purge lock") from error
-    released = not got
+    got = released = False
     try:
-        yield bool(got)
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            lock = text("SELECT pg_try_advisory_lock(:k)")
+            got = bool((await conn.execute(lock, {"k": key})).scalar())
+        except Exception as error:
+            raise StoreUnavailableError("could not take the purge lock") from error
+        released = not got
+        yield got
     finally:
         with anyio.CancelScope(shield=True):
             if got:
@@ -213,8 +218,9 @@ async def pass_lock(backend: Backend) -> AsyncIterator[bool]:
                     except Exception:
                         logger.debug("could not release the purge lock", exc_info=True)
             if not released:
-                # Never hand a connection that may still hold the lock back to the pool:
-                # closing it ends its database session, which releases the lock.
+                # Never hand a connection that may hold the lock back to the pool (a failure
+                # or a cancellation while taking it, or an unlock that failed): closing it
+                # ends its database session, which releases the lock.
                 await conn.invalidate()
             await conn.close()
 

@@ -33,10 +33,10 @@ def namespace_for(framework: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     module = types.ModuleType(f"docs_asgi_{framework}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     namespace = module.__dict__
-    exec(blocks[0] + blocks[1], namespace)  # noqa: S102 - our own documentation
+    exec(blocks[0] + blocks[1], namespace)
     extra = {"starlette": None, "fastapi": blocks[2], "litestar": blocks[3]}[framework]
     if extra is not None:
-        exec(extra, namespace)  # noqa: S102
+        exec(extra, namespace)
     return namespace
 
 
@@ -59,5 +59,5 @@ async def test_each_frameworks_example_serves_a_session(
 def test_the_custom_error_response_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     namespace = namespace_for("starlette", monkeypatch)
     (block,) = [block for block in python_blocks() if "def error_response" in block]
-    exec(block, namespace)  # noqa: S102
+    exec(block, namespace)
     assert namespace["error_response"] is not None

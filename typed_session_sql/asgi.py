@@ -20,7 +20,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
@@ -61,9 +60,7 @@ logger = logging.getLogger("typed_session_sql")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Path and Domain attribute values: printable ASCII without ';'.
 _ATTRIBUTE_VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]+")
-_NO_EXPIRY_MAX_AGE = int(
-    timedelta(days=400).total_seconds()
-)  # the cap browsers apply (RFC 6265bis)
+_NO_EXPIRY_MAX_AGE = 400 * 24 * 3600  # 400 days: the cap browsers apply (RFC 6265bis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +345,8 @@ class _HasScope(Protocol):
 class _GetSession:
     """``await get_session(request)``: the request's session, loaded on first use.
 
-    ``request`` is anything with an ASGI ``.scope``: a Starlette or FastAPI ``Request`` or
-    ``WebSocket``, a Litestar ``Request``. In FastAPI, use it as a dependency:
+    ``request`` is anything with an ASGI ``.scope`` of an HTTP request: a Starlette or
+    FastAPI ``Request``, a Litestar ``Request``. In FastAPI, use it as a dependency:
     ``session: Annotated[Session[Cart], Depends(get_session)]``.
     """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -31,6 +32,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -40,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Delete, Insert, Update
 from sqlalchemy.sql.selectable import Select
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 
 from typed_session_sql.backend import Record, UpdateOutcome
 from typed_session_sql.errors import StoreUnavailableError
@@ -55,6 +58,10 @@ _MICROSECOND = timedelta(microseconds=1)
 # PostgreSQL raises it only under SERIALIZABLE; CockroachDB and YugabyteDB raise it routinely.
 _SERIALIZATION_FAILURE = "40001"
 _SERIALIZATION_RETRIES = 5
+_UNIQUE_VIOLATION = "23505"
+
+# Parameters holding timestamps; the direct path converts them itself.
+_TIME_PARAMS = frozenset({"p_expires", "p_created", "p_now"})
 
 
 _Result: TypeAlias = "CursorResult[*tuple[Any, ...]]"
@@ -67,16 +74,10 @@ class EpochMicros(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("session timestamps must be timezone-aware")
-        return (value - _EPOCH) // _MICROSECOND
+        return _to_micros(value)
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return _EPOCH + timedelta(microseconds=value)
+        return _from_micros(value)
 
 
 def session_table(
@@ -211,7 +212,7 @@ class SqlBackend:
         changes = {
             "data": bindparam("p_data"),
             "expires_at": bindparam("p_expires", type_=EpochMicros),
-            "version": c.version + 1,
+            "version": c.version + literal_column("1"),
         }
         self._update: Update = update(t).where(guard).values(changes)
         self._update_moving: Update = (
@@ -238,6 +239,15 @@ class SqlBackend:
             victims = victims.with_for_update(skip_locked=True)
         self._purge: Delete = delete(t).where(c.id_hash.in_(victims.scalar_subquery()))
         self._clear: Delete = delete(t)
+        self._direct: dict[str, _Direct] | None = None
+        if self.engine.dialect.driver == "asyncpg":
+            self._direct = {
+                name: _Direct.compile(getattr(self, name), self.engine.dialect)
+                for name in (
+                    "_insert", "_select", "_update", "_update_moving",
+                    "_touch", "_delete", "_purge", "_clear",
+                )
+            }  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -287,8 +297,8 @@ class SqlBackend:
                 async with self.engine.connect() as conn:
                     result: _Result = await conn.execute(statement, params)
                     return result
-            except IntegrityError:
-                raise
+            except IntegrityError as error:
+                raise _Duplicate from error
             except DBAPIError as error:
                 sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
                     error.orig, "pgcode", None
@@ -312,7 +322,86 @@ class SqlBackend:
                     f"session store unavailable: {type(error).__name__}"
                 ) from error
 
+    def _direct_statement(self, name: str) -> _Direct | None:
+        """The driver-level statement for ``name``, unless the engine is being observed.
+
+        With asyncpg, running the precompiled SQL on the pooled driver connection skips
+        SQLAlchemy's per-statement execution machinery (about half the cost of a primary-key
+        read at 16 concurrent requests). Cursor-execute listeners (statement counting,
+        tracing) and ``echo`` only see statements SQLAlchemy runs, so while any is present
+        every statement takes the ordinary path instead.
+        """
+        if self._direct is None:
+            return None
+        sync_engine = self.engine.sync_engine
+        dispatch = sync_engine.dispatch
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or sync_engine.echo:
+            return None
+        return self._direct[name]
+
+    async def _run_direct(
+        self, statement: _Direct, params: dict[str, Any], *, idempotent: bool, fetch: bool
+    ) -> Any:
+        """Run ``statement`` on a pooled asyncpg connection: the row (``fetch``) or the count.
+
+        Same contract as :meth:`_execute`; a unique violation raises :class:`_Duplicate`.
+        """
+        args = statement.arguments(params)
+        reconnected = False
+        serialization_failures = 0
+        while True:
+            try:
+                pooled = await self.engine.raw_connection()
+            except (SQLAlchemyError, OSError) as error:
+                raise StoreUnavailableError(
+                    f"session store unavailable: {type(error).__name__}"
+                ) from error
+            driver = pooled.driver_connection
+            assert driver is not None
+            try:
+                if fetch:
+                    result = await driver.fetchrow(statement.sql, *args)
+                else:
+                    status: str = await driver.execute(statement.sql, *args)
+                    result = int(status.rsplit(" ", 1)[-1])
+            except Exception as error:
+                sqlstate = getattr(error, "sqlstate", None)
+                if driver.is_closed():
+                    pooled.invalidate(error)  # outside a greenlet: closes at once, no I/O
+                    if idempotent and not reconnected:
+                        reconnected = True
+                        continue
+                else:
+                    await greenlet_spawn(pooled.close)
+                if sqlstate == _UNIQUE_VIOLATION:
+                    raise _Duplicate from error
+                if (
+                    sqlstate == _SERIALIZATION_FAILURE
+                    and serialization_failures < _SERIALIZATION_RETRIES
+                ):
+                    serialization_failures += 1
+                    await asyncio.sleep(0.001 * 2**serialization_failures)
+                    continue
+                raise StoreUnavailableError(
+                    f"session store failed: {type(error).__name__}"
+                ) from error
+            except BaseException:
+                # Cancelled mid-statement: the connection's state is unknown; drop it.
+                pooled.invalidate()
+                raise
+            await greenlet_spawn(pooled.close)
+            return result
+
     # -- the Backend protocol -----------------------------------------------------------
+
+    async def _count(self, name: str, params: dict[str, Any], *, idempotent: bool) -> int:
+        """Run the statement ``name``; return how many rows it changed."""
+        direct = self._direct_statement(name)
+        if direct is not None:
+            count: int = await self._run_direct(direct, params, idempotent=idempotent, fetch=False)
+            return count
+        result = await self._execute(getattr(self, name), params, idempotent=idempotent)
+        return result.rowcount
 
     async def create(self, id_hash: bytes, record: Record) -> bool:
         params = {
@@ -323,16 +412,23 @@ class SqlBackend:
             "p_version": record.version,
         }
         try:
-            result = await self._execute(self._insert, params, idempotent=False)
-        except IntegrityError as error:
-            if self._insert_ignores_conflict:
-                raise StoreUnavailableError("session insert failed") from error
+            return await self._count("_insert", params, idempotent=False) == 1
+        except _Duplicate as error:
+            if self._insert_ignores_conflict:  # ON CONFLICT DO NOTHING: another constraint
+                raise StoreUnavailableError("session insert failed") from error.__cause__
             return False
-        return result.rowcount == 1
 
     async def read(self, id_hash: bytes) -> Record | None:
-        result = await self._execute(self._select, {"p_id": id_hash}, idempotent=True)
-        row = result.first()
+        params = {"p_id": id_hash}
+        direct = self._direct_statement("_select")
+        if direct is not None:
+            raw = await self._run_direct(direct, params, idempotent=True, fetch=True)
+            if raw is None:
+                return None
+            created_at = _from_micros(raw[2])
+            assert created_at is not None
+            return Record(raw[0], raw[1], created_at, _from_micros(raw[3]))
+        row = (await self._execute(self._select, params, idempotent=True)).first()
         if row is None:
             return None
         return Record(row[0], row[1], row[2], row[3])
@@ -351,31 +447,67 @@ class SqlBackend:
             "p_data": data,
             "p_expires": expires_at,
         }
-        statement = self._update
+        name = "_update"
         if new_id_hash is not None:
-            statement = self._update_moving
+            name = "_update_moving"
             params["p_new_id"] = new_id_hash
         try:
-            result = await self._execute(statement, params, idempotent=False)
-        except IntegrityError as error:
+            count = await self._count(name, params, idempotent=False)
+        except _Duplicate as error:
             if new_id_hash is None:
-                raise StoreUnavailableError("session update failed") from error
+                raise StoreUnavailableError("session update failed") from error.__cause__
             return UpdateOutcome.ID_TAKEN  # the statement failed as a whole: nothing written
-        return UpdateOutcome.UPDATED if result.rowcount == 1 else UpdateOutcome.STALE
+        return UpdateOutcome.UPDATED if count == 1 else UpdateOutcome.STALE
 
     async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
         params = {"p_id": id_hash, "p_expires": expires_at, "p_now": now}
-        result = await self._execute(self._touch, params, idempotent=True)
-        return result.rowcount == 1
+        return await self._count("_touch", params, idempotent=True) == 1
 
     async def delete(self, id_hash: bytes) -> bool:
-        result = await self._execute(self._delete, {"p_id": id_hash}, idempotent=True)
-        return result.rowcount == 1
+        return await self._count("_delete", {"p_id": id_hash}, idempotent=True) == 1
 
     async def purge(self, now: datetime, batch_size: int) -> int:
         params = {"p_now": now, "p_limit": batch_size}
-        result = await self._execute(self._purge, params, idempotent=True)
-        return result.rowcount
+        return await self._count("_purge", params, idempotent=True)
 
     async def clear(self) -> None:
-        await self._execute(self._clear, {}, idempotent=True)
+        await self._count("_clear", {}, idempotent=True)
+
+
+class _Duplicate(Exception):
+    """The direct path hit a unique violation (the new id of a rotation, or a create)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A statement compiled once to the driver's SQL, with its parameters in order."""
+
+    sql: str
+    names: tuple[str, ...]
+    times: tuple[bool, ...]
+
+    @classmethod
+    def compile(cls, statement: Any, dialect: Dialect) -> _Direct:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        if not all(name.startswith("p_") for name in names):
+            raise AssertionError(f"unexpected parameter in {compiled}")  # pragma: no cover
+        return cls(str(compiled), names, tuple(name in _TIME_PARAMS for name in names))
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        return [
+            _to_micros(params[name]) if is_time else params[name]
+            for name, is_time in zip(self.names, self.times, strict=True)
+        ]
+
+
+def _to_micros(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("session timestamps must be timezone-aware")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)

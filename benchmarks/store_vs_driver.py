@@ -1,0 +1,143 @@
+"""The store against the raw driver doing the same round trips, on PostgreSQL.
+
+    .venv/bin/python benchmarks/store_vs_driver.py [--url postgresql+asyncpg://root@127.0.0.1/test]
+
+"raw" is asyncpg with a pool of its own whose per-release reset is disabled, running the
+very statements the store runs (a PK SELECT; for load+save also the conditional UPDATE),
+with ids already hashed. "store" is SessionStore over SqlBackend: cookie check, blake3,
+decoding, change detection and SQLAlchemy on top. Both run at the same concurrency, in
+the same process, alternating round by round so machine drift cancels; the ratio
+store/raw per round is reported, and the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
+
+from typed_session_sql import SessionStore, SetCookie, SqlBackend
+from typed_session_sql.backends.sql import create_engine
+from typed_session_sql.ids import IdHasher
+
+DEFAULT_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
+
+
+@dataclass
+class Profile:
+    user_id: int = 0
+    name: str = ""
+    roles: list[str] = field(default_factory=list)
+    counter: int = 0
+
+
+async def timed(concurrency: int, ops: int, op: Callable[[int, int], Awaitable[None]]) -> float:
+    """ops/s of ``concurrency`` workers doing ``ops`` operations each; worker w uses keys w,
+    w + concurrency, ... so no two workers ever touch the same session."""
+
+    async def worker(w: int) -> None:
+        for i in range(ops):
+            await op(w, i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return concurrency * ops / (time.perf_counter() - start)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("TYPED_SESSION_SQL_BENCH_URL", DEFAULT_URL))
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--ops", type=int, default=300, help="operations per worker per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    table = f"bench_{secrets.token_hex(4)}"
+    engine = create_engine(args.url, pool_size=args.concurrency, max_overflow=0)
+    backend = SqlBackend(engine, table_name=table)
+    await backend.create_schema()
+    store = SessionStore(Profile, backend)
+    hasher = IdHasher(None)
+    cookies: list[str] = []
+    for i in range(args.sessions):
+        result = await store.save(store.new(Profile(i, f"user {i}", ["reader", "writer"])))
+        assert isinstance(result, SetCookie)
+        cookies.append(result.value)
+    hashes = [hasher(c) for c in cookies]
+
+    async def no_reset(connection: asyncpg.Connection) -> None:
+        return None
+
+    url = make_url(args.url).set(drivername="postgresql")
+    pool: Any = await asyncpg.create_pool(
+        url.render_as_string(hide_password=False),
+        min_size=args.concurrency,
+        max_size=args.concurrency,
+        reset=no_reset,
+    )
+    select_sql = f"SELECT data, version, created_at, expires_at FROM {table} WHERE id_hash = $1"
+    update_sql = (
+        f"UPDATE {table} SET data = $1, expires_at = $2, version = version + 1"
+        " WHERE id_hash = $3 AND version = $4"
+    )
+    n, c = len(cookies), int(args.concurrency)
+
+    def key(w: int, i: int) -> int:
+        return (w + i * c) % n
+
+    async def raw_load(w: int, i: int) -> None:
+        await pool.fetchrow(select_sql, hashes[key(w, i)])
+
+    async def raw_modify(w: int, i: int) -> None:
+        h = hashes[key(w, i)]
+        row = await pool.fetchrow(select_sql, h)
+        await pool.execute(update_sql, row[0], row[3], h, row[1])
+
+    async def store_load(w: int, i: int) -> None:
+        assert await store.load(cookies[key(w, i)]) is not None
+
+    async def store_modify(w: int, i: int) -> None:
+        session = await store.load(cookies[key(w, i)])
+        assert session is not None
+        session.data.counter += 1
+        await store.save(session)
+
+    try:
+        for label, raw, ours in (
+            ("load", raw_load, store_load),
+            ("load+save", raw_modify, store_modify),
+        ):
+            await timed(c, 50, raw)  # warm up both: connections, prepared statements, caches
+            await timed(c, 50, ours)
+            ratios = []
+            for r in range(args.rounds):
+                pair = [("raw", raw), ("store", ours)]
+                if r % 2:
+                    pair.reverse()
+                rates = {name: await timed(c, args.ops, op) for name, op in pair}
+                ratios.append(rates["store"] / rates["raw"])
+                print(
+                    f"{label:10} round {r + 1}: raw {rates['raw']:7.0f} ops/s"
+                    f"  store {rates['store']:7.0f} ops/s  ratio {ratios[-1]:.2f}"
+                )
+            print(f"{label:10} median ratio store/raw at {c} concurrent: "
+                  f"{statistics.median(ratios):.2f}x\n")  # fmt: skip
+    finally:
+        await pool.close()
+        async with engine.begin() as conn:
+            await conn.run_sync(backend.metadata.drop_all)
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

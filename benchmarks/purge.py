@@ -195,12 +195,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"loads during purge:         {during[0].summary()}")
         durations = sorted(timer.durations)
         longest = durations[-1] * 1000
+        longest_at = timer.durations.index(durations[-1]) + 1
         median = statistics.median(durations) * 1000
         p99 = durations[int(len(durations) * 0.99)] * 1000
         print(
             f"purge: {removed:,} rows in {len(batches)} statements, {purge_seconds:.1f} s, "
             f"{removed / purge_seconds:,.0f} rows/s; DELETE median {median:.1f} ms, "
-            f"p99 {p99:.1f} ms, longest {longest:.1f} ms"
+            f"p99 {p99:.1f} ms, longest {longest:.1f} ms (statement {longest_at})"
         )
         after = await timed_loads(store, cookies, args.concurrency, args.seconds)
         print(f"loads after purge:          {after.summary()}")

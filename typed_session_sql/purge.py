@@ -98,8 +98,8 @@ async def purge_pass(
     (the default) the pass takes the cross-instance purge lock where the backend has one
     and returns a skipped result if another purger holds it. ``pause`` seconds are waited
     (with ``sleep``) between two batches, leaving the database to live traffic meanwhile,
-    at the cost of a longer pass. Emits ``PURGED`` per batch,
-    then ``PURGE_FINISHED``, ``PURGE_SKIPPED`` or ``PURGE_FAILED``.
+    at the cost of a longer pass. Emits ``PURGED`` per batch, then ``PURGE_FINISHED``,
+    ``PURGE_SKIPPED`` or ``PURGE_FAILED``.
 
     Raises :class:`StoreUnavailableError` (or the backend's error) if a batch fails;
     the batches before it stay done.
@@ -127,8 +127,8 @@ async def purge_pass(
                 if pause > 0:
                     await sleep(pause)
                 else:
-                    # Even so, a backend that never awaits (memory) lets other tasks run
-                    # and a cancellation land between two batches.
+                    # A checkpoint: even a backend that never awaits (memory) lets other
+                    # tasks run and a cancellation land between two batches.
                     await anyio.lowlevel.checkpoint()
     except Exception as error:
         emit(

@@ -140,8 +140,7 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
         pytest.skip("uv is needed to build the wheel and make a clean virtualenv")
     wheels, venv = tmp_path / "dist", tmp_path / "venv"
     subprocess.run(
-        [uv, "build", "--wheel", "--no-build-isolation", "--python", sys.executable,
-         "-o", str(wheels), str(ROOT)],
+        [uv, "build", "--wheel", "-q", "-o", str(wheels), str(ROOT)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = wheels.glob("*.whl")

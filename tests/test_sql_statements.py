@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.clock import FakeClock
-from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from tests.sql_backends import (
+    postgres_sql_backend,
+    require_postgres,
+    sqlite_sql_backend,
+    unique_name,
+)
 from typed_session_sql import (
     EventKind,
     ExpiryPolicy,
@@ -170,3 +176,30 @@ async def test_undecodable_row_loads_as_none(
         await conn.execute(update(backend.table).values(data=b"\xff not json"))
     assert await store.load(result.value) is None
     assert events[-1].kind is EventKind.UNDECODABLE
+
+
+@pytest.mark.parametrize("observed", [True, False], ids=["sqlalchemy-path", "direct-path"])
+async def test_an_apps_own_engine_runs_without_transaction_control(
+    observed: bool, clock: FakeClock
+) -> None:
+    # A plain engine as an application makes it: no autocommit, the pool's reset on.
+    engine = create_async_engine(require_postgres())
+    backend = SqlBackend(engine, table_name=unique_name("sessions"))
+    try:
+        await backend.create_schema()
+        trace = Trace(backend, cursor_events=observed)
+        await engine.dispose()
+        store = store_on(backend, clock)
+        created = await store.save(store.new(Cart(items=[1])))
+        assert isinstance(created, SetCookie)
+        loaded = await store.load(created.value)
+        assert loaded is not None
+        loaded.data.items.append(2)
+        await store.save(loaded)
+        await asyncio.sleep(0)  # let asyncpg's query loggers run
+        assert trace.transaction_control() == []
+        assert trace.statements == ["INSERT", "SELECT", "UPDATE"]
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(backend.metadata.drop_all)
+        await engine.dispose()

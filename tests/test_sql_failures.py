@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.clock import FakeClock
 from tests.sql_backends import require_postgres, unique_name
@@ -51,12 +52,25 @@ async def test_sqlite_unopenable_raises_store_unavailable(tmp_path: Path, clock:
     await asyncio.sleep(0)
 
 
+def observe(engine: AsyncEngine) -> None:
+    """A cursor listener: the backend then runs statements through SQLAlchemy."""
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: None)
+
+
+@pytest.fixture(params=["direct", "sqlalchemy"])
+def path(request: pytest.FixtureRequest) -> str:
+    """Which way the backend runs its statements on asyncpg (both must recover alike)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def pg_named() -> AsyncIterator[tuple[SqlBackend, str]]:
+async def pg_named(path: str) -> AsyncIterator[tuple[SqlBackend, str]]:
     """A PostgreSQL backend whose connections carry a unique application_name."""
     url = require_postgres()
     name = unique_name("app")
     engine = create_engine(url, connect_args={"server_settings": {"application_name": name}})
+    if path == "sqlalchemy":
+        observe(engine)
     backend = SqlBackend(engine, table_name=unique_name("sessions"))
     await backend.create_schema()
     try:
@@ -105,7 +119,7 @@ async def test_dropped_connections_are_replaced_unseen(
 
 
 async def test_serialization_failure_is_retried(
-    pg_named: tuple[SqlBackend, str], clock: FakeClock
+    pg_named: tuple[SqlBackend, str], path: str, clock: FakeClock
 ) -> None:
     """Under REPEATABLE READ a single UPDATE of a row another transaction changed meanwhile
     fails with SQLSTATE 40001, as on CockroachDB; the backend runs it again."""
@@ -120,6 +134,8 @@ async def test_serialization_failure_is_retried(
             }
         },
     )
+    if path == "sqlalchemy":
+        observe(engine)
     rr_backend = SqlBackend(engine, table_name=backend.table.name)
     try:
         store = SessionStore(Cart, rr_backend, clock=clock)

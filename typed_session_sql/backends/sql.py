@@ -290,8 +290,7 @@ class SqlBackend:
         not idempotent are never re-run after a disconnect: the first attempt may have
         committed before the connection died.
         """
-        reconnected = False
-        serialization_failures = 0
+        attempts = _Attempts(idempotent)
         while True:
             try:
                 async with self.engine.connect() as conn:
@@ -303,24 +302,13 @@ class SqlBackend:
                 sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
                     error.orig, "pgcode", None
                 )
-                if (
-                    sqlstate == _SERIALIZATION_FAILURE
-                    and serialization_failures < _SERIALIZATION_RETRIES
-                ):
-                    serialization_failures += 1
-                    await asyncio.sleep(0.001 * 2**serialization_failures)
+                if await attempts.after_serialization_failure(sqlstate):
                     continue
-                if error.connection_invalidated and idempotent and not reconnected:
-                    reconnected = True
+                if error.connection_invalidated and attempts.reconnect():
                     continue
-                raise StoreUnavailableError(
-                    f"session store failed: {type(error.orig).__name__}"
-                ) from error
+                raise _failed(error.orig) from error
             except (SQLAlchemyError, OSError) as error:
-                # Connection refused, pool timeout, DNS failure, ...
-                raise StoreUnavailableError(
-                    f"session store unavailable: {type(error).__name__}"
-                ) from error
+                raise _unavailable(error) from error  # refused, pool timeout, DNS, ...
 
     def _direct_statement(self, name: str) -> _Direct | None:
         """The driver-level statement for ``name``, unless the engine is being observed.
@@ -347,15 +335,12 @@ class SqlBackend:
         Same contract as :meth:`_execute`; a unique violation raises :class:`_Duplicate`.
         """
         args = statement.arguments(params)
-        reconnected = False
-        serialization_failures = 0
+        attempts = _Attempts(idempotent)
         while True:
             try:
                 pooled = await self.engine.raw_connection()
             except (SQLAlchemyError, OSError) as error:
-                raise StoreUnavailableError(
-                    f"session store unavailable: {type(error).__name__}"
-                ) from error
+                raise _unavailable(error) from error
             driver = pooled.driver_connection
             assert driver is not None
             try:
@@ -368,23 +353,15 @@ class SqlBackend:
                 sqlstate = getattr(error, "sqlstate", None)
                 if driver.is_closed():
                     pooled.invalidate(error)  # outside a greenlet: closes at once, no I/O
-                    if idempotent and not reconnected:
-                        reconnected = True
+                    if attempts.reconnect():
                         continue
                 else:
                     await greenlet_spawn(pooled.close)
                 if sqlstate == _UNIQUE_VIOLATION:
                     raise _Duplicate from error
-                if (
-                    sqlstate == _SERIALIZATION_FAILURE
-                    and serialization_failures < _SERIALIZATION_RETRIES
-                ):
-                    serialization_failures += 1
-                    await asyncio.sleep(0.001 * 2**serialization_failures)
+                if await attempts.after_serialization_failure(sqlstate):
                     continue
-                raise StoreUnavailableError(
-                    f"session store failed: {type(error).__name__}"
-                ) from error
+                raise _failed(error) from error
             except BaseException:
                 # Cancelled mid-statement: the connection's state is unknown; drop it.
                 pooled.invalidate()
@@ -472,6 +449,42 @@ class SqlBackend:
 
     async def clear(self) -> None:
         await self._count("_clear", {}, idempotent=True)
+
+
+class _Attempts:
+    """What one operation may still retry: serialization failures, and one reconnect."""
+
+    __slots__ = ("idempotent", "reconnected", "serialization_failures")
+
+    def __init__(self, idempotent: bool) -> None:
+        self.idempotent = idempotent
+        self.reconnected = False
+        self.serialization_failures = 0
+
+    async def after_serialization_failure(self, sqlstate: object) -> bool:
+        """Whether to run the statement again (after a short backoff)."""
+        if sqlstate != _SERIALIZATION_FAILURE:
+            return False
+        if self.serialization_failures >= _SERIALIZATION_RETRIES:
+            return False
+        self.serialization_failures += 1
+        await asyncio.sleep(0.001 * 2**self.serialization_failures)
+        return True
+
+    def reconnect(self) -> bool:
+        """Whether to run the statement again on a fresh connection after a disconnect."""
+        if not self.idempotent or self.reconnected:
+            return False
+        self.reconnected = True
+        return True
+
+
+def _failed(error: object) -> StoreUnavailableError:
+    return StoreUnavailableError(f"session store failed: {type(error).__name__}")
+
+
+def _unavailable(error: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(f"session store unavailable: {type(error).__name__}")
 
 
 class _Duplicate(Exception):

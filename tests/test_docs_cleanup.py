@@ -1,0 +1,68 @@
+"""The examples in docs/cleanup.md are right: the lifespan code runs, and the cron line and
+Kubernetes manifests call the purge command with options it accepts."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from typed_session_sql.cli import build_parser
+
+pytestmark = pytest.mark.anyio
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "cleanup.md"
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+
+
+def accepts(args: list[str]) -> None:
+    """The CLI parses ``args`` (argparse exits on anything it does not accept)."""
+    parsed = build_parser().parse_args(args)
+    assert parsed.handler.__name__ == "run_purge"
+
+
+async def test_the_lifespan_example_starts_and_stops_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (code,) = [b for b in blocks("python") if "lifespan" in b]
+    code = code.replace("postgresql+asyncpg://app@db/app", f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    module = types.ModuleType("docs_cleanup_lifespan")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace: dict[str, Any] = module.__dict__
+    exec(code, namespace)
+    async with namespace["lifespan"](namespace["app"]):
+        pass  # the scheduler runs in the background here, and stops on leaving
+
+
+def test_the_cron_line_calls_purge_with_valid_options() -> None:
+    (cron,) = blocks("cron")
+    (line,) = [line for line in cron.splitlines() if line and not line.startswith("#")]
+    command = shlex.split(line)[5:]  # after the five schedule fields
+    program = next(i for i, word in enumerate(command) if word.endswith("/typed-session-sql"))
+    args = command[program + 1 : command.index(">>")]
+    accepts(args)
+    assert any(word.startswith("TYPED_SESSION_SQL_URL=") for word in command[:program])
+
+
+def test_the_kubernetes_manifests_call_purge_with_valid_options() -> None:
+    cronjob, sidecar = (yaml.safe_load(block) for block in blocks("yaml"))
+    assert cronjob["kind"] == "CronJob"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["command"][0] == "typed-session-sql"
+    accepts(container["command"][1:])
+    assert container["env"][0]["name"] == "TYPED_SESSION_SQL_URL"
+    purger = next(c for c in sidecar["containers"] if c["name"] == "session-purge")
+    accepts(purger["command"][1:])
+    assert "--every" in purger["command"]

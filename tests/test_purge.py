@@ -197,14 +197,14 @@ class _Announcing(StuckBackend):
 
 
 async def _wait_until_blocked(observer: SqlBackend) -> None:
-    """Until a DELETE waits on a lock in pg_stat_activity (a state, not a time)."""
+    """Until our DELETE waits on a lock in pg_stat_activity (a state, not a time)."""
     query = text(
         "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'"
+        "WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM ' || :table || '%'"
     )
     while True:
         async with observer.engine.connect() as conn:
-            if (await conn.execute(query)).scalar_one():
+            if (await conn.execute(query, {"table": observer.table.name})).scalar_one():
                 return
         await anyio.lowlevel.checkpoint()
 

@@ -26,7 +26,6 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
-from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.ids import IdHasher
 
 DEFAULT_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -63,8 +62,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     table = f"bench_{secrets.token_hex(4)}"
-    engine = create_engine(args.url, pool_size=args.concurrency, max_overflow=0)
-    backend = SqlBackend(engine, table_name=table)
+    backend = SqlBackend.from_url(args.url, table_name=table, pool_size=args.concurrency)
     await backend.create_schema()
     store = SessionStore(Profile, backend)
     hasher = IdHasher(None)
@@ -134,9 +132,9 @@ async def main() -> None:
                   f"{statistics.median(ratios):.2f}x\n")  # fmt: skip
     finally:
         await pool.close()
-        async with engine.begin() as conn:
+        async with backend.engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
-        await engine.dispose()
+        await backend.dispose()
 
 
 if __name__ == "__main__":

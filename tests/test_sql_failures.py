@@ -68,17 +68,21 @@ async def pg_named(path: str) -> AsyncIterator[tuple[SqlBackend, str]]:
     """A PostgreSQL backend whose connections carry a unique application_name."""
     url = require_postgres()
     name = unique_name("app")
-    engine = create_engine(url, connect_args={"server_settings": {"application_name": name}})
+    backend = SqlBackend.from_url(
+        url,
+        table_name=unique_name("sessions"),
+        connect_args={"server_settings": {"application_name": name}},
+    )
+    engine = backend.engine
     if path == "sqlalchemy":
         observe(engine)
-    backend = SqlBackend(engine, table_name=unique_name("sessions"))
     await backend.create_schema()
     try:
         yield backend, name
     finally:
         async with backend.engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
-        await engine.dispose()
+        await backend.dispose()
 
 
 async def admin(url: str, sql: str, **params: Any) -> list[Any]:
@@ -125,8 +129,9 @@ async def test_serialization_failure_is_retried(
     fails with SQLSTATE 40001, as on CockroachDB; the backend runs it again."""
     backend, name = pg_named
     url = require_postgres()
-    engine = create_engine(
+    rr_backend = SqlBackend.from_url(
         url,
+        table_name=backend.table.name,
         connect_args={
             "server_settings": {
                 "application_name": name + "_rr",
@@ -135,8 +140,7 @@ async def test_serialization_failure_is_retried(
         },
     )
     if path == "sqlalchemy":
-        observe(engine)
-    rr_backend = SqlBackend(engine, table_name=backend.table.name)
+        observe(rr_backend.engine)
     try:
         store = SessionStore(Cart, rr_backend, clock=clock)
         saved = await store.save(store.new(Cart(items=[1])))
@@ -168,4 +172,4 @@ async def test_serialization_failure_is_retried(
         assert final is not None
         assert final.data.items == [1, 2]
     finally:
-        await engine.dispose()
+        await rr_backend.dispose()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from tests.clock import FakeClock
 from tests.sql_backends import (
@@ -203,3 +204,29 @@ async def test_an_apps_own_engine_runs_without_transaction_control(
         async with engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
         await engine.dispose()
+
+
+async def test_kept_connections_go_back_to_the_pool_when_needed() -> None:
+    # The backend keeps idle asyncpg connections checked out for itself; SQLAlchemy's own
+    # path (a listener is attached) and dispose() give them back, so nothing starves.
+    backend = SqlBackend.from_url(
+        require_postgres(),
+        table_name=unique_name("sessions"),
+        pool_size=2,
+        max_overflow=0,
+        pool_timeout=5,
+    )
+    pool = backend.engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    try:
+        await backend.create_schema()
+        await asyncio.gather(*(backend.read(b"\0" * 32) for _ in range(8)))
+        assert pool.checkedout() == 1  # kept: pool_size - 1, since there is no overflow
+        event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
+        await asyncio.gather(*(backend.read(b"\0" * 32) for _ in range(8)))
+        assert pool.checkedout() == 0
+    finally:
+        async with backend.engine.begin() as conn:
+            await conn.run_sync(backend.metadata.drop_all)
+        await backend.dispose()
+    assert pool.checkedout() == 0

@@ -64,14 +64,21 @@ def on_terminal(args: list[str]) -> tuple[int, bytes]:
     return process.wait(timeout=60), output
 
 
-def until_sigterm(args: list[str]) -> tuple[int, list[str], str]:
-    """Start the CLI, read two lines, send SIGTERM; return exit code, the lines, the rest."""
+def until_sigterm(args: list[str], *, stderr_lines: int = 0) -> tuple[int, list[str], str]:
+    """Start the CLI; read its first two stdout lines (or its first line there and then
+    ``stderr_lines`` lines of stderr); send SIGTERM. Return the exit code, the lines read
+    and the rest of stdout."""
     process = subprocess.Popen(
         [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
+    assert process.stderr is not None
     try:
-        lines = [process.stdout.readline(), process.stdout.readline()]
+        lines = [process.stdout.readline()]
+        if stderr_lines:
+            lines += [process.stderr.readline() for _ in range(stderr_lines)]
+        else:
+            lines.append(process.stdout.readline())
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
     finally:
@@ -189,3 +196,22 @@ async def test_every_runs_until_sigterm_then_exits_0(tmp_path: Path) -> None:
         assert code == 0
         assert rest.strip() == "received SIGTERM, stopping"
         assert await count_rows(backend) == 3
+
+
+async def test_every_keeps_running_while_the_database_is_down() -> None:
+    url = "postgresql+asyncpg://root:hunter2secret@127.0.0.1:1/test"
+    code, (started, *warnings), rest = await anyio.to_thread.run_sync(
+        lambda: until_sigterm(["purge", "--url", url, "--every", "1h"], stderr_lines=2)
+    )
+    assert "root:***@127.0.0.1:1" in started
+    # the failed pass is logged (no password) and retried; a signal still stops it cleanly
+    assert any("purge pass failed" in line and "retrying in" in line for line in warnings)
+    assert "hunter2secret" not in "".join(warnings) + rest
+    assert code == 0
+    assert rest.strip() == "received SIGTERM, stopping"
+
+
+def test_a_missing_table_says_to_migrate(tmp_path: Path) -> None:
+    done = run("purge", "--url", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    assert done.returncode == EXIT_UNAVAILABLE
+    assert "typed-session-sql migrate upgrade" in done.stderr

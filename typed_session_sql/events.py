@@ -46,7 +46,7 @@ _LEVELS = {
     EventKind.CONFLICT: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,
     EventKind.PURGE_FINISHED: logging.INFO,
-    EventKind.PURGE_FAILED: logging.WARNING,
+    EventKind.PURGE_FAILED: logging.INFO,  # the caller gets the error; the scheduler warns
 }
 
 

@@ -157,11 +157,13 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def _fail_unavailable(backend: SqlBackend, error: BaseException) -> int:
     from typed_session_sql.purge import describe_error
 
+    described = describe_error(error)
     print(
-        f"error: database {_safe_url(backend)} could not be reached or failed: "
-        f"{describe_error(error)}",
+        f"error: database {_safe_url(backend)} could not be reached or failed: {described}",
         file=sys.stderr,
     )
+    if "does not exist" in described or "no such table" in described:
+        print("hint: create the table first: typed-session-sql migrate upgrade", file=sys.stderr)
     return EXIT_UNAVAILABLE
 
 

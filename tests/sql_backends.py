@@ -46,7 +46,7 @@ def require_postgres() -> str:
 
 
 @asynccontextmanager
-async def sqlite_sql_backend(**engine_options: object) -> AsyncIterator[SqlBackend]:
+async def sqlite_sql_backend() -> AsyncIterator[SqlBackend]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "sessions.db"
         backend = SqlBackend.from_url(f"sqlite+aiosqlite:///{path}")

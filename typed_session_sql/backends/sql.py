@@ -280,8 +280,10 @@ class SqlBackend:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
-        except SQLAlchemyError as error:
-            raise StoreUnavailableError(f"could not create the session table: {error}") from error
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreUnavailableError(
+                f"could not create the session table: {type(error).__name__}"
+            ) from error
 
     async def dispose(self) -> None:
         """Close the pooled connections of an engine this backend created."""

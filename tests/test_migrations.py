@@ -178,3 +178,15 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
     cli("downgrade", "base", "--url", url)
     tables, _ = run(inspect_db(Target(url, "typed_sessions", None)))
     assert "typed_sessions" not in tables
+
+
+def test_cli_reports_a_down_database_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from typed_session_sql.cli import main
+
+    url = "postgresql+asyncpg://root:hunter2secret@127.0.0.1:1/test"  # nothing listens on 1
+    assert main(["migrate", "upgrade", "head", "--url", url]) == 1
+    captured = capsys.readouterr()
+    assert "typed-session-sql migrate:" in captured.err
+    assert "hunter2secret" not in captured.err + captured.out

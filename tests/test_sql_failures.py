@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.clock import FakeClock
 from tests.sql_backends import require_postgres, unique_name
-from typed_session_sql import SessionStore, SetCookie, SqlBackend, StoreUnavailableError, ids
+from typed_session_sql import (
+    SaveResult,
+    Session,
+    SessionStore,
+    SetCookie,
+    SqlBackend,
+    StoreUnavailableError,
+    ids,
+)
 from typed_session_sql.backends.sql import create_engine
 
 pytestmark = pytest.mark.anyio
@@ -94,6 +103,45 @@ async def admin(url: str, sql: str, **params: Any) -> list[Any]:
         await engine.dispose()
 
 
+async def blocked_on_a_lock(url: str, application_name: str) -> None:
+    """Return once a statement of ``application_name`` waits for a lock (the server's word,
+    not a timer: each poll is a round trip)."""
+    while not await admin(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock'",
+        n=application_name,
+    ):
+        pass
+
+
+async def changed_session(store: SessionStore[Cart]) -> tuple[str, Session[Cart]]:
+    """A stored session's cookie, and that session loaded and changed (not yet saved)."""
+    saved = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(saved, SetCookie)
+    session = await store.load(saved.value)
+    assert session is not None
+    session.data.items.append(2)
+    return saved.value, session
+
+
+@asynccontextmanager
+async def save_behind_a_row_lock(
+    url: str, application_name: str, store: SessionStore[Cart], session: Session[Cart]
+) -> AsyncIterator[tuple[AsyncConnection, asyncio.Task[SaveResult]]]:
+    """Lock the session's row in another transaction (changing no version), start saving
+    ``session``, and yield once that save waits for the lock."""
+    assert isinstance(store.backend, SqlBackend)
+    blocker = create_engine(url, isolation_level="READ COMMITTED")
+    try:
+        async with blocker.connect() as conn:
+            await conn.execute(text(f'UPDATE "{store.backend.table.name}" SET data = data'))
+            save = asyncio.create_task(store.save(session))
+            await blocked_on_a_lock(url, application_name)
+            yield conn, save
+    finally:
+        await blocker.dispose()
+
+
 async def test_dropped_connections_are_replaced_unseen(
     pg_named: tuple[SqlBackend, str], clock: FakeClock
 ) -> None:
@@ -143,33 +191,35 @@ async def test_serialization_failure_is_retried(
         observe(rr_backend.engine)
     try:
         store = SessionStore(Cart, rr_backend, clock=clock)
-        saved = await store.save(store.new(Cart(items=[1])))
-        assert isinstance(saved, SetCookie)
-        session = await store.load(saved.value)
-        assert session is not None
-        session.data.items.append(2)
-
-        blocker = create_engine(url, isolation_level="READ COMMITTED")
-        try:
-            async with blocker.connect() as conn:
-                # Lock the row without changing its version, so the retried UPDATE succeeds.
-                await conn.execute(text(f'UPDATE "{backend.table.name}" SET data = data'))
-                save = asyncio.create_task(store.save(session))
-                # Wait (on the server's word, not on time) until the save blocks on our lock.
-                blocked: list[Any] = []
-                while not blocked:  # each poll is a round trip to the server
-                    blocked = await admin(
-                        url,
-                        "SELECT 1 FROM pg_stat_activity WHERE application_name = :n"
-                        " AND wait_event_type = 'Lock'",
-                        n=name + "_rr",
-                    )
-                await conn.commit()
-            await save
-        finally:
-            await blocker.dispose()
-        final = await store.load(saved.value)
+        cookie, session = await changed_session(store)
+        async with save_behind_a_row_lock(url, name + "_rr", store, session) as (conn, save):
+            await conn.commit()  # the waiting UPDATE now fails with 40001: it is retried
+        await save
+        final = await store.load(cookie)
         assert final is not None
         assert final.data.items == [1, 2]
     finally:
         await rr_backend.dispose()
+
+
+async def test_a_cancelled_save_leaves_a_working_backend(
+    pg_named: tuple[SqlBackend, str], clock: FakeClock
+) -> None:
+    backend, name = pg_named
+    url = require_postgres()
+    store = SessionStore(Cart, backend, clock=clock)
+    cookie, session = await changed_session(store)
+    async with save_behind_a_row_lock(url, name, store, session) as (conn, save):
+        save.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await save
+        await conn.rollback()
+    # The connection the cancelled statement used is gone, not handed out again mid-query.
+    for n in range(3, 6):
+        current = await store.load(cookie)
+        assert current is not None
+        current.data.items.append(n)
+        await store.save(current)
+    final = await store.load(cookie)
+    assert final is not None
+    assert final.data.items[-3:] == [3, 4, 5]

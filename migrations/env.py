@@ -51,7 +51,10 @@ async def run_online() -> None:
         await engine.dispose()
 
 
+shared = context.config.attributes.get("connection")
 if context.is_offline_mode():
     run_offline()
+elif isinstance(shared, Connection):
+    _run(shared)  # SqlBackend.migrate(): the backend's own engine, already in a greenlet
 else:
     asyncio.run(run_online())

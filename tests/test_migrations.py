@@ -120,6 +120,22 @@ def test_upgrade_matches_the_backend_table_and_downgrade_removes_it(target: Targ
     assert diff == []
 
 
+def test_backend_migrate_upgrades_over_its_own_engine(target: Target) -> None:
+    async def migrate_twice_and_use() -> Record | None:
+        async with SqlBackend.from_url(
+            target.url, table_name=target.table, schema=target.schema
+        ) as backend:
+            await backend.migrate()
+            await backend.migrate()  # at head already: a no-op, not an error
+        return await use_backend(target)
+
+    record = run(migrate_twice_and_use())
+    assert record is not None
+    tables, diff = run(inspect_db(target))
+    assert {target.table, VERSION_TABLE} <= tables
+    assert diff == []
+
+
 def test_create_schema_and_migrations_agree_with_each_other(tmp_path: Path) -> None:
     # A table made by create_schema() also shows no diff: both come from session_table().
     target = Target(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", "typed_sessions", None)

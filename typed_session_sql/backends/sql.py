@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Delete, Insert, Update
@@ -283,6 +283,34 @@ class SqlBackend:
         except (SQLAlchemyError, OSError) as error:
             raise StoreUnavailableError(
                 f"could not create the session table: {type(error).__name__}"
+            ) from error
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
+        over this backend's engine (no second engine, no URL needed): the one call an app
+        makes at start-up. Concurrent callers are safe on PostgreSQL (transactional DDL)."""
+        from alembic import command
+
+        from typed_session_sql.alembic_support import make_config
+
+        config = make_config(table=self.table.name, schema=self.table.schema)
+
+        def upgrade(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        await self._release_held()
+        # Migrations want a transaction (DDL is transactional on PostgreSQL); the engine's
+        # statements run in autocommit, so this one connection switches back.
+        isolation = "SERIALIZABLE" if self.engine.dialect.name == "sqlite" else "READ COMMITTED"
+        try:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level=isolation)
+                await conn.run_sync(upgrade)
+                await conn.commit()
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreUnavailableError(
+                f"could not migrate the session table: {type(error).__name__}"
             ) from error
 
     async def dispose(self) -> None:

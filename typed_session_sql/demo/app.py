@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qs
 
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -59,7 +58,7 @@ def create_app(url: str | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(migrate, url)
+        await backend.migrate()  # the packaged Alembic migrations, over the app's engine
         async with PurgeScheduler(store, every=timedelta(minutes=5)):
             yield
         await backend.dispose()
@@ -75,15 +74,6 @@ def create_app(url: str | None = None) -> Starlette:
         middleware=[Middleware(SessionMiddleware, store=store)],
         lifespan=lifespan,
     )
-
-
-def migrate(url: str | None) -> None:
-    """Bring the session table to the newest schema (Alembic; runs its own event loop)."""
-    from alembic import command
-
-    from typed_session_sql.alembic_support import make_config
-
-    command.upgrade(make_config(url), "head")
 
 
 # -- pages ------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def test_quick_start_creates_and_stores_a_session(
 def test_autogenerate_snippet_adds_our_table_to_an_apps_metadata() -> None:
     target_metadata = MetaData()
     namespace: dict[str, Any] = {"target_metadata": target_metadata}
-    exec(compile(python_blocks()[1], str(DOC), "exec"), namespace)
+    (snippet,) = [block for block in python_blocks() if "session_table(" in block]
+    exec(compile(snippet, str(DOC), "exec"), namespace)
     assert "typed_sessions" in target_metadata.tables
 
 

@@ -21,6 +21,7 @@ from typed_session_sql import (
     EventKind,
     ExpiryPolicy,
     IdCollisionError,
+    Session,
     SessionConflictError,
     SessionDeletedError,
     SessionError,
@@ -54,6 +55,12 @@ async def stored(store: SessionStore[Cart], data: Cart | None = None) -> str:
     assert isinstance(store.backend, RecordingBackend)
     store.backend.kinds.clear()
     return result.value
+
+
+async def must_load(store: SessionStore[Cart], value: str) -> Session[Cart]:
+    session = await store.load(value)
+    assert session is not None
+    return session
 
 
 # -- the Rust crate's tests ---------------------------------------------------------------
@@ -127,8 +134,7 @@ async def test_unchanged_loaded_session_costs_only_the_read(
 ) -> None:
     store = make_store(backend, clock)
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     assert not session.is_changed
     assert await store.save(session) == DoNothing()
     assert backend.kinds == ["read"]
@@ -139,14 +145,12 @@ async def test_changed_loaded_session_is_updated_once(
 ) -> None:
     store = make_store(backend, clock)
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     session.data = Cart(items=[1, 2])
     assert await store.save(session) == DoNothing()  # same cookie, same expiry
     assert backend.kinds == ["read", "update"]
     assert session.version == 2
-    again = await store.load(value)
-    assert again is not None
+    again = await must_load(store, value)
     assert again.data == Cart(items=[1, 2])
     assert again.version == 2
 
@@ -156,8 +160,7 @@ async def test_deleted_session_deletes_row_and_cookie(
 ) -> None:
     store = make_store(backend, clock)
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     session.delete()
     assert session.is_deleted
     assert await store.save(session) == DeleteCookie()
@@ -190,8 +193,7 @@ async def test_deleted_session_cannot_be_changed(
 async def test_old_id_is_dead_after_regenerate(backend: RecordingBackend, clock: FakeClock) -> None:
     store = make_store(backend, clock)
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     created_at = session.created_at
     clock.advance(timedelta(seconds=5))
     session.regenerate()
@@ -222,8 +224,7 @@ async def test_concurrent_plain_writes_second_raises(
     with pytest.raises(SessionConflictError) as caught:
         await store.save(second)
     assert not isinstance(caught.value, SessionDeletedError)
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.data == Cart(items=[1, 2])  # the winner's write survives, nothing merged
 
 
@@ -233,13 +234,11 @@ async def test_concurrent_plain_writes_second_raises(
 async def test_nested_mutation_is_detected(backend: RecordingBackend, clock: FakeClock) -> None:
     store = make_store(backend, clock)
     value = await stored(store, Cart(notes={"a": ["x"]}))
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     session.data.notes["a"].append("y")
     assert session.is_changed
     await store.save(session)
-    loaded = await store.load(value)
-    assert loaded is not None
+    loaded = await must_load(store, value)
     assert loaded.data.notes == {"a": ["x", "y"]}
 
 
@@ -266,8 +265,7 @@ async def test_modify_is_replayed_after_a_concurrent_write(
     await store.save(second)
     assert backend.kinds == ["update", "read", "update"]
     assert second.data == Cart(items=[1, 5], count=2)
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.data == Cart(items=[1, 5], count=2)
     assert current.version == 3
 
@@ -300,8 +298,7 @@ async def test_many_interleaved_modifies_all_land(
     for session in sessions:
         assert session is not None
         await store.save(session)
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.data.count == 10
 
 
@@ -359,13 +356,11 @@ async def test_renewal_is_throttled(backend: RecordingBackend, clock: FakeClock)
     value = await stored(store)
     start = clock.now
     clock.advance(timedelta(minutes=2))
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     assert session.expires_at == start + timedelta(minutes=30)
     assert await store.save(session) == DoNothing()
     clock.advance(timedelta(minutes=2))  # 4 minutes in: due
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     assert not session.is_changed  # a renewal is not a data change
     assert session.expires_at == clock.now + timedelta(minutes=30)
     result = await store.save(session)
@@ -373,8 +368,7 @@ async def test_renewal_is_throttled(backend: RecordingBackend, clock: FakeClock)
     assert backend.kinds == ["read", "read", "touch"]
     assert session.version == 1  # a touch is no version bump
     backend.kinds.clear()
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     assert await store.save(session) == DoNothing()
     assert backend.kinds == ["read"]
 
@@ -386,8 +380,7 @@ async def test_renewal_keeps_an_active_session_alive_past_idle(
     value = await stored(store)
     for _ in range(6):  # an hour of activity, every 10 minutes
         clock.advance(timedelta(minutes=10))
-        session = await store.load(value)
-        assert session is not None
+        session = await must_load(store, value)
         await store.save(session)
     clock.advance(timedelta(minutes=29))
     assert await store.load(value) is not None
@@ -402,8 +395,7 @@ async def test_activity_never_extends_past_the_absolute_bound(
     deadline = created + timedelta(hours=12)
     while clock.now + timedelta(minutes=20) < deadline:
         clock.advance(timedelta(minutes=20))
-        session = await store.load(value)
-        assert session is not None
+        session = await must_load(store, value)
         assert session.expires_at is not None
         assert session.expires_at <= deadline
         await store.save(session)
@@ -446,8 +438,7 @@ async def test_renewal_never_conflicts_with_a_data_write(
     await store.save(writer)
     result = await store.save(renewer)  # a touch, not an update: no conflict
     assert isinstance(result, SetCookie)
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.data == Cart(items=[3])
     assert current.expires_at == clock.now + timedelta(minutes=30)
 
@@ -465,8 +456,7 @@ async def test_touch_never_moves_expiry_backwards(
     assert fresh is not None
     await store.save(fresh)
     await store.save(stale)
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.expires_at == clock.now + timedelta(minutes=30)
 
 
@@ -474,8 +464,7 @@ async def test_never_expiring_policy(backend: RecordingBackend, clock: FakeClock
     store = make_store(backend, clock, expiry=ExpiryPolicy.never())
     value = await stored(store)
     clock.advance(timedelta(days=3650))
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     assert session.expires_at is None
     assert await store.save(session) == DoNothing()
 
@@ -485,8 +474,7 @@ async def test_explicit_expiry_change_on_a_loaded_session_is_written(
 ) -> None:
     store = make_store(backend, clock)
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     session.expire_in(timedelta(minutes=5))
     assert session.is_changed
     result = await store.save(session)
@@ -513,8 +501,7 @@ async def test_id_collisions_are_retried(
     assert isinstance(result, SetCookie)
     assert result.value != taken
     assert backend.kinds == ["create"] * 4
-    original = await store.load(taken)
-    assert original is not None
+    original = await must_load(store, taken)
     assert original.data == Cart(items=[1])  # the colliding insert changed nothing
 
 
@@ -549,14 +536,12 @@ async def test_rotation_collision_is_retried(
     mine = await stored(store, Cart(items=[2]))
     drawn = iter([taken, ids_module.new_cookie_value()])
     monkeypatch.setattr(ids_module, "new_cookie_value", lambda: next(drawn))
-    session = await store.load(mine)
-    assert session is not None
+    session = await must_load(store, mine)
     session.regenerate()
     result = await store.save(session)
     assert isinstance(result, SetCookie)
     assert result.value not in (taken, mine)
-    other = await store.load(taken)
-    assert other is not None
+    other = await must_load(store, taken)
     assert other.data == Cart(items=[1])
 
 
@@ -609,14 +594,12 @@ async def test_oversize_data_is_refused_and_nothing_written(
         await store.save(store.new(Cart(items=list(range(100)))))
     assert backend.kinds == []
     value = await stored(store)
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     session.data.items.extend(range(100))
     with pytest.raises(SessionTooLargeError):
         await store.save(session)
     assert backend.kinds == ["read"]
-    current = await store.load(value)
-    assert current is not None
+    current = await must_load(store, value)
     assert current.data == Cart(items=[1])
 
 
@@ -630,8 +613,7 @@ async def test_no_cookie_value_in_logs_or_reprs(
     result = await store.save(session)
     assert isinstance(result, SetCookie)
     value = result.value
-    loaded = await store.load(value)
-    assert loaded is not None
+    loaded = await must_load(store, value)
     loaded.regenerate()
     rotated = await store.save(loaded)
     assert isinstance(rotated, SetCookie)
@@ -705,8 +687,7 @@ async def test_events_report_the_lifecycle(backend: RecordingBackend, clock: Fak
     store = make_store(backend, clock, on_event=hook)
     value = await stored(store)
     clock.advance(timedelta(minutes=10))
-    session = await store.load(value)
-    assert session is not None
+    session = await must_load(store, value)
     await store.save(session)
     session.regenerate()
     await store.save(session)

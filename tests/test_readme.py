@@ -42,3 +42,22 @@ async def test_web_app_example_serves_a_session(
         assert (await client.post("/cart")).json() == {"items": 1}
         assert (await client.post("/cart")).json() == {"items": 2}
     await backend.dispose()
+
+
+def test_cleanup_examples_call_purge_with_valid_options() -> None:
+    import shlex
+
+    import yaml
+
+    from typed_session_sql.cli import build_parser
+
+    text = README.read_text()
+    (cron,) = re.findall(r"```cron\n(.*?)```", text, flags=re.DOTALL)
+    words = shlex.split(cron.strip())[5:]  # after the five schedule fields
+    program = words.index("typed-session-sql")
+    assert words[0].startswith("TYPED_SESSION_SQL_URL=")
+    (yaml_block,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    manifest = yaml.safe_load(yaml_block)
+    (container,) = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    for args in (words[program + 1 :], container["command"][1:]):
+        assert build_parser().parse_args(args).handler.__name__ == "run_purge"

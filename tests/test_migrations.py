@@ -202,7 +202,7 @@ def test_cli_reports_a_down_database_without_the_password(
     from typed_session_sql.cli import main
 
     url = "postgresql+asyncpg://root:hunter2secret@127.0.0.1:1/test"  # nothing listens on 1
-    assert main(["migrate", "upgrade", "head", "--url", url]) == 1
+    assert main(["migrate", "upgrade", "head", "--url", url]) == 69
     captured = capsys.readouterr()
     assert "typed-session-sql migrate:" in captured.err
     assert "hunter2secret" not in captured.err + captured.out

@@ -6,6 +6,9 @@ Works from the wheel alone (the scripts ship inside the package)::
     typed-session-sql migrate downgrade base --url ...
     typed-session-sql migrate current --url ...
     typed-session-sql migrate history
+
+Exit codes: 0 done, 1 a migration error (such as an unknown revision), 2 bad usage,
+69 (``EX_UNAVAILABLE``) the database could not be reached or failed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE, as in `purge` and `stats`
 
 
 def register(subparsers: Any) -> None:
@@ -60,12 +65,12 @@ def handle(args: argparse.Namespace) -> int:
             command.current(config, verbose=False)
         else:
             command.history(config)
-    except CommandError as error:
+    except CommandError as error:  # e.g. an unknown revision
         print(f"typed-session-sql migrate: {error}", file=sys.stderr)
         return 1
-    except (
-        Exception
-    ) as error:  # a database error: say what, without the URL (it may hold a password)
+    except Exception as error:
+        # A database error: say what, without the URL (it may hold a password). The same
+        # exit code as `purge` and `stats` for a database that cannot be reached.
         print(f"typed-session-sql migrate: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     return 0

@@ -29,7 +29,8 @@ from sqlalchemy import event, text
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.backends.sql import create_engine
-from typed_session_sql.purge import PurgeProgress, purge_pass, table_stats
+from typed_session_sql.purge import PurgeProgress, purge_pass
+from typed_session_sql.stats import table_stats
 
 DEFAULT_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"

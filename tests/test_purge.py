@@ -34,7 +34,8 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.purge import PurgeProgress, pass_lock, purge_pass, table_stats
+from typed_session_sql.purge import PurgeProgress, pass_lock, purge_pass
+from typed_session_sql.stats import table_stats
 
 pytestmark = pytest.mark.anyio
 

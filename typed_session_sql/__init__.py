@@ -15,7 +15,8 @@ from typed_session_sql.errors import (
 )
 from typed_session_sql.events import EventKind, SessionEvent
 from typed_session_sql.expiry import ExpiryPolicy
-from typed_session_sql.purge import PurgeResult, PurgeScheduler
+from typed_session_sql.purge import PurgeResult
+from typed_session_sql.scheduler import PurgeScheduler
 from typed_session_sql.session import Session
 from typed_session_sql.store import SessionStore
 

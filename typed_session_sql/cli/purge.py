@@ -230,7 +230,8 @@ def _printer(out: IO[str]) -> Any:
 
 
 async def _purge(backend: SqlBackend, args: argparse.Namespace) -> int:
-    from typed_session_sql.purge import PurgeScheduler, purge_pass
+    from typed_session_sql.purge import purge_pass
+    from typed_session_sql.scheduler import PurgeScheduler
     from typed_session_sql.store import SessionStore
 
     out = sys.stdout
@@ -281,7 +282,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 async def _stats(backend: SqlBackend, args: argparse.Namespace) -> int:
-    from typed_session_sql.purge import table_stats
+    from typed_session_sql.stats import table_stats
 
     now = datetime.now(UTC)
     stats = await table_stats(backend, now)

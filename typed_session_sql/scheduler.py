@@ -1,0 +1,182 @@
+"""Purge passes in the background, for as long as an ``async with`` block runs.
+
+Meant for an ASGI lifespan: each instance of the application may run one, and the purge
+lock (:func:`typed_session_sql.purge.pass_lock`) lets only one of them work at a time. The
+interval is jittered so a fleet restarted at once does not purge at once; a failing
+database is logged and retried with backoff, never ending the loop; leaving the block stops
+the scheduler promptly, mid-batch if need be (a batch is one statement).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+
+from typed_session_sql.events import logger
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, describe_error, purge_pass
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from typed_session_sql.store import SessionStore
+
+__all__ = ["PurgeScheduler"]
+
+
+class PurgeScheduler:
+    """Runs purge passes in the background while the ``async with`` block runs.
+
+    ::
+
+        async with PurgeScheduler(store, every=timedelta(minutes=5)):
+            ...  # serve requests
+
+    Args:
+        store: the store whose expired sessions to delete.
+        every: the mean interval between the end of one pass and the start of the next.
+        batch_size: rows per batch (one statement each).
+        jitter: each wait is ``every`` times a random factor in ``[1 - jitter, 1 + jitter]``
+            (50-150% by default), so instances started together drift apart.
+        first_delay: the wait before the first pass; by default a random part of ``every``
+            (so a fleet restarted at once does not purge at once). ``timedelta(0)`` runs a
+            pass at once.
+        retry_after: the first wait after a failed pass; it doubles with every further
+            failure in a row, up to ``every``, with the same jitter.
+        on_pass: called with each pass's :class:`PurgeResult` (for metrics).
+        on_batch: called after each batch with its :class:`PurgeProgress`.
+        pause: a wait between two batches of a pass, leaving the database to live
+            traffic; 0 (the default) runs the batches back to back.
+        sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
+        rng: returns floats in [0, 1) for the jitter.
+
+    Passes never overlap: one task runs them one after the other. A failing pass is logged
+    (on the ``typed_session_sql`` logger, without secrets) and retried after a backoff;
+    the scheduler only stops when the block exits, which cancels a running batch at once
+    (a batch is one statement, so nothing is half done).
+    """
+
+    def __init__(
+        self,
+        store: SessionStore[Any],
+        every: timedelta = timedelta(minutes=5),
+        batch_size: int = 1000,
+        *,
+        jitter: float = 0.5,
+        first_delay: timedelta | None = None,
+        retry_after: timedelta = timedelta(seconds=5),
+        on_pass: Callable[[PurgeResult], None] | None = None,
+        on_batch: BatchHook | None = None,
+        pause: timedelta = timedelta(0),
+        sleep: Sleep = anyio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if every <= timedelta(0):
+            raise ValueError("every must be positive")
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        if not 0 <= jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+        if retry_after <= timedelta(0):
+            raise ValueError("retry_after must be positive")
+        if first_delay is not None and first_delay < timedelta(0):
+            raise ValueError("first_delay must not be negative")
+        if pause < timedelta(0):
+            raise ValueError("pause must not be negative")
+        self.store = store
+        self.every = every
+        self.batch_size = batch_size
+        self.jitter = jitter
+        self.first_delay = first_delay
+        self.retry_after = retry_after
+        self.on_pass = on_pass
+        self.on_batch = on_batch
+        self.pause = pause
+        self._sleep = sleep
+        self._rng = rng
+        self._task_group: TaskGroup | None = None
+        self.passes = 0
+        """Passes that completed (skipped ones included)."""
+        self.failures = 0
+        """Passes that failed, in total."""
+        self.removed = 0
+        """Rows removed by all passes."""
+        self.last_result: PurgeResult | None = None
+
+    def _jittered(self, seconds: float) -> float:
+        return seconds * (1 - self.jitter + 2 * self.jitter * self._rng())
+
+    def _retry_delay(self, failures_in_a_row: int) -> float:
+        every = self.every.total_seconds()
+        base = self.retry_after.total_seconds() * 2 ** min(failures_in_a_row - 1, 32)
+        return self._jittered(min(every, base))
+
+    async def run(self) -> None:
+        """Run passes until cancelled (what ``async with`` does in a background task)."""
+        if self.first_delay is None:
+            delay = self._rng() * self.every.total_seconds()
+        else:
+            delay = self.first_delay.total_seconds()
+        failures_in_a_row = 0
+        while True:
+            await self._sleep(delay)
+            try:
+                result = await purge_pass(
+                    self.store,
+                    self.batch_size,
+                    on_batch=self.on_batch,
+                    pause=self.pause.total_seconds(),
+                    sleep=self._sleep,
+                )
+            except Exception as error:
+                failures_in_a_row += 1
+                self.failures += 1
+                delay = self._retry_delay(failures_in_a_row)
+                logger.warning(
+                    "purge pass failed (%s); retrying in %.1f s (%d failure(s) in a row)",
+                    describe_error(error),
+                    delay,
+                    failures_in_a_row,
+                )
+                logger.debug("purge pass failure", exc_info=True)
+                continue
+            failures_in_a_row = 0
+            self.passes += 1
+            self.removed += result.removed
+            self.last_result = result
+            if self.on_pass is not None:
+                try:
+                    self.on_pass(result)
+                except Exception:
+                    logger.exception("purge on_pass hook failed")
+            delay = self._jittered(self.every.total_seconds())
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None:
+            raise RuntimeError("this PurgeScheduler is already running")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        task_group.start_soon(self.run, name="typed_session_sql purge scheduler")
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        # The block's own exception (if any) propagates as is, not inside an exception
+        # group: the background task never raises, so it has nothing to add.
+        await task_group.__aexit__(None, None, None)
+        return None
+
+    def __repr__(self) -> str:
+        return f"PurgeScheduler(every={self.every!r}, batch_size={self.batch_size})"

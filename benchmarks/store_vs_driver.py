@@ -87,7 +87,10 @@ async def main() -> None:
         max_size=args.concurrency,
         reset=no_reset,
     )
-    select_sql = f"SELECT data, version, created_at, expires_at FROM {table} WHERE id_hash = $1"
+    select_sql = (
+        "SELECT data, version, created_at, expires_at, principal, authenticated_at"
+        f" FROM {table} WHERE id_hash = $1"
+    )
     update_sql = (
         f"UPDATE {table} SET data = $1, expires_at = $2, version = version + 1"
         " WHERE id_hash = $3 AND version = $4"

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from tests.sql_backends import postgres_backend, sqlite_backend
 from typed_session_sql import MemoryBackend
-from typed_session_sql.backend import Backend, Record, UpdateOutcome
+from typed_session_sql.backend import Backend, Listed, Record, SignIn, UpdateOutcome
 
 BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
 
@@ -53,9 +53,12 @@ class RecordingBackend:
         data: bytes,
         expires_at: datetime | None,
         new_id_hash: bytes | None = None,
+        sign_in: SignIn | None = None,
     ) -> UpdateOutcome:
         self.kinds.append("update")
-        return await self.inner.update(id_hash, expected_version, data, expires_at, new_id_hash)
+        return await self.inner.update(
+            id_hash, expected_version, data, expires_at, new_id_hash, sign_in
+        )
 
     async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
         self.kinds.append("touch")
@@ -64,6 +67,16 @@ class RecordingBackend:
     async def delete(self, id_hash: bytes) -> bool:
         self.kinds.append("delete")
         return await self.inner.delete(id_hash)
+
+    async def list_by_principal(self, principal: str) -> list[Listed]:
+        self.kinds.append("list")
+        return await self.inner.list_by_principal(principal)
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        self.kinds.append("delete_by_principal")
+        return await self.inner.delete_by_principal(principal, only=only, keep=keep)
 
     async def purge(self, now: datetime, batch_size: int) -> int:
         self.kinds.append("purge")

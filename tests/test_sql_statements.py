@@ -72,6 +72,14 @@ class Trace:
         self.statements.clear()
         self.wire.clear()
 
+    async def counted(self) -> list[str]:
+        """The statements since the last call; none of them may be transaction control."""
+        await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon: let them run
+        assert self.transaction_control() == []
+        seen = list(self.statements)
+        self.clear()
+        return seen
+
     def transaction_control(self) -> list[str]:
         words = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
         return [q for q in self.wire if q.strip().upper().startswith(words)]
@@ -103,12 +111,7 @@ async def test_one_statement_per_operation_and_no_transaction_control(
     backend, trace = traced
     store = store_on(backend, clock, expiry=ExpiryPolicy(idle=timedelta(hours=1)))
 
-    async def counted() -> list[str]:
-        await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon: let them run
-        assert trace.transaction_control() == []
-        seen = list(trace.statements)
-        trace.clear()
-        return seen
+    counted = trace.counted
 
     session = store.new()
     session.data.items.append(1)
@@ -146,6 +149,72 @@ async def test_one_statement_per_operation_and_no_transaction_control(
     clock.advance(timedelta(days=1))
     assert await backend.purge(clock(), 10) == 0  # one batch (the purge pass adds its lock)
     assert await counted() == ["DELETE"]
+
+
+async def test_sign_in_listing_and_revocation_are_one_statement_each(
+    traced: tuple[SqlBackend, Trace], clock: FakeClock
+) -> None:
+    backend, trace = traced
+    store = store_on(backend, clock)
+
+    counted = trace.counted
+
+    fresh = store.new()
+    fresh.sign_in("alice")
+    assert isinstance(await store.save(fresh), SetCookie)
+    assert await counted() == ["INSERT"]
+
+    anonymous = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(anonymous, SetCookie)
+    loaded = await store.load(anonymous.value)
+    assert loaded is not None
+    assert await counted() == ["INSERT", "SELECT"]
+    loaded.sign_in("alice")
+    signed = await store.save(loaded)
+    assert isinstance(signed, SetCookie)
+    assert await counted() == ["UPDATE"]  # rotation and sign-in together
+
+    again = await store.load(signed.value)
+    assert again is not None
+    assert again.principal == "alice"
+    assert await counted() == ["SELECT"]  # the principal comes with the one read
+
+    infos = await store.sessions_of("alice")
+    assert len(infos) == 2
+    assert await counted() == ["SELECT"]
+
+    (other,) = [info.handle for info in infos if info.handle != again.handle]
+    assert await store.revoke("alice", other)
+    assert await counted() == ["DELETE"]
+
+    assert await store.revoke_all("alice", keep=again) == 0
+    assert await counted() == ["DELETE"]
+    assert await store.revoke_all("alice") == 1
+    assert await counted() == ["DELETE"]
+
+
+async def test_listing_a_principals_sessions_uses_the_principal_index(
+    traced: tuple[SqlBackend, Trace],
+) -> None:
+    backend, _ = traced
+    listing = str(
+        backend._list.compile(
+            dialect=backend.engine.dialect, compile_kwargs={"literal_binds": False}
+        )
+    )
+    index = f"ix_{backend.table.name}_principal"
+    async with backend.engine.connect() as conn:
+        if backend.engine.dialect.name == "sqlite":
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + listing.replace("?", "'alice'")
+            )
+        else:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN " + listing.replace("$1::VARCHAR", "'alice'")
+            )
+        text = " ".join(str(row) for row in plan.all())
+    assert index in text, text
 
 
 async def test_statements_are_compiled_once(traced: tuple[SqlBackend, Trace]) -> None:

@@ -18,7 +18,7 @@ from typed_session_sql.expiry import ExpiryPolicy
 from typed_session_sql.purge import PurgeResult
 from typed_session_sql.scheduler import PurgeScheduler
 from typed_session_sql.session import Session
-from typed_session_sql.store import SessionStore
+from typed_session_sql.store import SessionInfo, SessionStore
 
 __all__ = [
     "Backend",
@@ -40,6 +40,7 @@ __all__ = [
     "SessionDeletedError",
     "SessionError",
     "SessionEvent",
+    "SessionInfo",
     "SessionStore",
     "SessionTooLargeError",
     "SetCookie",

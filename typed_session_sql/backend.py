@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+MAX_PRINCIPAL_LENGTH = 255
+"""The longest principal a session takes (an e-mail address fits; so does any UUID)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -22,6 +25,31 @@ class Record:
     version: int
     created_at: datetime
     expires_at: datetime | None
+    principal: str | None = None
+    """Who signed in on this session (set only by ``Session.sign_in``); None if nobody."""
+    authenticated_at: datetime | None = None
+    """When that sign-in happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """A sign-in an update writes along with the data: the new principal and its moment."""
+
+    principal: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One of a principal's sessions as :meth:`Backend.list_by_principal` returns it.
+
+    No data: a listing never reads (or ships) session data it has no use for.
+    """
+
+    id_hash: bytes
+    created_at: datetime
+    expires_at: datetime | None
+    authenticated_at: datetime | None
 
 
 class UpdateOutcome(enum.Enum):
@@ -53,12 +81,14 @@ class Backend(Protocol):
         data: bytes,
         expires_at: datetime | None,
         new_id_hash: bytes | None = None,
+        sign_in: SignIn | None = None,
     ) -> UpdateOutcome:
         """Replace data and expiry if the stored version is ``expected_version``.
 
         The version becomes ``expected_version + 1``. With ``new_id_hash`` the row moves to
-        that id in the same atomic step (rotation), so the old id is dead at once. Never
-        inserts: a deleted row stays deleted.
+        that id in the same atomic step (rotation), so the old id is dead at once. With
+        ``sign_in`` the principal and ``authenticated_at`` are set too; without it they stay
+        as stored. Never inserts: a deleted row stays deleted.
         """
         ...
 
@@ -72,6 +102,18 @@ class Backend(Protocol):
 
     async def delete(self, id_hash: bytes) -> bool:
         """Delete the row; return whether one existed."""
+        ...
+
+    async def list_by_principal(self, principal: str) -> list[Listed]:
+        """Every row of ``principal``, expired or not (the store judges expiry), any order."""
+        ...
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        """Delete the rows of ``principal``: all, just ``only``, or all but ``keep`` (at most
+        one of the two is given). A row of another principal is never touched. Return how
+        many were deleted."""
         ...
 
     async def purge(self, now: datetime, batch_size: int) -> int:

@@ -29,6 +29,9 @@ class EventKind(enum.StrEnum):
     """A stored session no longer decodes into the data type; it loads as None."""
     DUPLICATE_COOKIE = "duplicate_cookie"
     """The request carried the session cookie twice (a cookie-tossing sign); no session used."""
+    REVOKED = "revoked"
+    """Sessions of a principal were revoked: ``count`` of them; ``detail`` is "one", "all"
+    or "others" (all but the current one)."""
     PURGED = "purged"
     """A purge batch removed ``count`` expired rows."""
     PURGE_FINISHED = "purge_finished"
@@ -44,6 +47,7 @@ _LEVELS = {
     EventKind.UNKNOWN_ID: logging.INFO,
     EventKind.DUPLICATE_COOKIE: logging.WARNING,
     EventKind.CONFLICT: logging.INFO,
+    EventKind.REVOKED: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,
     EventKind.PURGE_FINISHED: logging.INFO,
     EventKind.PURGE_FAILED: logging.INFO,  # the caller gets the error; the scheduler warns

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
 from typed_session_sql.codec import Codec
 from typed_session_sql.errors import SessionError
 from typed_session_sql.expiry import ExpiryPolicy
@@ -31,6 +32,7 @@ class Session(Generic[T]):
 
     __slots__ = (
         "_assigned",
+        "_authenticated_at",
         "_clock",
         "_codec",
         "_cookie_value",
@@ -43,9 +45,11 @@ class Session(Generic[T]):
         "_last_modified",
         "_modifiers",
         "_policy",
+        "_principal",
         "_renewal",
         "_replayable",
         "_rotate",
+        "_signing_in",
         "_snapshot",
         "_version",
     )
@@ -65,6 +69,8 @@ class Session(Generic[T]):
         version: int | None = None,
         assigned: bool = False,
         renewal: datetime | None = None,
+        principal: str | None = None,
+        authenticated_at: datetime | None = None,
     ) -> None:
         self._data = data
         self._snapshot = snapshot
@@ -78,6 +84,9 @@ class Session(Generic[T]):
         self._version = version
         self._assigned = assigned
         self._renewal = renewal
+        self._principal = principal
+        self._authenticated_at = authenticated_at
+        self._signing_in = False
         self._deleted = False
         self._rotate = False
         self._expiry_set = False
@@ -130,10 +139,11 @@ class Session(Generic[T]):
     @property
     def is_changed(self) -> bool:
         """Whether a save will write: changed data, and for a stored session also a pending
-        rotation or an explicit expiry change. A renewal alone does not count."""
+        rotation or an explicit expiry change; and a pending :meth:`sign_in`, new or stored.
+        A renewal alone does not count."""
         if self._deleted:
             return False
-        if self._assigned or self._codec.encode(self._data) != self._snapshot:
+        if self._signing_in or self._assigned or self._codec.encode(self._data) != self._snapshot:
             return True
         return not self.is_new and (self._rotate or self._expiry_set)
 
@@ -155,6 +165,54 @@ class Session(Generic[T]):
     def version(self) -> int | None:
         """The stored version this session was loaded at or last saved as; None while new."""
         return self._version
+
+    # -- authentication -----------------------------------------------------------------
+
+    @property
+    def principal(self) -> str | None:
+        """Who signed in on this session (set only by :meth:`sign_in`, never inferred from the
+        data); None for an anonymous session."""
+        return self._principal
+
+    @property
+    def authenticated_at(self) -> datetime | None:
+        """When :meth:`sign_in` last ran on this session (aware UTC); None if it never did."""
+        return self._authenticated_at
+
+    @property
+    def handle(self) -> str | None:
+        """A name for the stored session in listing and revocation UIs; None while new.
+
+        It is the hex of the stored id hash, so it names the row without being its key's
+        secret: presented as a cookie it matches nothing (the store hashes what it is
+        given). It changes when the id rotates (on :meth:`sign_in`, :meth:`regenerate`).
+        """
+        return None if self._id_hash is None else self._id_hash.hex()
+
+    def sign_in(self, principal: str) -> None:
+        """Record that ``principal`` (a user id, not a secret) authenticated on this session.
+
+        Sets :attr:`principal` and :attr:`authenticated_at` (now) and regenerates the id,
+        so an id planted before sign-in (session fixation) is dead after it. The session is
+        written on save even if its data is untouched, a new one included. The data is left
+        as it is: clear it first if nothing of the anonymous session should carry over.
+        """
+        self._check_alive()
+        if not isinstance(principal, str) or not principal:
+            raise ValueError("principal must be a non-empty string")
+        if len(principal) > MAX_PRINCIPAL_LENGTH:
+            raise ValueError(f"principal is longer than {MAX_PRINCIPAL_LENGTH} characters")
+        self._principal = principal
+        self._authenticated_at = self._clock()
+        self._signing_in = True
+        self.regenerate()
+
+    def authenticated_within(self, max_age: timedelta) -> bool:
+        """Whether someone signed in on this session at most ``max_age`` ago, by the store's
+        clock: ask it before a sensitive action, and make the user sign in again if not."""
+        if self._principal is None or self._authenticated_at is None:
+            return False
+        return self._clock() - self._authenticated_at <= max_age
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -203,6 +261,10 @@ class Session(Generic[T]):
         state = ("new-" if self.is_new else "") + (
             "deleted" if self._deleted else "changed" if self.is_changed else "unchanged"
         )
-        return f"<Session {state} version={self._version} expires_at={self._expires_at}>"
+        signed_in = self._principal is not None
+        return (
+            f"<Session {state} version={self._version} expires_at={self._expires_at}"
+            f" signed_in={signed_in}>"
+        )
 
     __str__ = __repr__

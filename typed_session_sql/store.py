@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 import anyio
 
 from typed_session_sql import ids
-from typed_session_sql.backend import Backend, Record, UpdateOutcome
+from typed_session_sql.backend import Backend, Listed, Record, SignIn, UpdateOutcome
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
 from typed_session_sql.errors import (
@@ -38,6 +39,21 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session of a principal, for a "your sessions" page. No cookie value in it.
+
+    ``handle`` names the session for :meth:`SessionStore.revoke` and equals the current
+    session's :attr:`Session.handle` for the session making the request; it is useless as
+    a cookie.
+    """
+
+    handle: str
+    created_at: datetime
+    expires_at: datetime | None
+    authenticated_at: datetime | None
 
 
 class SessionStore(Generic[T]):
@@ -161,9 +177,11 @@ class SessionStore(Generic[T]):
             id_hash=id_hash,
             version=record.version,
             renewal=renewal,
+            principal=record.principal,
+            authenticated_at=record.authenticated_at,
         )
 
-    def _is_live(self, record: Record, now: datetime) -> bool:
+    def _is_live(self, record: Record | Listed, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
             return False
         # The policy's absolute bound holds even for rows written under a laxer policy.
@@ -185,10 +203,10 @@ class SessionStore(Generic[T]):
         data = self.codec.encode(session._data)
         data_changed = session._assigned or data != session._snapshot
         if session._id_hash is None:
-            if not data_changed:
+            if not data_changed and not session._signing_in:
                 return DoNothing()  # an expiry-only change never makes a new session worth storing
             return await self._create(session, data)
-        if data_changed or session._rotate or session._expiry_set:
+        if data_changed or session._rotate or session._expiry_set or session._signing_in:
             return await self._update(session, data)
         if session._renewal is not None:
             return await self._touch(session, session._id_hash, session._renewal)
@@ -212,7 +230,14 @@ class SessionStore(Generic[T]):
 
     async def _create(self, session: Session[T], data: bytes) -> SaveResult:
         self._check_size(data)
-        record = Record(data, 1, session._created_at, session._expires_at)
+        record = Record(
+            data,
+            1,
+            session._created_at,
+            session._expires_at,
+            session._principal,
+            session._authenticated_at,
+        )
         fresh = self._fresh_ids()
         while True:
             cookie_value, id_hash = fresh.next()
@@ -231,10 +256,15 @@ class SessionStore(Generic[T]):
         replayable = session._modifiers and session._replayable and data == session._last_modified
         fresh = self._fresh_ids() if session._rotate else None
         cookie_value, new_hash = fresh.next() if fresh is not None else (None, None)
+        sign_in = None
+        if session._signing_in:
+            assert session._principal is not None
+            assert session._authenticated_at is not None
+            sign_in = SignIn(session._principal, session._authenticated_at)
         conflicts = 0
         while True:
             outcome = await self.backend.update(
-                old_hash, version, data, session._expires_at, new_id_hash=new_hash
+                old_hash, version, data, session._expires_at, new_id_hash=new_hash, sign_in=sign_in
             )
             if outcome is UpdateOutcome.UPDATED:
                 break
@@ -285,6 +315,9 @@ class SessionStore(Generic[T]):
         for fn in session._modifiers:
             session._apply(fn)
         session._created_at = record.created_at
+        if not session._signing_in:  # a sign-in of this request is replayed as it was
+            session._principal = record.principal
+            session._authenticated_at = record.authenticated_at
         if not session._expiry_set:
             session._expires_at = _later(session._expires_at, record.expires_at)
         data = self.codec.encode(session._data)
@@ -306,9 +339,52 @@ class SessionStore(Generic[T]):
         session._rotate = False
         session._expiry_set = False
         session._renewal = None
+        session._signing_in = False
         session._modifiers.clear()
         session._last_modified = None
         session._replayable = True
+
+    # -- a principal's sessions ---------------------------------------------------------
+
+    async def sessions_of(self, principal: str) -> list[SessionInfo]:
+        """The live sessions (by the store's clock) ``principal`` signed in on, newest first.
+
+        One backend call. Raises :class:`StoreUnavailableError`.
+        """
+        now = self.now()
+        listed = await self.backend.list_by_principal(principal)
+        infos = [
+            SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
+            for row in listed
+            if self._is_live(row, now)
+        ]
+        infos.sort(key=lambda info: (info.created_at, info.handle), reverse=True)
+        return infos
+
+    async def revoke(self, principal: str, handle: str) -> bool:
+        """Delete the session ``handle`` names if it is one of ``principal``'s; return whether
+        one was. A handle of another principal's session deletes nothing, so a user can only
+        ever revoke their own. A malformed handle costs no backend call."""
+        id_hash = _parse_handle(handle)
+        if id_hash is None:
+            return False
+        removed = await self.backend.delete_by_principal(principal, only=id_hash)
+        if removed:
+            emit(self.on_event, EventKind.REVOKED, "one", removed)
+        return removed == 1
+
+    async def revoke_all(self, principal: str, *, keep: Session[T] | None = None) -> int:
+        """Delete every session of ``principal`` ("sign out everywhere"), except ``keep``
+        ("everywhere else"; pass the current session); return how many went, in one
+        backend call. A later save of a revoked session raises :class:`SessionDeletedError`:
+        it never brings the session back."""
+        if keep is not None and keep.principal != principal:
+            raise ValueError("keep is not a session of that principal")
+        kept = keep._id_hash if keep is not None else None
+        removed = await self.backend.delete_by_principal(principal, keep=kept)
+        if removed:
+            emit(self.on_event, EventKind.REVOKED, "others" if kept else "all", removed)
+        return removed
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -346,6 +422,15 @@ class _FreshIds:
         self._drawn += 1
         value = ids.new_cookie_value()
         return value, self._hash(value)
+
+
+def _parse_handle(handle: str) -> bytes | None:
+    if len(handle) != 2 * ids.HASH_BYTES:
+        return None
+    try:
+        return bytes.fromhex(handle)
+    except ValueError:
+        return None
 
 
 def _backoff(attempt: int) -> float:

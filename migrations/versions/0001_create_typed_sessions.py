@@ -1,4 +1,4 @@
-"""Create the session table and its expiry index.
+"""Create the session table, its expiry index and its (partial) principal index.
 
 Written out column by column, not built from the backend's current table definition: a
 revision must keep meaning what it meant when later revisions change the table. A test
@@ -32,6 +32,9 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
+        # Who signed in, and when (microseconds, as above); NULL = anonymous.
+        sa.Column("principal", sa.String(255), nullable=True),
+        sa.Column("authenticated_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id_hash"),
         schema=settings.schema,
     )
@@ -41,9 +44,19 @@ def upgrade() -> None:
         ["expires_at"],
         schema=settings.schema,
     )
+    # Partial: anonymous sessions never enter it.
+    op.create_index(
+        f"ix_{settings.table}_principal",
+        settings.table,
+        ["principal"],
+        schema=settings.schema,
+        postgresql_where=sa.text("principal IS NOT NULL"),
+        sqlite_where=sa.text("principal IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
     settings = options(context.config, context.get_x_argument(as_dictionary=True))
+    op.drop_index(f"ix_{settings.table}_principal", settings.table, schema=settings.schema)
     op.drop_index(f"ix_{settings.table}_expires_at", settings.table, schema=settings.schema)
     op.drop_table(settings.table, schema=settings.schema)

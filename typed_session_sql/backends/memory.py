@@ -11,9 +11,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from typed_session_sql.backend import Record, UpdateOutcome
+from typed_session_sql.backend import Listed, Record, SignIn, UpdateOutcome
 
-OperationKind = Literal["create", "read", "update", "touch", "delete", "purge", "clear"]
+OperationKind = Literal[
+    "create", "read", "update", "touch", "delete", "purge", "clear", "list", "delete_by_principal"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class MemoryBackend:
         data: bytes,
         expires_at: datetime | None,
         new_id_hash: bytes | None = None,
+        sign_in: SignIn | None = None,
     ) -> UpdateOutcome:
         self.operations.append(Operation("update", id_hash))
         current = self.rows.get(id_hash)
@@ -66,9 +69,10 @@ class MemoryBackend:
         if target != id_hash and target in self.rows:
             return UpdateOutcome.ID_TAKEN
         del self.rows[id_hash]
-        self.rows[target] = replace(
-            current, data=data, expires_at=expires_at, version=expected_version + 1
-        )
+        updated = replace(current, data=data, expires_at=expires_at, version=expected_version + 1)
+        if sign_in is not None:
+            updated = replace(updated, principal=sign_in.principal, authenticated_at=sign_in.at)
+        self.rows[target] = updated
         return UpdateOutcome.UPDATED
 
     async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
@@ -87,6 +91,31 @@ class MemoryBackend:
     async def delete(self, id_hash: bytes) -> bool:
         self.operations.append(Operation("delete", id_hash))
         return self.rows.pop(id_hash, None) is not None
+
+    async def list_by_principal(self, principal: str) -> list[Listed]:
+        self.operations.append(Operation("list"))
+        return [
+            Listed(key, record.created_at, record.expires_at, record.authenticated_at)
+            for key, record in self.rows.items()
+            if record.principal == principal
+        ]
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        self.operations.append(Operation("delete_by_principal", only))
+        if only is not None and keep is not None:
+            raise ValueError("give only or keep, not both")
+        doomed = [
+            key
+            for key, record in self.rows.items()
+            if record.principal == principal
+            and (only is None or key == only)
+            and (keep is None or key != keep)
+        ]
+        for key in doomed:
+            del self.rows[key]
+        return len(doomed)
 
     async def purge(self, now: datetime, batch_size: int) -> int:
         self.operations.append(Operation("purge"))

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Table,
     bindparam,
     delete,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, CursorResult
@@ -44,7 +46,7 @@ from sqlalchemy.sql.selectable import Select
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 
-from typed_session_sql.backend import Record, UpdateOutcome
+from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH, Listed, Record, SignIn, UpdateOutcome
 from typed_session_sql.errors import StoreUnavailableError
 
 URL_ENV = "TYPED_SESSION_SQL_URL"
@@ -61,7 +63,7 @@ _SERIALIZATION_RETRIES = 5
 _UNIQUE_VIOLATION = "23505"
 
 # Parameters holding timestamps; the direct path converts them itself.
-_TIME_PARAMS = frozenset({"p_expires", "p_created", "p_now"})
+_TIME_PARAMS = frozenset({"p_expires", "p_created", "p_now", "p_auth"})
 
 
 _Result: TypeAlias = "CursorResult[*tuple[Any, ...]]"
@@ -95,7 +97,17 @@ def session_table(
         Column("expires_at", EpochMicros, nullable=True),
         Column("created_at", EpochMicros, nullable=False),
         Column("version", Integer, nullable=False),
+        # Who signed in (set only by Session.sign_in), and when; NULL = anonymous.
+        Column("principal", String(MAX_PRINCIPAL_LENGTH), nullable=True),
+        Column("authenticated_at", EpochMicros, nullable=True),
         Index(f"ix_{name}_expires_at", "expires_at"),
+        # Partial: anonymous sessions (most rows, most writes) never enter it.
+        Index(
+            f"ix_{name}_principal",
+            "principal",
+            postgresql_where=text("principal IS NOT NULL"),
+            sqlite_where=text("principal IS NOT NULL"),
+        ),
         schema=schema,
     )
 
@@ -215,6 +227,8 @@ class SqlBackend:
             "expires_at": bindparam("p_expires", type_=EpochMicros),
             "created_at": bindparam("p_created", type_=EpochMicros),
             "version": bindparam("p_version"),
+            "principal": bindparam("p_principal"),
+            "authenticated_at": bindparam("p_auth", type_=EpochMicros),
         }
         self._insert_ignores_conflict = dialect in ("postgresql", "sqlite")
         self._insert: Insert
@@ -228,18 +242,25 @@ class SqlBackend:
             self._insert = sqlite_insert(t).values(values).on_conflict_do_nothing()
         else:  # no ON CONFLICT: a collision surfaces as an IntegrityError instead
             self._insert = insert(t).values(values)
-        self._select: Select[Any] = select(c.data, c.version, c.created_at, c.expires_at).where(
-            c.id_hash == bindparam("p_id")
-        )
+        self._select: Select[Any] = select(
+            c.data, c.version, c.created_at, c.expires_at, c.principal, c.authenticated_at
+        ).where(c.id_hash == bindparam("p_id"))
         guard = (c.id_hash == bindparam("p_id")) & (c.version == bindparam("p_version"))
         changes = {
             "data": bindparam("p_data"),
             "expires_at": bindparam("p_expires", type_=EpochMicros),
             "version": c.version + literal_column("1"),
         }
+        moving: dict[str, Any] = {"id_hash": bindparam("p_new_id")}
+        signing_in = {
+            "principal": bindparam("p_principal"),
+            "authenticated_at": bindparam("p_auth", type_=EpochMicros),
+        }
         self._update: Update = update(t).where(guard).values(changes)
-        self._update_moving: Update = (
-            update(t).where(guard).values({**changes, "id_hash": bindparam("p_new_id")})
+        self._update_moving: Update = update(t).where(guard).values({**changes, **moving})
+        self._update_sign_in: Update = update(t).where(guard).values({**changes, **signing_in})
+        self._update_moving_sign_in: Update = (
+            update(t).where(guard).values({**changes, **moving, **signing_in})
         )
         self._touch: Update = (
             update(t)
@@ -251,6 +272,15 @@ class SqlBackend:
             .values(expires_at=bindparam("p_expires", type_=EpochMicros))
         )
         self._delete: Delete = delete(t).where(c.id_hash == bindparam("p_id"))
+        of_principal = c.principal == bindparam("p_principal")
+        self._list: Select[Any] = select(
+            c.id_hash, c.created_at, c.expires_at, c.authenticated_at
+        ).where(of_principal)
+        self._revoke_all: Delete = delete(t).where(of_principal)
+        self._revoke_one: Delete = delete(t).where(of_principal & (c.id_hash == bindparam("p_id")))
+        self._revoke_others: Delete = delete(t).where(
+            of_principal & (c.id_hash != bindparam("p_id"))
+        )
         victims = (
             select(c.id_hash)
             .where(c.expires_at <= bindparam("p_now", type_=EpochMicros))
@@ -268,7 +298,8 @@ class SqlBackend:
                 name: _Direct.compile(getattr(self, name), self.engine.dialect)
                 for name in (
                     "_insert", "_select", "_update", "_update_moving",
-                    "_touch", "_delete", "_purge", "_clear",
+                    "_update_sign_in", "_update_moving_sign_in", "_touch", "_delete",
+                    "_list", "_revoke_all", "_revoke_one", "_revoke_others", "_purge", "_clear",
                 )
             }  # fmt: skip
 
@@ -391,9 +422,16 @@ class SqlBackend:
         return self._direct[name]
 
     async def _run_direct(
-        self, statement: _Direct, params: dict[str, Any], *, idempotent: bool, fetch: bool
+        self,
+        statement: _Direct,
+        params: dict[str, Any],
+        *,
+        idempotent: bool,
+        fetch: bool,
+        many: bool = False,
     ) -> Any:
-        """Run ``statement`` on a pooled asyncpg connection: the row (``fetch``) or the count.
+        """Run ``statement`` on a pooled asyncpg connection: the row (``fetch``), all rows
+        (``fetch`` and ``many``) or the count.
 
         Same contract as :meth:`_execute`; a unique violation raises :class:`_Duplicate`.
         """
@@ -407,7 +445,9 @@ class SqlBackend:
             driver = pooled.driver_connection
             assert driver is not None
             try:
-                if fetch:
+                if fetch and many:
+                    result = await driver.fetch(statement.sql, *args)
+                elif fetch:
                     result = await driver.fetchrow(statement.sql, *args)
                 else:
                     status: str = await driver.execute(statement.sql, *args)
@@ -471,6 +511,8 @@ class SqlBackend:
             "p_expires": record.expires_at,
             "p_created": record.created_at,
             "p_version": record.version,
+            "p_principal": record.principal,
+            "p_auth": record.authenticated_at,
         }
         try:
             return await self._count("_insert", params, idempotent=False) == 1
@@ -488,11 +530,13 @@ class SqlBackend:
                 return None
             created_at = _from_micros(raw[2])
             assert created_at is not None
-            return Record(raw[0], raw[1], created_at, _from_micros(raw[3]))
+            return Record(
+                raw[0], raw[1], created_at, _from_micros(raw[3]), raw[4], _from_micros(raw[5])
+            )
         row = (await self._execute(self._select, params, idempotent=True)).first()
         if row is None:
             return None
-        return Record(row[0], row[1], row[2], row[3])
+        return Record(row[0], row[1], row[2], row[3], row[4], row[5])
 
     async def update(
         self,
@@ -501,6 +545,7 @@ class SqlBackend:
         data: bytes,
         expires_at: datetime | None,
         new_id_hash: bytes | None = None,
+        sign_in: SignIn | None = None,
     ) -> UpdateOutcome:
         params: dict[str, Any] = {
             "p_id": id_hash,
@@ -512,6 +557,10 @@ class SqlBackend:
         if new_id_hash is not None:
             name = "_update_moving"
             params["p_new_id"] = new_id_hash
+        if sign_in is not None:
+            name += "_sign_in"
+            params["p_principal"] = sign_in.principal
+            params["p_auth"] = sign_in.at
         try:
             count = await self._count(name, params, idempotent=False)
         except _Duplicate as error:
@@ -526,6 +575,31 @@ class SqlBackend:
 
     async def delete(self, id_hash: bytes) -> bool:
         return await self._count("_delete", {"p_id": id_hash}, idempotent=True) == 1
+
+    async def list_by_principal(self, principal: str) -> list[Listed]:
+        params = {"p_principal": principal}
+        direct = self._direct_statement("_list")
+        if direct is not None:
+            raws = await self._run_direct(direct, params, idempotent=True, fetch=True, many=True)
+            return [
+                Listed(raw[0], _aware(raw[1]), _from_micros(raw[2]), _from_micros(raw[3]))
+                for raw in raws
+            ]
+        rows = (await self._execute(self._list, params, idempotent=True)).all()
+        return [Listed(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        if only is not None and keep is not None:
+            raise ValueError("give only or keep, not both")
+        params: dict[str, Any] = {"p_principal": principal}
+        name = "_revoke_all"
+        if only is not None:
+            name, params["p_id"] = "_revoke_one", only
+        elif keep is not None:
+            name, params["p_id"] = "_revoke_others", keep
+        return await self._count(name, params, idempotent=True)
 
     async def purge(self, now: datetime, batch_size: int) -> int:
         params = {"p_now": now, "p_limit": batch_size}
@@ -608,3 +682,8 @@ def _to_micros(value: datetime | None) -> int | None:
 
 def _from_micros(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _aware(value: int) -> datetime:
+    """A NOT NULL timestamp column's value."""
+    return _EPOCH + timedelta(microseconds=value)

@@ -44,12 +44,24 @@ class Visitor:
 
 
 @pytest.fixture
-async def visitor(tmp_path: Path) -> AsyncIterator[Visitor]:
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as client:
-            yield Visitor(client)
+            yield client
+
+
+@pytest.fixture
+def visitor(client: httpx.AsyncClient) -> Visitor:
+    return Visitor(client)
+
+
+async def signed_in_visitor(client: httpx.AsyncClient, name: str) -> Visitor:
+    visitor = Visitor(client)
+    token = await visitor.token()
+    assert (await visitor.go("POST", "/sign-in", {"name": name, "csrf_token": token})).is_redirect
+    return visitor
 
 
 async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(visitor: Visitor) -> None:
@@ -89,6 +101,33 @@ async def test_the_pre_sign_in_id_is_worthless_after_sign_in(visitor: Visitor) -
     await visitor.go("POST", "/sign-in", {"name": "Ada", "csrf_token": token})
     visitor.cookie = planted
     assert "<h1>Sign in</h1>" in (await visitor.go("GET", "/")).text
+
+
+async def test_a_user_signs_out_their_other_sessions(client: httpx.AsyncClient) -> None:
+    laptop = await signed_in_visitor(client, "Ada")
+    phone = await signed_in_visitor(client, "Ada")
+    other_user = await signed_in_visitor(client, "Grace")
+
+    page = (await laptop.go("GET", "/session")).text
+    assert "<h2>Your sessions</h2>" in page
+    assert page.count("<tr><td><time") == 2  # Ada's two, not Grace's
+    assert page.count("this one") == 1
+    assert laptop.cookie is not None
+    assert laptop.cookie not in page  # listed without any cookie value
+
+    token = await laptop.token()
+    refused = await laptop.go("POST", "/sign-out-others", {"csrf_token": "forged"})
+    assert refused.status_code == 403
+    assert "Hello, Ada" in (await phone.go("GET", "/")).text
+
+    done = await laptop.go("POST", "/sign-out-others", {"csrf_token": token})
+    assert done.status_code == 303
+    assert "<h1>Sign in</h1>" in (await phone.go("GET", "/")).text  # anonymous now
+    assert "Hello, Ada" in (await laptop.go("GET", "/")).text
+    assert "Hello, Grace" in (await other_user.go("GET", "/")).text
+    page = (await laptop.go("GET", "/session")).text
+    assert page.count("<tr><td><time") == 1
+    assert "Sign out other sessions" not in page
 
 
 @pytest.mark.parametrize("sent", [None, "", "forged"])

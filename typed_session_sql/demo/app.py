@@ -3,8 +3,11 @@
 Everything here uses the public API, the way an application would:
 
 - the session data is a typed dataclass, ``Visit``; handlers get ``Session[Visit]``;
-- sign-in rotates the session id (``regenerate``), so an id planted before sign-in is
-  worthless after it (session fixation);
+- sign-in is ``Session.sign_in``: the library keeps who signed in (never read from the
+  data) and rotates the session id, so an id planted before sign-in is worthless after it
+  (session fixation);
+- the session page lists the user's sessions and signs out the others
+  (``SessionStore.sessions_of``, ``revoke_all(keep=...)``);
 - cart changes go through ``Session.modify``, so two tabs adding at once both count;
 - every POST form carries a CSRF token kept in the session (SameSite=Lax on the cookie is
   only defence in depth), compared in constant time;
@@ -43,9 +46,9 @@ class CartLine:
 
 @dataclass
 class Visit:
-    """What the session holds for one visitor."""
+    """What the session holds for one visitor. Who signed in is not here: the library keeps
+    it (``Session.principal``), out of reach of anything that writes the data."""
 
-    user: str | None = None
     cart: list[CartLine] = field(default_factory=list)
     csrf_token: str = ""
 
@@ -63,17 +66,20 @@ def create_app(url: str | None = None) -> Starlette:
             yield
         await backend.dispose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", home),
             Route("/sign-in", sign_in, methods=["POST"]),
             Route("/cart", add_to_cart, methods=["POST"]),
             Route("/session", show_session),
             Route("/sign-out", sign_out, methods=["POST"]),
+            Route("/sign-out-others", sign_out_others, methods=["POST"]),
         ],
         middleware=[Middleware(SessionMiddleware, store=store)],
         lifespan=lifespan,
     )
+    app.state.store = store
+    return app
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -81,22 +87,33 @@ def create_app(url: str | None = None) -> Starlette:
 
 async def home(request: Request) -> Response:
     session: Session[Visit] = await get_session(request)
-    visit = session.data
     token = csrf_token(session)
-    if visit.user is None:
+    if session.principal is None:
         return HTMLResponse(pages.sign_in_page(token))
-    return HTMLResponse(pages.cart_page(visit.user, _cart_rows(visit), PRODUCTS, token))
+    return HTMLResponse(
+        pages.cart_page(session.principal, _cart_rows(session.data), PRODUCTS, token)
+    )
 
 
 async def show_session(request: Request) -> Response:
     session: Session[Visit] = await get_session(request)
+    user = session.principal
+    others: list[pages.SessionRow] = []
+    if user is not None:
+        store: SessionStore[Visit] = request.app.state.store
+        others = [
+            pages.SessionRow(info.created_at, info.authenticated_at, info.handle == session.handle)
+            for info in await store.sessions_of(user)
+        ]
     return HTMLResponse(
         pages.session_page(
-            user=session.data.user,
+            user=user,
             stored=not session.is_new,
             created_at=session.created_at,
             expires_at=session.expires_at,
             version=session.version,
+            sessions=others,
+            csrf_token=session.data.csrf_token if user is not None else "",
         )
     )
 
@@ -112,15 +129,14 @@ async def sign_in(request: Request) -> Response:
     if not 0 < len(name) <= MAX_NAME_LENGTH:
         token = csrf_token(session)
         return HTMLResponse(pages.sign_in_page(token, error="Please enter a name."), 400)
-    session.regenerate()  # a new id on sign-in: the pre-sign-in id is dead from now on
-    session.data.user = name
+    session.sign_in(name)  # a new id too: the pre-sign-in id is dead from now on
     session.data.csrf_token = secrets.token_urlsafe(32)
     return see_other("/")
 
 
 async def add_to_cart(request: Request) -> Response:
     session, form = await checked_form(request)
-    if form is None or session.data.user is None:
+    if form is None or session.principal is None:
         return forbidden()
     product = form.get("product", "")
     quantity = int(form["quantity"]) if form.get("quantity", "").isdigit() else 0
@@ -135,6 +151,15 @@ async def sign_out(request: Request) -> Response:
         return forbidden()
     session.delete()
     return see_other("/")
+
+
+async def sign_out_others(request: Request) -> Response:
+    session, form = await checked_form(request)
+    if form is None or session.principal is None:
+        return forbidden()
+    store: SessionStore[Visit] = request.app.state.store
+    await store.revoke_all(session.principal, keep=session)
+    return see_other("/session")
 
 
 def add_line(visit: Visit, product: str, quantity: int) -> None:

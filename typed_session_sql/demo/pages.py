@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from html import escape
+from typing import NamedTuple
 
 _STYLE = """
 :root { color-scheme: light dark; --accent: #1d4ed8; --muted: #555; --line: #d4d4d8; }
@@ -127,6 +128,40 @@ def _moment(value: datetime | None) -> str:
     return f'<time datetime="{value.isoformat()}">{text}</time>'
 
 
+class SessionRow(NamedTuple):
+    """One of the user's sessions, as the session page lists it."""
+
+    created_at: datetime
+    signed_in_at: datetime | None
+    current: bool
+
+
+def _sessions(rows: Sequence[SessionRow], csrf_token: str) -> str:
+    if not rows:
+        return ""
+    lines = "\n".join(
+        f"<tr><td>{_moment(row.signed_in_at)}</td><td>{_moment(row.created_at)}</td>"
+        f"<td>{'this one' if row.current else ''}</td></tr>"
+        for row in rows
+    )
+    button = ""
+    if any(not row.current for row in rows):
+        button = f"""<form method="post" action="/sign-out-others">
+{_csrf(csrf_token)}
+<button type="submit" class="quiet">Sign out other sessions</button>
+</form>"""
+    return f"""<h2>Your sessions</h2>
+<table>
+<caption class="muted">Every browser signed in with your name</caption>
+<thead><tr><th scope="col">Signed in</th><th scope="col">Began</th>
+<th scope="col">Current</th></tr></thead>
+<tbody>
+{lines}
+</tbody>
+</table>
+{button}"""
+
+
 def session_page(
     *,
     user: str | None,
@@ -134,6 +169,8 @@ def session_page(
     created_at: datetime,
     expires_at: datetime | None,
     version: int | None,
+    sessions: Sequence[SessionRow] = (),
+    csrf_token: str = "",
 ) -> str:
     if not stored:
         details = '<p class="muted">You have no stored session yet.</p>'
@@ -147,7 +184,8 @@ def session_page(
 <p class="muted">The expiry moves forward as you use the site (30 minutes idle), but never
 past 12 hours after the session began. The version counts the writes. The session id
 itself is never shown: it lives only in an HttpOnly cookie, and the database keeps just
-its hash.</p>"""
+its hash.</p>
+{_sessions(sessions, csrf_token)}"""
     return _layout("Session", f"<h1>Your session</h1>\n{details}", current="/session")
 
 

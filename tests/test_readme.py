@@ -20,7 +20,7 @@ def test_first_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     script = tmp_path / "example.py"
     script.write_text(blocks[0])
     runpy.run_path(str(script), run_name="__main__")
-    assert "Cart(user='ada', items=[1])" in capsys.readouterr().out
+    assert "ada Cart(items=[1, 2])" in capsys.readouterr().out
 
 
 async def test_web_app_example_serves_a_session(

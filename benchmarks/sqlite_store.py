@@ -74,7 +74,7 @@ from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend, U
 from typed_session_sql.backend import SignIn
 from typed_session_sql.ids import IdHasher, new_cookie_value
 
-# The engine's pragmas (typed_session_sql.backends.sql._sqlite_pragmas).
+# The engine's pragmas (typed_session_sql.backends.sql_engine._sqlite_pragmas).
 PRAGMAS = (
     "PRAGMA busy_timeout = 30000",
     "PRAGMA journal_mode = WAL",

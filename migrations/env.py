@@ -2,7 +2,7 @@
 
 Settings: ``-x url=... -x table=... -x schema=...``, or TYPED_SESSION_SQL_URL /
 TYPED_SESSION_SQL_TABLE / TYPED_SESSION_SQL_SCHEMA. The table definition (the autogenerate
-target) is the backend's own: :func:`typed_session_sql.backends.sql.session_table`.
+target) is the backend's own: :func:`typed_session_sql.backends.sql_table.session_table`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from typed_session_sql.alembic_support import VERSION_TABLE, options
-from typed_session_sql.backends.sql import session_table
+from typed_session_sql.backends.sql_table import session_table
 
 settings = options(context.config, context.get_x_argument(as_dictionary=True))
 target_metadata = MetaData()

@@ -92,7 +92,7 @@ async def traced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlBacke
     factory = sqlite_sql_backend if request.param == "sqlite" else postgres_sql_backend
     async with factory() as backend:
         trace = Trace(backend, cursor_events=request.param != "postgres-direct")
-        direct = backend._direct_statement("_select") is not None
+        direct = backend._direct is not None and backend._direct.available()
         assert direct is (request.param == "postgres-direct")
         await backend.engine.dispose()  # new connections, so the driver trace sees them all
         await backend.read(b"\0" * 32)  # warm up: first connect, compiled cache

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from alembic.config import Config
 
-from typed_session_sql.backends.sql import DEFAULT_TABLE, DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql_table import DEFAULT_TABLE
 
 # Our own version table, so our revisions never mix with an application's ``alembic_version``.
 VERSION_TABLE = "typed_session_sql_alembic_version"

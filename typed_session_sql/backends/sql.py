@@ -2,32 +2,24 @@
 
 Every operation is a single statement run in autocommit mode: no BEGIN/COMMIT round trips,
 and each statement is atomic on its own. Statements are built once per backend and reused,
-so SQLAlchemy's compiled cache serves every call after the first.
+so SQLAlchemy's compiled cache serves every call after the first. On asyncpg they usually
+skip SQLAlchemy's execution altogether (:mod:`typed_session_sql.backends.asyncpg_direct`).
 
-Timestamps are stored as integer microseconds since the Unix epoch (UTC). Integers compare
-the same on every dialect whatever the database session's time zone, SQLite included
-(where DATETIME is text), cost nothing to convert, and make it impossible to mix in the
-database's own clock: every ``now`` comes from the store.
+The table and its timestamp type live in :mod:`typed_session_sql.backends.sql_table`, the
+engine and the failure policy in :mod:`typed_session_sql.backends.sql_engine`; their public
+names are re-exported here, where they have always been importable from.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Dialect,
-    Index,
     Integer,
-    LargeBinary,
     MetaData,
-    String,
     Table,
     bindparam,
     delete,
@@ -35,124 +27,46 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, CursorResult
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Delete, Insert, Update
 from sqlalchemy.sql.selectable import Select
-from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import greenlet_spawn
 
-from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH, Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backend import Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backends.asyncpg_direct import AsyncpgDirect
+from typed_session_sql.backends.sql_engine import (
+    DEFAULT_URL,
+    URL_ENV,
+    Attempts,
+    Duplicate,
+    create_engine,
+    reject_closed_connections,
+    store_failed,
+    store_unavailable,
+)
+from typed_session_sql.backends.sql_table import (
+    DEFAULT_TABLE,
+    EpochMicros,
+    from_micros,
+    from_micros_not_null,
+    session_table,
+)
 from typed_session_sql.errors import StoreUnavailableError
 
-URL_ENV = "TYPED_SESSION_SQL_URL"
-DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
-DEFAULT_TABLE = "typed_sessions"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-# A serialization failure (SQLSTATE 40001) aborted the statement; running it again is safe.
-# PostgreSQL raises it only under SERIALIZABLE; CockroachDB and YugabyteDB raise it routinely.
-_SERIALIZATION_FAILURE = "40001"
-_SERIALIZATION_RETRIES = 5
-_UNIQUE_VIOLATION = "23505"
-
-# Parameters holding timestamps; the direct path converts them itself.
-_TIME_PARAMS = frozenset({"p_expires", "p_created", "p_now", "p_auth"})
-
+__all__ = [
+    "DEFAULT_TABLE",
+    "DEFAULT_URL",
+    "URL_ENV",
+    "EpochMicros",
+    "SqlBackend",
+    "create_engine",
+    "session_table",
+]
 
 _Result: TypeAlias = "CursorResult[*tuple[Any, ...]]"
-
-
-class EpochMicros(TypeDecorator[datetime]):
-    """An aware datetime stored as a BIGINT of microseconds since 1970-01-01 UTC."""
-
-    impl = BigInteger
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
-        return _to_micros(value)
-
-    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
-        return _from_micros(value)
-
-
-def session_table(
-    metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None
-) -> Table:
-    """The session table, defined once: the backend, migrations and autogenerate use this."""
-    return Table(
-        name,
-        metadata,
-        # blake3 of the session id: uniformly distributed, so a fine key for range-sharded
-        # distributed SQL too (no sequence, no hot spot).
-        Column("id_hash", LargeBinary(32), primary_key=True),
-        Column("data", LargeBinary, nullable=False),
-        # NULL = never expires (never purged).
-        Column("expires_at", EpochMicros, nullable=True),
-        Column("created_at", EpochMicros, nullable=False),
-        Column("version", Integer, nullable=False),
-        # Who signed in (set only by Session.sign_in), and when; NULL = anonymous.
-        Column("principal", String(MAX_PRINCIPAL_LENGTH), nullable=True),
-        Column("authenticated_at", EpochMicros, nullable=True),
-        Index(f"ix_{name}_expires_at", "expires_at"),
-        # Partial: anonymous sessions (most rows, most writes) never enter it.
-        Index(
-            f"ix_{name}_principal",
-            "principal",
-            postgresql_where=text("principal IS NOT NULL"),
-            sqlite_where=text("principal IS NOT NULL"),
-        ),
-        schema=schema,
-    )
-
-
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An engine tuned for session traffic: autocommit, no pool reset, SQLite in WAL mode.
-
-    Autocommit means no transaction is ever left open on a pooled connection, so resetting
-    it on return (a ROLLBACK round trip on some drivers) buys nothing. Extra ``kwargs`` go to
-    :func:`sqlalchemy.ext.asyncio.create_async_engine`.
-    """
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
-    options.update(kwargs)
-    engine = create_async_engine(url, **options)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # busy_timeout first: switching to WAL itself needs the lock another process may hold.
-        # Several processes writing at once then wait their turn instead of failing with
-        # "database is locked"; every operation is one short statement, so waits are short.
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
-
-
-def _reject_closed_connections(
-    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
-) -> None:
-    """Replace a pooled connection the server already closed, at no round trip.
-
-    The driver notices the server's close (restart, ``pg_terminate_backend``, idle timeout)
-    as soon as the event loop reads it; asking the driver is free, unlike ``pool_pre_ping``.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has a `closed` flag
-    closed = is_closed() if callable(is_closed) else getattr(driver, "closed", False) is True
-    if closed:
-        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 class SqlBackend:
@@ -173,16 +87,12 @@ class SqlBackend:
             getattr(sync_engine.dialect, "_on_connect_isolation_level", None) != "AUTOCOMMIT"
         ):
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        if not event.contains(sync_engine.pool, "checkout", _reject_closed_connections):
-            event.listen(sync_engine.pool, "checkout", _reject_closed_connections)
+        if not event.contains(sync_engine.pool, "checkout", reject_closed_connections):
+            event.listen(sync_engine.pool, "checkout", reject_closed_connections)
         self.engine: AsyncEngine = engine
         self.metadata = MetaData()
         self.table: Table = session_table(self.metadata, table_name, schema)
         self._owns_engine = False
-        # Idle pooled connections the backend keeps checked out (asyncpg, own engine only).
-        self._keep = 0
-        self._held: list[Any] = []
-        self._held_pool: object = None
         self._build_statements()
 
     @classmethod
@@ -209,12 +119,7 @@ class SqlBackend:
         backend = cls(create_engine(resolved, **engine_options), table_name, schema)
         backend._owns_engine = True
         if backend._direct is not None:
-            pool = backend.engine.sync_engine.pool
-            size = getattr(pool, "size", None)
-            if callable(size):
-                # Without overflow, leave one connection cycling through the pool for others.
-                overflow = getattr(pool, "_max_overflow", 0)
-                backend._keep = max(0, size() - (1 if overflow == 0 else 0))
+            backend._direct.keep_idle_connections()
         return backend
 
     def _build_statements(self) -> None:
@@ -292,22 +197,24 @@ class SqlBackend:
             victims = victims.with_for_update(skip_locked=True)
         self._purge: Delete = delete(t).where(c.id_hash.in_(victims.scalar_subquery()))
         self._clear: Delete = delete(t)
-        self._direct: dict[str, _Direct] | None = None
+        # On asyncpg the same statements, compiled once more, usually run on the driver
+        # itself, past SQLAlchemy's per-statement machinery.
+        self._direct: AsyncpgDirect | None = None
         if self.engine.dialect.driver == "asyncpg":
-            self._direct = {
-                name: _Direct.compile(getattr(self, name), self.engine.dialect)
+            self._direct = AsyncpgDirect(self.engine, {
+                name: getattr(self, name)
                 for name in (
                     "_insert", "_select", "_update", "_update_moving",
                     "_update_sign_in", "_update_moving_sign_in", "_touch", "_delete",
                     "_list", "_revoke_all", "_revoke_one", "_revoke_others", "_purge", "_clear",
                 )
-            }  # fmt: skip
+            })  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def create_schema(self) -> None:
         """Create the table and its index if missing. Production uses the migrations."""
-        await self._release_held()
+        await self._release_kept()
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
@@ -330,7 +237,7 @@ class SqlBackend:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
-        await self._release_held()
+        await self._release_kept()
         # Migrations want a transaction (DDL is transactional on PostgreSQL); the engine's
         # statements run in autocommit, so this one connection switches back.
         isolation = "SERIALIZABLE" if self.engine.dialect.name == "sqlite" else "READ COMMITTED"
@@ -346,15 +253,14 @@ class SqlBackend:
 
     async def dispose(self) -> None:
         """Close the pooled connections of an engine this backend created."""
-        await self._release_held()
+        await self._release_kept()
         if self._owns_engine:
             await self.engine.dispose()
 
-    async def _release_held(self) -> None:
-        """Give the connections the backend keeps idle back to the engine's pool."""
-        held, self._held = self._held, []
-        for pooled in held:
-            await greenlet_spawn(pooled.close)
+    async def _release_kept(self) -> None:
+        """Give the idle connections the direct path keeps back to the engine's pool."""
+        if self._direct is not None:
+            await self._direct.release_kept()
 
     async def __aenter__(self) -> Self:
         return self
@@ -382,16 +288,18 @@ class SqlBackend:
         not idempotent are never re-run after a disconnect: the first attempt may have
         committed before the connection died.
         """
-        if self._held:  # this path takes connections from the pool: don't starve it
-            await self._release_held()
-        attempts = _Attempts(idempotent)
+        # This path takes connections from the pool: don't starve it by keeping some idle.
+        direct = self._direct
+        if direct is not None and direct.keeps_any():
+            await direct.release_kept()
+        attempts = Attempts(idempotent)
         while True:
             try:
                 async with self.engine.connect() as conn:
                     result: _Result = await conn.execute(statement, params)
                     return result
             except IntegrityError as error:
-                raise _Duplicate from error
+                raise Duplicate from error
             except DBAPIError as error:
                 sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
                     error.orig, "pgcode", None
@@ -400,107 +308,17 @@ class SqlBackend:
                     continue
                 if error.connection_invalidated and attempts.reconnect():
                     continue
-                raise _failed(error.orig) from error
+                raise store_failed(error.orig) from error
             except (SQLAlchemyError, OSError) as error:
-                raise _unavailable(error) from error  # refused, pool timeout, DNS, ...
-
-    def _direct_statement(self, name: str) -> _Direct | None:
-        """The driver-level statement for ``name``, unless the engine is being observed.
-
-        With asyncpg, running the precompiled SQL on the pooled driver connection skips
-        SQLAlchemy's per-statement execution machinery (about half the cost of a primary-key
-        read at 16 concurrent requests). Cursor-execute listeners (statement counting,
-        tracing) and ``echo`` only see statements SQLAlchemy runs, so while any is present
-        every statement takes the ordinary path instead.
-        """
-        if self._direct is None:
-            return None
-        sync_engine = self.engine.sync_engine
-        dispatch = sync_engine.dispatch
-        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or sync_engine.echo:
-            return None
-        return self._direct[name]
-
-    async def _run_direct(
-        self,
-        statement: _Direct,
-        params: dict[str, Any],
-        *,
-        idempotent: bool,
-        fetch: bool,
-        many: bool = False,
-    ) -> Any:
-        """Run ``statement`` on a pooled asyncpg connection: the row (``fetch``), all rows
-        (``fetch`` and ``many``) or the count.
-
-        Same contract as :meth:`_execute`; a unique violation raises :class:`_Duplicate`.
-        """
-        args = statement.arguments(params)
-        attempts = _Attempts(idempotent)
-        while True:
-            try:
-                pooled = await self._checkout()
-            except (SQLAlchemyError, OSError) as error:
-                raise _unavailable(error) from error
-            driver = pooled.driver_connection
-            assert driver is not None
-            try:
-                if fetch and many:
-                    result = await driver.fetch(statement.sql, *args)
-                elif fetch:
-                    result = await driver.fetchrow(statement.sql, *args)
-                else:
-                    status: str = await driver.execute(statement.sql, *args)
-                    result = int(status.rsplit(" ", 1)[-1])
-            except Exception as error:
-                sqlstate = getattr(error, "sqlstate", None)
-                if driver.is_closed():
-                    pooled.invalidate(error)  # outside a greenlet: closes at once, no I/O
-                    if attempts.reconnect():
-                        continue
-                else:
-                    await self._checkin(pooled)
-                if sqlstate == _UNIQUE_VIOLATION:
-                    raise _Duplicate from error
-                if await attempts.after_serialization_failure(sqlstate):
-                    continue
-                raise _failed(error) from error
-            except BaseException:
-                # Cancelled mid-statement: the connection's state is unknown; drop it.
-                pooled.invalidate()
-                raise
-            await self._checkin(pooled)
-            return result
-
-    async def _checkout(self) -> Any:
-        """A pooled connection: one the backend holds if it has one, else from the pool."""
-        pool = self.engine.sync_engine.pool
-        if self._held_pool is not pool:  # first use, or the engine was disposed meanwhile
-            stale, self._held, self._held_pool = self._held, [], pool
-            for pooled in stale:
-                pooled.invalidate()  # outside a greenlet: closes at once, no I/O
-        held = self._held
-        while held:
-            pooled = held.pop()
-            if not pooled.driver_connection.is_closed():
-                return pooled
-            pooled.invalidate()  # the server closed it while idle: replace it
-        return await self.engine.raw_connection()
-
-    async def _checkin(self, pooled: Any) -> None:
-        if len(self._held) < self._keep and self._held_pool is self.engine.sync_engine.pool:
-            self._held.append(pooled)
-        else:
-            await greenlet_spawn(pooled.close)
+                raise store_unavailable(error) from error  # refused, pool timeout, DNS, ...
 
     # -- the Backend protocol -----------------------------------------------------------
 
     async def _count(self, name: str, params: dict[str, Any], *, idempotent: bool) -> int:
         """Run the statement ``name``; return how many rows it changed."""
-        direct = self._direct_statement(name)
-        if direct is not None:
-            count: int = await self._run_direct(direct, params, idempotent=idempotent, fetch=False)
-            return count
+        direct = self._direct
+        if direct is not None and direct.available():
+            return await direct.count(name, params, idempotent=idempotent)
         result = await self._execute(getattr(self, name), params, idempotent=idempotent)
         return result.rowcount
 
@@ -516,22 +334,22 @@ class SqlBackend:
         }
         try:
             return await self._count("_insert", params, idempotent=False) == 1
-        except _Duplicate as error:
+        except Duplicate as error:
             if self._insert_ignores_conflict:  # ON CONFLICT DO NOTHING: another constraint
                 raise StoreUnavailableError("session insert failed") from error.__cause__
             return False
 
     async def read(self, id_hash: bytes) -> Record | None:
         params = {"p_id": id_hash}
-        direct = self._direct_statement("_select")
-        if direct is not None:
-            raw = await self._run_direct(direct, params, idempotent=True, fetch=True)
+        direct = self._direct
+        if direct is not None and direct.available():
+            raw = await direct.fetch_row("_select", params)
             if raw is None:
                 return None
-            created_at = _from_micros(raw[2])
+            created_at = from_micros(raw[2])
             assert created_at is not None
             return Record(
-                raw[0], raw[1], created_at, _from_micros(raw[3]), raw[4], _from_micros(raw[5])
+                raw[0], raw[1], created_at, from_micros(raw[3]), raw[4], from_micros(raw[5])
             )
         row = (await self._execute(self._select, params, idempotent=True)).first()
         if row is None:
@@ -563,7 +381,7 @@ class SqlBackend:
             params["p_auth"] = sign_in.at
         try:
             count = await self._count(name, params, idempotent=False)
-        except _Duplicate as error:
+        except Duplicate as error:
             if new_id_hash is None:
                 raise StoreUnavailableError("session update failed") from error.__cause__
             return UpdateOutcome.ID_TAKEN  # the statement failed as a whole: nothing written
@@ -578,11 +396,13 @@ class SqlBackend:
 
     async def list_by_principal(self, principal: str) -> list[Listed]:
         params = {"p_principal": principal}
-        direct = self._direct_statement("_list")
-        if direct is not None:
-            raws = await self._run_direct(direct, params, idempotent=True, fetch=True, many=True)
+        direct = self._direct
+        if direct is not None and direct.available():
+            raws = await direct.fetch_rows("_list", params)
             return [
-                Listed(raw[0], _aware(raw[1]), _from_micros(raw[2]), _from_micros(raw[3]))
+                Listed(
+                    raw[0], from_micros_not_null(raw[1]), from_micros(raw[2]), from_micros(raw[3])
+                )
                 for raw in raws
             ]
         rows = (await self._execute(self._list, params, idempotent=True)).all()
@@ -607,83 +427,3 @@ class SqlBackend:
 
     async def clear(self) -> None:
         await self._count("_clear", {}, idempotent=True)
-
-
-class _Attempts:
-    """What one operation may still retry: serialization failures, and one reconnect."""
-
-    __slots__ = ("idempotent", "reconnected", "serialization_failures")
-
-    def __init__(self, idempotent: bool) -> None:
-        self.idempotent = idempotent
-        self.reconnected = False
-        self.serialization_failures = 0
-
-    async def after_serialization_failure(self, sqlstate: object) -> bool:
-        """Whether to run the statement again (after a short backoff)."""
-        if sqlstate != _SERIALIZATION_FAILURE:
-            return False
-        if self.serialization_failures >= _SERIALIZATION_RETRIES:
-            return False
-        self.serialization_failures += 1
-        await asyncio.sleep(0.001 * 2**self.serialization_failures)
-        return True
-
-    def reconnect(self) -> bool:
-        """Whether to run the statement again on a fresh connection after a disconnect."""
-        if not self.idempotent or self.reconnected:
-            return False
-        self.reconnected = True
-        return True
-
-
-def _failed(error: object) -> StoreUnavailableError:
-    return StoreUnavailableError(f"session store failed: {type(error).__name__}")
-
-
-def _unavailable(error: BaseException) -> StoreUnavailableError:
-    return StoreUnavailableError(f"session store unavailable: {type(error).__name__}")
-
-
-class _Duplicate(Exception):
-    """The direct path hit a unique violation (the new id of a rotation, or a create)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Direct:
-    """A statement compiled once to the driver's SQL, with its parameters in order."""
-
-    sql: str
-    names: tuple[str, ...]
-    times: tuple[bool, ...]
-
-    @classmethod
-    def compile(cls, statement: Any, dialect: Dialect) -> _Direct:
-        compiled = statement.compile(dialect=dialect)
-        names = tuple(compiled.positiontup or ())
-        if not all(name.startswith("p_") for name in names):
-            raise AssertionError(f"unexpected parameter in {compiled}")  # pragma: no cover
-        return cls(str(compiled), names, tuple(name in _TIME_PARAMS for name in names))
-
-    def arguments(self, params: dict[str, Any]) -> list[Any]:
-        return [
-            _to_micros(params[name]) if is_time else params[name]
-            for name, is_time in zip(self.names, self.times, strict=True)
-        ]
-
-
-def _to_micros(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("session timestamps must be timezone-aware")
-    return (value - _EPOCH) // _MICROSECOND
-
-
-def _from_micros(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
-def _aware(value: int) -> datetime:
-    """A NOT NULL timestamp column's value."""
-    return _EPOCH + timedelta(microseconds=value)

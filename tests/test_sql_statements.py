@@ -299,3 +299,22 @@ async def test_kept_connections_go_back_to_the_pool_when_needed() -> None:
             await conn.run_sync(backend.metadata.drop_all)
         await backend.dispose()
     assert pool.checkedout() == 0
+
+
+async def test_sqlite_skips_the_drivers_no_op_rollback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On aiosqlite each driver call is a hop to its worker thread; in autocommit the
+    # rollback() SQLAlchemy makes when a connection closes does nothing but cost one.
+    import aiosqlite
+
+    rollbacks: list[None] = []
+    original = aiosqlite.Connection.rollback
+
+    async def counted(self: aiosqlite.Connection) -> None:
+        rollbacks.append(None)
+        await original(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    async with sqlite_sql_backend() as backend:
+        for _ in range(3):
+            await backend.read(b"\1" * 32)
+    assert rollbacks == []

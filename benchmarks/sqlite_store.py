@@ -4,38 +4,39 @@
     .venv/bin/python benchmarks/sqlite_store.py --profile load|save [--concurrency 16]
 
 Figures (2026-11-27, this shared 2-core box, Python 3.11, SQLAlchemy 2.1.9, aiosqlite 0.22.1,
-SQLite 3.40; one run of the defaults with --hops; cells swing +-30% between rounds, only the
+SQLite 3.40; two runs of the defaults with --hops; cells swing +-30% between rounds, only the
 medians of ratios mean anything):
 
-    aiosqlite thread hops per op   store  store-norb  store-direct  raw aiosqlite
-    load                             5       4            1              1
-    load+save                        9       7            2              2
+    aiosqlite thread hops per op   store  store-sqla  raw aiosqlite
+    load                             1        4             1
+    load+save                        2        7             2
 
-    medians       store/aiosqlite  store/sqlite3  store/memory  norb/store  direct/store
-    load      c=1      0.12            0.013         0.015         1.11        2.6
-    load      c=16     0.20            0.019         0.026         1.16        3.3
-    load+save c=1      0.08            0.017         0.008         1.7 (?)     3.6
-    load+save c=16     0.20            0.047         0.019         0.99        2.3
+    medians (run 1 / run 2)  store/aiosqlite  store/sqlite3  store/memory  store/sqla
+    load      c=1             0.59 / 0.72     0.050 / 0.052  0.040 / 0.065  4.8 / 4.5
+    load      c=16            0.83 / 0.88     0.045 / 0.044  0.047 / 0.062  4.2 / 4.1
+    load+save c=1             0.73 / 0.72     0.099 / 0.11   0.039 / 0.042  4.1 / 4.5
+    load+save c=16            0.79 / 0.82     0.12 / 0.11    0.048 / 0.047  4.2 / 3.5
 
-(ops/s: store ~1.5k load / ~0.5-1.3k load+save; raw aiosqlite 10-16k / 5-8k; sqlite3
-110-150k / 27-31k; the store over MemoryBackend 100k / 70k.) Where the time goes: the
-store's own work (hash, decode, encode, Session) is 1-3% of a store op; the sqlite3 floor
-is ~7 us a read. The rest is the thread hops (~60 us each here: aiosqlite hands every call
-to the connection's thread and back) and SQLAlchemy around them: the aiosqlite adapter
-makes four hops a statement (cursor(), execute, fetchall, cursor.close) and the
-Connection's close a fifth, a no-op ROLLBACK on the autocommit connection; an empty
-``async with engine.connect()`` costs ~105-180 us, a bare pool checkout+checkin ~40-50 us.
-"store-norb" (engine option skip_autocommit_rollback=True) drops the ROLLBACK hop;
-"store-direct" (DirectSqlite below) runs the precompiled SQL on the pooled aiosqlite
-connection, one hop a statement, as SqlBackend already does on asyncpg.
+(ops/s: store ~5-8k load / ~2-3k load+save; raw aiosqlite 7-10k / 2.5-4k; sqlite3
+100-140k / 20-27k.) Before the direct path (SQLAlchemy's, now "store-sqla"), the same runs
+gave store/aiosqlite 0.10-0.14 for loads and 0.11-0.23 for load+save. Where the time goes:
+the store's own work (hash, decode, encode, Session) is a few % of a store op; the sqlite3
+floor is ~7 us a read. The rest is the thread hops (~60 us each here: aiosqlite hands every
+call to the connection's thread and back): the store makes one a statement
+(typed_session_sql.backends.aiosqlite_direct), as raw aiosqlite does; SQLAlchemy's aiosqlite
+adapter makes four (cursor(), execute, fetchall, cursor.close; a write skips fetchall) plus
+its execution layer around them. The kept idle connections (SqlBackend.from_url) are worth
+1.3-1.6x over a pool checkout and checkin per statement (measured once, both runs).
 
 A temp SQLite file holds --sessions sessions (~160-byte payloads), bulk-inserted into the
 table the backend creates. Per operation ("load"; "load+save" = load, change one field,
 save) and per concurrency, in the same process, alternating round by round:
 
 - "store": SessionStore over SqlBackend.from_url("sqlite+aiosqlite:///...") (pool_size =
-  the highest concurrency, as in store_vs_driver.py): cookie check, blake3, SQLAlchemy's
-  execution layer over its aiosqlite adapter, decoding, change detection.
+  the highest concurrency, as in store_vs_driver.py): cookie check, blake3, the direct path
+  (precompiled SQL on the pooled aiosqlite connection), decoding, change detection.
+- "store-sqla": the same with a cursor listener attached, so every statement takes
+  SQLAlchemy's execution layer over its aiosqlite adapter (what instrumentation sees).
 - "aiosqlite": one dedicated aiosqlite connection per worker (autocommit, the engine's
   pragmas) running the statements the store issues, as SQLAlchemy renders them: the PK
   SELECT of the six columns the store reads, and the conditional UPDATE (version guard,
@@ -68,10 +69,9 @@ from typing import Any
 
 import aiosqlite
 import aiosqlite.core
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy import event
 
-from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend, UpdateOutcome
-from typed_session_sql.backend import SignIn
+from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend
 from typed_session_sql.ids import IdHasher, new_cookie_value
 
 # The engine's pragmas (typed_session_sql.backends.sql_engine._sqlite_pragmas).
@@ -82,6 +82,10 @@ PRAGMAS = (
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+
+
+def _nothing(*args: Any) -> None:
+    pass
 
 
 @dataclass
@@ -125,58 +129,6 @@ def counting_hops() -> Iterator[list[int]]:
         setattr(aiosqlite.core.Connection, "_execute", original)  # noqa: B010
 
 
-def from_micros(value: int | None) -> datetime | None:
-    return None if value is None else EPOCH + timedelta(microseconds=value)
-
-
-class DirectSqlite(SqlBackend):
-    """Prototype, benchmark only: read and the plain update as one aiosqlite call each on
-    the pooled driver connection (one thread hop per statement), the way SqlBackend already
-    bypasses SQLAlchemy's execution layer on asyncpg. No error mapping, no listeners."""
-
-    def use(self, select_sql: str, update_sql: str) -> None:
-        self.select_sql, self.update_sql = select_sql, update_sql
-
-    async def read(self, id_hash: bytes) -> Record | None:
-        pooled = await self.engine.raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
-        try:
-            rows = await driver.execute_fetchall(self.select_sql, (id_hash,))
-        finally:
-            await greenlet_spawn(pooled.close)
-        for row in rows:
-            created_at = from_micros(row[2])
-            assert created_at is not None
-            return Record(row[0], row[1], created_at, from_micros(row[3]), row[4], row[5])
-        return None
-
-    async def update(
-        self,
-        id_hash: bytes,
-        expected_version: int,
-        data: bytes,
-        expires_at: datetime | None,
-        new_id_hash: bytes | None = None,
-        sign_in: SignIn | None = None,
-    ) -> UpdateOutcome:
-        if new_id_hash is not None or sign_in is not None:
-            return await super().update(
-                id_hash, expected_version, data, expires_at, new_id_hash, sign_in
-            )
-        expires = None if expires_at is None else (expires_at - EPOCH) // MICROSECOND
-        pooled = await self.engine.raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
-        try:
-            cursor = await driver.execute(
-                self.update_sql, (data, expires, id_hash, expected_version)
-            )
-        finally:
-            await greenlet_spawn(pooled.close)
-        return UpdateOutcome.UPDATED if cursor.rowcount == 1 else UpdateOutcome.STALE
-
-
 class Bench:
     """The database, the sessions, and one op per (variant, operation)."""
 
@@ -188,13 +140,10 @@ class Bench:
         url = f"sqlite+aiosqlite:///{path}"
         self.backend = SqlBackend.from_url(url, pool_size=concurrency)
         self.store = SessionStore(Profile, self.backend)
-        # The same store with SQLAlchemy's no-op ROLLBACK on check-in skipped: one hop less.
-        self.norb_backend = SqlBackend.from_url(
-            url, pool_size=concurrency, skip_autocommit_rollback=True
-        )
-        self.norb = SessionStore(Profile, self.norb_backend)
-        self.direct_backend = DirectSqlite.from_url(url, pool_size=concurrency)
-        self.direct = SessionStore(Profile, self.direct_backend)
+        # The same store on SQLAlchemy's path: a cursor listener keeps it off the direct one.
+        self.sqla_backend = SqlBackend.from_url(url, pool_size=concurrency)
+        event.listen(self.sqla_backend.engine.sync_engine, "before_cursor_execute", _nothing)
+        self.sqla = SessionStore(Profile, self.sqla_backend)
         self.memory = SessionStore(Profile, MemoryBackend())
         self.cookies: list[str] = []
         self.hashes: list[bytes] = []
@@ -209,7 +158,6 @@ class Bench:
             f"UPDATE {table} SET data=?, expires_at=?, version=({table}.version + 1)"
             f" WHERE {table}.id_hash = ? AND {table}.version = ?"
         )
-        self.direct_backend.use(self.select_sql, self.update_sql)
 
     async def setup(self) -> None:
         await self.backend.create_schema()
@@ -246,7 +194,7 @@ class Bench:
         for conn in self.conns:
             await conn.close()
         self.sync.close()
-        for backend in (self.backend, self.norb_backend, self.direct_backend):
+        for backend in (self.backend, self.sqla_backend):
             await backend.dispose()
 
     def key(self, w: int, i: int) -> int:
@@ -296,16 +244,14 @@ class Bench:
                 "aiosqlite": aio_load,
                 "sqlite3": sync_load,
                 "memory": loader(self.memory),
-                "store-norb": loader(self.norb),
-                "store-direct": loader(self.direct),
+                "store-sqla": loader(self.sqla),
             },
             "load+save": {
                 "store": modifier(self.store),
                 "aiosqlite": aio_modify,
                 "sqlite3": sync_modify,
                 "memory": modifier(self.memory),
-                "store-norb": modifier(self.norb),
-                "store-direct": modifier(self.direct),
+                "store-sqla": modifier(self.sqla),
             },
         }
 
@@ -313,7 +259,7 @@ class Bench:
 async def count_hops(bench: Bench) -> None:
     for label, variants in bench.ops().items():
         counts = {}
-        for name in ("store", "store-norb", "store-direct", "aiosqlite"):
+        for name in ("store", "store-sqla", "aiosqlite"):
             with counting_hops() as count:
                 await timed(1, 100, variants[name])
             counts[name] = count[0] / 100
@@ -342,9 +288,7 @@ RATIOS = {
     "store/aiosqlite": ("store", "aiosqlite"),
     "store/sqlite3": ("store", "sqlite3"),
     "store/memory": ("store", "memory"),
-    "norb/store": ("store-norb", "store"),
-    "direct/store": ("store-direct", "store"),
-    "direct/aiosqlite": ("store-direct", "aiosqlite"),
+    "store/sqla": ("store", "store-sqla"),
 }
 
 

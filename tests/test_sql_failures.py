@@ -1,11 +1,12 @@
-"""A database that is down, drops connections or fails a serialization check."""
+"""A database that is down, drops connections, fails a serialization check, or is locked."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def observe(engine: AsyncEngine) -> None:
 
 @pytest.fixture(params=["direct", "sqlalchemy"])
 def path(request: pytest.FixtureRequest) -> str:
-    """Which way the backend runs its statements on asyncpg (both must recover alike)."""
+    """Which way the backend runs its statements (both must recover alike)."""
     return str(request.param)
 
 
@@ -122,6 +123,18 @@ async def changed_session(store: SessionStore[Cart]) -> tuple[str, Session[Cart]
     assert session is not None
     session.data.items.append(2)
     return saved.value, session
+
+
+async def saves_go_on(store: SessionStore[Cart], cookie: str) -> None:
+    """Load, change and save the session a few times over: each save lands."""
+    for n in range(3, 6):
+        current = await store.load(cookie)
+        assert current is not None
+        current.data.items.append(n)
+        await store.save(current)
+    final = await store.load(cookie)
+    assert final is not None
+    assert final.data.items[-3:] == [3, 4, 5]
 
 
 @asynccontextmanager
@@ -215,11 +228,111 @@ async def test_a_cancelled_save_leaves_a_working_backend(
             await save
         await conn.rollback()
     # The connection the cancelled statement used is gone, not handed out again mid-query.
-    for n in range(3, 6):
-        current = await store.load(cookie)
-        assert current is not None
-        current.data.items.append(n)
-        await store.save(current)
-    final = await store.load(cookie)
-    assert final is not None
-    assert final.data.items[-3:] == [3, 4, 5]
+    await saves_go_on(store, cookie)
+
+
+@pytest.fixture
+async def sqlite_backend(path: str, tmp_path: Path) -> AsyncIterator[SqlBackend]:
+    """A SQLite backend taking ``path``: direct on aiosqlite, or through SQLAlchemy."""
+    backend = SqlBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    if path == "sqlalchemy":
+        observe(backend.engine)
+    await backend.create_schema()
+    direct = backend._direct is not None and backend._direct.available()
+    assert direct is (path == "direct")
+    try:
+        yield backend
+    finally:
+        await backend.dispose()
+
+
+def short_busy_timeout(backend: SqlBackend) -> None:
+    """New connections wait 50 ms, not 30 s, for another writer's lock."""
+
+    def pragma(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 50")
+        cursor.close()
+
+    event.listen(backend.engine.sync_engine, "connect", pragma)
+
+
+@contextmanager
+def write_locked(backend: SqlBackend) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the database's write lock."""
+    database = backend.engine.url.database
+    assert database is not None
+    blocker = sqlite3.connect(database, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        yield blocker
+    finally:
+        blocker.close()
+
+
+async def test_sqlite_missing_table_raises_store_unavailable_with_cause(
+    sqlite_backend: SqlBackend, clock: FakeClock
+) -> None:
+    store = SessionStore(Cart, sqlite_backend, clock=clock)
+    saved = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(saved, SetCookie)
+    async with sqlite_backend.engine.connect() as conn:
+        await conn.execute(text(f"ALTER TABLE {sqlite_backend.table.name} RENAME TO gone"))
+    for attempt in (store.load(saved.value), store.save(store.new(Cart()))):
+        with pytest.raises(StoreUnavailableError) as caught:
+            await attempt
+        assert isinstance(caught.value.__cause__, Exception)
+        assert "no such table" in str(caught.value.__cause__)
+
+
+async def test_sqlite_locked_database_raises_store_unavailable(
+    sqlite_backend: SqlBackend, clock: FakeClock
+) -> None:
+    short_busy_timeout(sqlite_backend)
+    await sqlite_backend.engine.dispose()
+    store = SessionStore(Cart, sqlite_backend, clock=clock)
+    with write_locked(sqlite_backend):
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.save(store.new(Cart(items=[1])))
+        assert "database is locked" in str(caught.value.__cause__)
+    assert isinstance(await store.save(store.new(Cart(items=[1]))), SetCookie)
+
+
+async def test_sqlite_cancelled_save_leaves_a_working_backend(
+    sqlite_backend: SqlBackend, clock: FakeClock
+) -> None:
+    store = SessionStore(Cart, sqlite_backend, clock=clock)
+    cookie, session = await changed_session(store)
+    with write_locked(sqlite_backend) as blocker:
+        save = asyncio.create_task(store.save(session))
+        await asyncio.sleep(0.2)  # the UPDATE now waits out the busy timeout on its thread
+        save.cancel()
+        # SQLAlchemy's path closes the connection gracefully, after the statement: let it end.
+        asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+        with pytest.raises(asyncio.CancelledError):
+            await save
+        # sqlite3 cannot stop a statement: once the lock is free, the cancelled UPDATE lands
+        # (the database is what changes, so poll it).
+        async with asyncio.timeout(10):
+            while True:
+                current = await store.load(cookie)
+                if current is not None and current.data.items == [1, 2]:
+                    break
+                await asyncio.sleep(0.01)
+    await saves_go_on(store, cookie)
+
+
+@pytest.mark.parametrize("path", ["direct"])  # only the direct path keeps connections
+async def test_sqlite_closed_kept_connection_is_replaced_unseen(
+    sqlite_backend: SqlBackend, clock: FakeClock
+) -> None:
+    direct = sqlite_backend._direct
+    assert direct is not None
+    store = SessionStore(Cart, sqlite_backend, clock=clock)
+    saved = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(saved, SetCookie)
+    assert direct.keeps_any()
+    for pooled in direct._kept:
+        await pooled.driver_connection.close()
+    assert await store.load(saved.value) is not None
+    assert isinstance(await store.save(store.new(Cart())), SetCookie)

@@ -8,9 +8,11 @@ everything that goes to the database, including what the driver sends by itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +35,7 @@ from typed_session_sql import (
     SetCookie,
     SqlBackend,
 )
+from typed_session_sql.backends.sql import create_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -61,12 +64,15 @@ class Trace:
         if hasattr(driver, "add_query_logger"):  # asyncpg
             driver.add_query_logger(self._sent)
         else:  # aiosqlite: the sqlite3 connection's own trace, on aiosqlite's thread
-            driver._conn.set_trace_callback(self.wire.append)
+            driver._conn.set_trace_callback(self._on_wire)
 
     def _sent(self, query: Any) -> None:
-        self.wire.append(query.query)
-        if not self.cursor_events:  # the direct asyncpg path: count what went on the wire
-            self.statements.append(query.query.split(None, 1)[0].upper())
+        self._on_wire(query.query)
+
+    def _on_wire(self, query: str) -> None:
+        self.wire.append(query)
+        if not self.cursor_events:  # the direct path: count what went on the wire
+            self.statements.append(query.split(None, 1)[0].upper())
 
     def clear(self) -> None:
         self.statements.clear()
@@ -85,15 +91,16 @@ class Trace:
         return [q for q in self.wire if q.strip().upper().startswith(words)]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "postgres-direct"])
+@pytest.fixture(params=["sqlite", "sqlite-direct", "postgres", "postgres-direct"])
 async def traced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlBackend, Trace]]:
-    """On PostgreSQL both paths: through SQLAlchemy (whenever a cursor listener is present)
-    and the direct asyncpg path (no listener: statements are counted on the wire)."""
-    factory = sqlite_sql_backend if request.param == "sqlite" else postgres_sql_backend
+    """Both paths on each database: through SQLAlchemy (whenever a cursor listener is
+    present) and the direct one (no listener: statements are counted on the wire)."""
+    param = str(request.param)
+    factory = sqlite_sql_backend if param.startswith("sqlite") else postgres_sql_backend
     async with factory() as backend:
-        trace = Trace(backend, cursor_events=request.param != "postgres-direct")
+        trace = Trace(backend, cursor_events=not param.endswith("-direct"))
         direct = backend._direct is not None and backend._direct.available()
-        assert direct is (request.param == "postgres-direct")
+        assert direct is param.endswith("-direct")
         await backend.engine.dispose()  # new connections, so the driver trace sees them all
         await backend.read(b"\0" * 32)  # warm up: first connect, compiled cache
         await asyncio.sleep(0)  # let asyncpg's query loggers run
@@ -301,6 +308,46 @@ async def test_kept_connections_go_back_to_the_pool_when_needed() -> None:
     assert pool.checkedout() == 0
 
 
+@contextmanager
+def counting_hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of the calls handed to aiosqlite's worker threads: each is a round trip."""
+    import aiosqlite.core
+
+    hops: list[str] = []
+    original: Any = aiosqlite.core.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(aiosqlite.core.Connection, "_execute", counted)
+        yield hops
+
+
+@pytest.mark.parametrize("observed", [True, False], ids=["sqlalchemy-path", "direct-path"])
+async def test_sqlite_statements_take_one_thread_hop_on_the_direct_path(
+    observed: bool, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    # SQLAlchemy's aiosqlite adapter makes four hops a statement (cursor(), execute,
+    # fetchall, close; a write skips fetchall); the direct path one: execute_fetchall, or
+    # execute for a write.
+    async with sqlite_sql_backend() as backend:
+        if observed:
+            event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
+        store = store_on(backend, clock)
+        created = await store.save(store.new(Cart(items=[1])))
+        assert isinstance(created, SetCookie)
+        await store.load(created.value)  # warm up: connections, compiled cache
+        with counting_hops(monkeypatch) as hops:
+            loaded = await store.load(created.value)
+            assert loaded is not None
+            loaded_hops = len(hops)
+            loaded.data.items.append(2)
+            await store.save(loaded)
+        assert (loaded_hops, len(hops)) == ((4, 7) if observed else (1, 2))
+
+
 async def test_sqlite_skips_the_drivers_no_op_rollback(monkeypatch: pytest.MonkeyPatch) -> None:
     # On aiosqlite each driver call is a hop to its worker thread; in autocommit the
     # rollback() SQLAlchemy makes when a connection closes does nothing but cost one.
@@ -315,6 +362,22 @@ async def test_sqlite_skips_the_drivers_no_op_rollback(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
     async with sqlite_sql_backend() as backend:
+        # Observed, so statements take SQLAlchemy's path (the direct one never closes a
+        # SQLAlchemy Connection).
+        event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
         for _ in range(3):
             await backend.read(b"\1" * 32)
     assert rollbacks == []
+
+
+async def test_an_apps_own_sqlite_engine_takes_sqlalchemys_path(tmp_path: Path) -> None:
+    # Its connections are not in autocommit: sqlite3 would open a transaction before each
+    # write, and the direct path would leave it open. SQLAlchemy's path switches them.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+    engine, ours = create_async_engine(url), create_engine(url)
+    try:
+        assert SqlBackend(engine)._direct is None
+        assert SqlBackend(ours)._direct is not None
+    finally:
+        await engine.dispose()
+        await ours.dispose()

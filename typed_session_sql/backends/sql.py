@@ -2,8 +2,8 @@
 
 Every operation is a single statement run in autocommit mode: no BEGIN/COMMIT round trips,
 and each statement is atomic on its own. Statements are built once per backend and reused,
-so SQLAlchemy's compiled cache serves every call after the first. On asyncpg they usually
-skip SQLAlchemy's execution altogether (:mod:`typed_session_sql.backends.asyncpg_direct`).
+so SQLAlchemy's compiled cache serves every call after the first. On asyncpg and aiosqlite
+they usually skip SQLAlchemy's execution altogether (:mod:`typed_session_sql.backends.direct`).
 
 The table and its timestamp type live in :mod:`typed_session_sql.backends.sql_table`, the
 engine and the failure policy in :mod:`typed_session_sql.backends.sql_engine`; their public
@@ -36,7 +36,9 @@ from sqlalchemy.sql.dml import Delete, Insert, Update
 from sqlalchemy.sql.selectable import Select
 
 from typed_session_sql.backend import Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backends.aiosqlite_direct import AiosqliteDirect
 from typed_session_sql.backends.asyncpg_direct import AsyncpgDirect
+from typed_session_sql.backends.direct import DirectPath
 from typed_session_sql.backends.sql_engine import (
     DEFAULT_URL,
     URL_ENV,
@@ -110,7 +112,7 @@ class SqlBackend:
         file ``./sessions.db``. ``engine_options`` (``pool_size``, ``connect_args``, ...) go
         to :func:`create_engine`. :meth:`dispose` closes the engine.
 
-        The engine is the backend's own, so on asyncpg the backend keeps up to
+        The engine is the backend's own, so on asyncpg and aiosqlite the backend keeps up to
         ``pool_size`` idle connections checked out for itself, which spares each statement
         a trip through the pool. Others using ``backend.engine`` get the remaining (overflow)
         connections.
@@ -197,11 +199,16 @@ class SqlBackend:
             victims = victims.with_for_update(skip_locked=True)
         self._purge: Delete = delete(t).where(c.id_hash.in_(victims.scalar_subquery()))
         self._clear: Delete = delete(t)
-        # On asyncpg the same statements, compiled once more, usually run on the driver
-        # itself, past SQLAlchemy's per-statement machinery.
-        self._direct: AsyncpgDirect | None = None
+        # On asyncpg and aiosqlite the same statements, compiled once more, usually run on
+        # the driver itself, past SQLAlchemy's per-statement machinery.
+        direct: type[DirectPath] | None = None
         if self.engine.dialect.driver == "asyncpg":
-            self._direct = AsyncpgDirect(self.engine, {
+            direct = AsyncpgDirect
+        elif AiosqliteDirect.suits(self.engine):
+            direct = AiosqliteDirect
+        self._direct: DirectPath | None = None
+        if direct is not None:
+            self._direct = direct(self.engine, {
                 name: getattr(self, name)
                 for name in (
                     "_insert", "_select", "_update", "_update_moving",

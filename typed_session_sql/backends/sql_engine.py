@@ -3,7 +3,7 @@
 :func:`create_engine` makes an engine tuned for session traffic. The rest is the failure
 policy both ways of running a statement share (SQLAlchemy's, in
 :mod:`typed_session_sql.backends.sql`, and the direct one, in
-:mod:`typed_session_sql.backends.asyncpg_direct`): replace connections the server closed,
+:mod:`typed_session_sql.backends.direct`): replace connections the server closed,
 retry what is safe to retry (:class:`Attempts`), and turn everything else into a
 :class:`~typed_session_sql.errors.StoreUnavailableError`.
 """

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.clock import FakeClock
@@ -36,9 +37,22 @@ class Cart:
     items: list[int] = field(default_factory=list)
 
 
-async def test_postgres_down_raises_store_unavailable_with_cause(clock: FakeClock) -> None:
-    # Port 1 on localhost: nothing listens, the connection is refused at once.
-    async with SqlBackend.from_url("postgresql+asyncpg://root@127.0.0.1:1/test") as backend:
+@pytest.mark.parametrize(
+    "fault",
+    ["refused", "unknown-role", "unknown-database"],
+)
+async def test_postgres_unreachable_raises_store_unavailable_with_cause(
+    clock: FakeClock, fault: str
+) -> None:
+    server = make_url(require_postgres())
+    url = {
+        # Port 1 on localhost: nothing listens, the connection is refused at once.
+        "refused": server.set(port=1),
+        # The server answers, but refuses the login: the driver's own error, not an OSError.
+        "unknown-role": server.set(username=unique_name("nobody")),
+        "unknown-database": server.set(database=unique_name("nodb")),
+    }[fault]
+    async with SqlBackend.from_url(url.render_as_string(hide_password=False)) as backend:
         store = SessionStore(Cart, backend, clock=clock)
         with pytest.raises(StoreUnavailableError) as caught:
             await store.load(ids.new_cookie_value())

@@ -57,6 +57,12 @@ class DirectPath:
 
     def __init__(self, engine: AsyncEngine, statements: Mapping[str, Any]) -> None:
         self._engine = engine
+        # raw_connection() lets the dialect's adapted DBAPI errors through unwrapped too:
+        # a server that answers but refuses the login or the database raises one of those.
+        self._checkout_errors: tuple[type[Exception], ...] = (
+            *self._connect_errors,
+            engine.dialect.loaded_dbapi.Error,
+        )
         self._statements = {
             name: _Compiled.compile(statement, engine.dialect)
             for name, statement in statements.items()
@@ -129,7 +135,7 @@ class DirectPath:
         while True:
             try:
                 pooled = await self._checkout()
-            except self._connect_errors as error:
+            except self._checkout_errors as error:
                 raise store_unavailable(error) from error
             driver = pooled.driver_connection
             assert driver is not None

@@ -59,57 +59,24 @@ import asyncio
 import sqlite3
 import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import aiosqlite.core
 from sqlalchemy import event
+from workload import Op, Profile, timed
 
 from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend
+from typed_session_sql.backends.sql_engine import SQLITE_PRAGMAS
+from typed_session_sql.backends.sql_table import to_micros
 from typed_session_sql.ids import IdHasher, new_cookie_value
-
-# The engine's pragmas (typed_session_sql.backends.sql_engine._sqlite_pragmas).
-PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 
 
 def _nothing(*args: Any) -> None:
     pass
-
-
-@dataclass
-class Profile:
-    user_id: int = 0
-    name: str = ""
-    roles: list[str] = field(default_factory=list)
-    counter: int = 0
-
-
-Op = Callable[[int, int], Awaitable[None]]
-
-
-async def timed(concurrency: int, ops: int, op: Op) -> float:
-    """ops/s of ``concurrency`` workers doing ``ops`` operations each; worker w uses keys w,
-    w + concurrency, ... so no two workers ever touch the same session."""
-
-    async def worker(w: int) -> None:
-        for i in range(ops):
-            await op(w, i)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return concurrency * ops / (time.perf_counter() - start)
 
 
 @contextmanager
@@ -149,7 +116,7 @@ class Bench:
         self.hashes: list[bytes] = []
         self.conns: list[aiosqlite.Connection] = []
         self.sync = sqlite3.connect(path, isolation_level=None)
-        for pragma in PRAGMAS:
+        for pragma in SQLITE_PRAGMAS:
             self.sync.execute(pragma)
         columns = "data, version, created_at, expires_at, principal, authenticated_at"
         table = self.backend.table.name
@@ -165,7 +132,7 @@ class Bench:
         now = self.store.now()
         expires = self.store.expiry.initial_expiry(now)
         assert expires is not None
-        micros = ((now - EPOCH) // MICROSECOND, (expires - EPOCH) // MICROSECOND)
+        micros = (to_micros(now), to_micros(expires))
         rows = []
         for i in range(self.n):
             cookie = new_cookie_value()
@@ -186,7 +153,7 @@ class Bench:
         self.payload = len(rows[0][1])
         for _ in range(self.max_c):
             conn = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in PRAGMAS:
+            for pragma in SQLITE_PRAGMAS:
                 await conn.execute(pragma)
             self.conns.append(conn)
 

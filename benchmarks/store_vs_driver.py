@@ -21,39 +21,16 @@ import asyncio
 import os
 import secrets
 import statistics
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
+from workload import Profile, timed
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.ids import IdHasher
 
 DEFAULT_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
-
-
-@dataclass
-class Profile:
-    user_id: int = 0
-    name: str = ""
-    roles: list[str] = field(default_factory=list)
-    counter: int = 0
-
-
-async def timed(concurrency: int, ops: int, op: Callable[[int, int], Awaitable[None]]) -> float:
-    """ops/s of ``concurrency`` workers doing ``ops`` operations each; worker w uses keys w,
-    w + concurrency, ... so no two workers ever touch the same session."""
-
-    async def worker(w: int) -> None:
-        for i in range(ops):
-            await op(w, i)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return concurrency * ops / (time.perf_counter() - start)
 
 
 async def main() -> None:

@@ -151,9 +151,9 @@ def test_create_schema_and_migrations_agree_with_each_other(tmp_path: Path) -> N
 
 @pytest.mark.wheel
 def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
+    # uv is in the test dependency group: it builds the wheel and the clean virtualenv.
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is needed to build the wheel and make a clean virtualenv")
+    assert uv is not None, "uv (test dependency group) builds the wheel and the virtualenv"
     wheels, venv = tmp_path / "dist", tmp_path / "venv"
     subprocess.run(
         [uv, "build", "--wheel", "-q", "-o", str(wheels), str(ROOT)],

@@ -69,15 +69,11 @@ def emit(hook: EventHook | None, kind: EventKind, detail: str = "", count: int =
 
     A failing hook is logged and swallowed: observing sessions must never break a request.
     """
-    event = SessionEvent(kind, detail, count)
-    logger.log(
-        _LEVELS.get(kind, logging.DEBUG),
-        "session %s%s",
-        kind.value,
-        f": {detail}" if detail else "",
-    )
+    level = _LEVELS.get(kind, logging.DEBUG)
+    if logger.isEnabledFor(level):  # every load emits: format nothing nobody reads
+        logger.log(level, "session %s%s", kind.value, f": {detail}" if detail else "")
     if hook is not None:
         try:
-            hook(event)
+            hook(SessionEvent(kind, detail, count))
         except Exception:
             logger.exception("session event hook failed on %s", kind.value)

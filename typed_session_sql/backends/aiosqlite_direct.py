@@ -13,9 +13,8 @@ sets): otherwise sqlite3 would open a transaction before each write and leave it
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, ClassVar
+from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from typed_session_sql.backends.direct import DirectPath
@@ -28,13 +27,6 @@ class AiosqliteDirect(DirectPath):
 
     Rows are tuples.
     """
-
-    # A database file that cannot be opened fails the connect with sqlite3's own error.
-    _connect_errors: ClassVar[tuple[type[Exception], ...]] = (
-        SQLAlchemyError,
-        OSError,
-        sqlite3.Error,
-    )
 
     @staticmethod
     def suits(engine: AsyncEngine) -> bool:

@@ -22,9 +22,10 @@ itself, which spares each statement a trip through the pool.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import Dialect
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,7 +44,7 @@ from typed_session_sql.backends.sql_table import to_micros
 _TIME_PARAMS = frozenset({"p_expires", "p_created", "p_now", "p_auth"})
 
 
-class DirectPath:
+class DirectPath(ABC):
     """Runs named, precompiled statements on the engine's pooled driver connections.
 
     Args:
@@ -51,16 +52,14 @@ class DirectPath:
         statements: the statements by name, parameters all named ``p_*``.
     """
 
-    # What failing to get a connection raises: the pool's errors, and the driver's own where
-    # the engine's raw_connection() lets them through unwrapped.
-    _connect_errors: ClassVar[tuple[type[Exception], ...]] = (SQLAlchemyError, OSError)
-
     def __init__(self, engine: AsyncEngine, statements: Mapping[str, Any]) -> None:
         self._engine = engine
-        # raw_connection() lets the dialect's adapted DBAPI errors through unwrapped too:
-        # a server that answers but refuses the login or the database raises one of those.
+        # What failing to get a connection raises: the pool's errors, and the driver's own,
+        # which raw_connection() lets through unwrapped (a refused login or database, or a
+        # SQLite file that cannot be opened).
         self._checkout_errors: tuple[type[Exception], ...] = (
-            *self._connect_errors,
+            SQLAlchemyError,
+            OSError,
             engine.dialect.loaded_dbapi.Error,
         )
         self._statements = {
@@ -87,17 +86,18 @@ class DirectPath:
 
     # -- what each driver does ----------------------------------------------------------
 
+    @abstractmethod
     async def _call(self, driver: Any, sql: str, args: list[Any], fetch: bool, many: bool) -> Any:
         """Run ``sql`` once on ``driver``: the row or None (``fetch``), all rows (``fetch``
         and ``many``) or how many rows it changed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _is_closed(self, driver: Any) -> bool:
         """Whether the driver connection is closed (a free check, no I/O)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _is_unique_violation(self, error: Exception) -> bool:
-        raise NotImplementedError
+        """Whether ``error`` is the driver's unique-constraint violation."""
 
     # -- running one statement ----------------------------------------------------------
 

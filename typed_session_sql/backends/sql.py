@@ -319,12 +319,17 @@ class SqlBackend:
             except (SQLAlchemyError, OSError) as error:
                 raise store_unavailable(error) from error  # refused, pool timeout, DNS, ...
 
+    def _direct_now(self) -> DirectPath | None:
+        """The direct path, if this engine has one and nothing is watching it right now."""
+        direct = self._direct
+        return direct if direct is not None and direct.available() else None
+
     # -- the Backend protocol -----------------------------------------------------------
 
     async def _count(self, name: str, params: dict[str, Any], *, idempotent: bool) -> int:
         """Run the statement ``name``; return how many rows it changed."""
-        direct = self._direct
-        if direct is not None and direct.available():
+        direct = self._direct_now()
+        if direct is not None:
             return await direct.count(name, params, idempotent=idempotent)
         result = await self._execute(getattr(self, name), params, idempotent=idempotent)
         return result.rowcount
@@ -348,13 +353,12 @@ class SqlBackend:
 
     async def read(self, id_hash: bytes) -> Record | None:
         params = {"p_id": id_hash}
-        direct = self._direct
-        if direct is not None and direct.available():
+        direct = self._direct_now()
+        if direct is not None:
             raw = await direct.fetch_row("_select", params)
             if raw is None:
                 return None
-            created_at = from_micros(raw[2])
-            assert created_at is not None
+            created_at = from_micros_not_null(raw[2])
             return Record(
                 raw[0], raw[1], created_at, from_micros(raw[3]), raw[4], from_micros(raw[5])
             )
@@ -403,8 +407,8 @@ class SqlBackend:
 
     async def list_by_principal(self, principal: str) -> list[Listed]:
         params = {"p_principal": principal}
-        direct = self._direct
-        if direct is not None and direct.available():
+        direct = self._direct_now()
+        if direct is not None:
             raws = await direct.fetch_rows("_list", params)
             return [
                 Listed(

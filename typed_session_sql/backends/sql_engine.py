@@ -49,15 +49,21 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+# busy_timeout first: switching to WAL itself needs the lock another process may hold.
+# Several processes writing at once then wait their turn instead of failing with "database
+# is locked"; every operation is one short statement, so waits are short.
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        # busy_timeout first: switching to WAL itself needs the lock another process may hold.
-        # Several processes writing at once then wait their turn instead of failing with
-        # "database is locked"; every operation is one short statement, so waits are short.
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 

@@ -91,7 +91,7 @@ def to_micros(value: datetime | None) -> int | None:
 
 
 def from_micros(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+    return None if value is None else from_micros_not_null(value)
 
 
 def from_micros_not_null(value: int) -> datetime:

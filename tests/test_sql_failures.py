@@ -317,12 +317,28 @@ async def test_sqlite_cancelled_save_leaves_a_working_backend(
 ) -> None:
     store = SessionStore(Cart, sqlite_backend, clock=clock)
     cookie, session = await changed_session(store)
+    # sqlite3 reports each statement as it starts running on aiosqlite's thread: the UPDATE
+    # has started (and then waits on the lock) when the trace shows it, not after a delay.
+    loop = asyncio.get_running_loop()
+    update_started = asyncio.Event()
+
+    def traced(query: str) -> None:
+        if query.lstrip().upper().startswith("UPDATE"):
+            loop.call_soon_threadsafe(update_started.set)
+
+    def hook(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.driver_connection._conn.set_trace_callback(traced)
+
+    await sqlite_backend.dispose()  # new connections, traced as they connect
+    event.listen(sqlite_backend.engine.sync_engine, "connect", hook)
     with write_locked(sqlite_backend) as blocker:
         save = asyncio.create_task(store.save(session))
-        await asyncio.sleep(0.2)  # the UPDATE now waits out the busy timeout on its thread
+        async with asyncio.timeout(10):
+            await update_started.wait()
         save.cancel()
-        # SQLAlchemy's path closes the connection gracefully, after the statement: let it end.
-        asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+        # SQLAlchemy's path closes the connection gracefully, after the statement: free the
+        # lock so the statement can end.
+        blocker.execute("COMMIT")
         with pytest.raises(asyncio.CancelledError):
             await save
         # sqlite3 cannot stop a statement: once the lock is free, the cancelled UPDATE lands

@@ -187,7 +187,11 @@ async def main(args: argparse.Namespace) -> None:
             tg.start_soon(loads)
             started = time.perf_counter()
             result = await purge_pass(
-                store, args.batch_size, on_batch=batches.append, pause=args.pause_ms / 1000
+                store.backend,
+                store.now(),
+                args.batch_size,
+                on_batch=batches.append,
+                pause=args.pause_ms / 1000,
             )
             removed = result.removed
             purge_seconds = time.perf_counter() - started

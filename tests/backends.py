@@ -7,15 +7,13 @@ they run on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
-from tests.sql_backends import postgres_backend, sqlite_backend
+from tests.sql_backends import SQL_BACKEND_FACTORIES, BackendFactory
 from typed_session_sql import MemoryBackend
-from typed_session_sql.backend import Backend, Listed, Record, SignIn, UpdateOutcome
-
-BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
+from typed_session_sql.backend import Backend, Listed, Record, Update, UpdateOutcome
 
 
 @asynccontextmanager
@@ -26,8 +24,7 @@ async def memory_backend() -> AsyncIterator[Backend]:
 # name -> (factory, whether it runs under trio as well as asyncio)
 BACKEND_FACTORIES: dict[str, tuple[BackendFactory, bool]] = {
     "memory": (memory_backend, True),
-    "sqlite": (sqlite_backend, False),
-    "postgres": (postgres_backend, False),
+    **{name: (factory, False) for name, factory in SQL_BACKEND_FACTORIES.items()},
 }
 
 
@@ -46,31 +43,27 @@ class RecordingBackend:
         self.kinds.append("read")
         return await self.inner.read(id_hash)
 
-    async def update(
-        self,
-        id_hash: bytes,
-        expected_version: int,
-        data: bytes,
-        expires_at: datetime | None,
-        new_id_hash: bytes | None = None,
-        sign_in: SignIn | None = None,
-    ) -> UpdateOutcome:
+    async def update(self, change: Update) -> UpdateOutcome:
         self.kinds.append("update")
-        return await self.inner.update(
-            id_hash, expected_version, data, expires_at, new_id_hash, sign_in
-        )
+        return await self.inner.update(change)
 
-    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
         self.kinds.append("touch")
-        return await self.inner.touch(id_hash, expires_at, now)
+        return await self.inner.touch(id_hash, version, expires_at, now)
 
     async def delete(self, id_hash: bytes) -> bool:
         self.kinds.append("delete")
         return await self.inner.delete(id_hash)
 
-    async def list_by_principal(self, principal: str) -> list[Listed]:
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[Listed]:
         self.kinds.append("list")
-        return await self.inner.list_by_principal(principal)
+        return await self.inner.list_by_principal(
+            principal, live_at=live_at, created_after=created_after, limit=limit
+        )
 
     async def delete_by_principal(
         self, principal: str, *, only: bytes | None = None, keep: bytes | None = None

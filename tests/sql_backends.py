@@ -11,8 +11,8 @@ import os
 import secrets
 import socket
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -79,3 +79,12 @@ async def sqlite_backend() -> AsyncIterator[Backend]:
 async def postgres_backend() -> AsyncIterator[Backend]:
     async with postgres_sql_backend() as backend:
         yield backend
+
+
+BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
+
+# The SQL entries of the contract suite's backends (tests/backends.py), by name.
+SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
+}

@@ -118,8 +118,7 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     removed: list[int] = []
 
     async def purge(backend: SqlBackend) -> None:
-        store = SessionStore(dict, backend, clock=clock)
-        removed.append((await purge_pass(store, 500, exclusive=exclusive)).removed)
+        removed.append((await purge_pass(backend, clock(), 500, exclusive=exclusive)).removed)
 
     async with same_table(sql_backend) as other, anyio.create_task_group() as tg:
         tg.start_soon(purge, sql_backend)
@@ -138,7 +137,7 @@ async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
         store = SessionStore(dict, other, clock=clock, on_event=events)
         async with pass_lock(backend) as got:
             assert got
-            result = await purge_pass(store)
+            result = await purge_pass(other, clock(), on_event=events)
             assert result.skipped
             assert result.removed == 0
             assert await store.purge_expired() == 0
@@ -238,7 +237,7 @@ async def test_table_stats_counts_and_sizes(sql_backend: SqlBackend, clock: Fake
 async def test_memory_backend_purges_the_same_way(clock: FakeClock) -> None:
     memory = MemoryBackend()
     await insert_rows(memory, rows(clock.now, expired=2_500, live=10, forever=2))
-    result = await purge_pass(SessionStore(dict, memory, clock=clock), 1_000)
+    result = await purge_pass(memory, clock(), 1_000)
     assert (result.removed, result.batches, result.skipped) == (2_500, 3, False)
     assert len(memory.rows) == 12
 

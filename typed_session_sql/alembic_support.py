@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
 from typed_session_sql.backends.sql_table import DEFAULT_TABLE
+from typed_session_sql.errors import StoreUnavailableError
 
 # Our own version table, so our revisions never mix with an application's ``alembic_version``.
 VERSION_TABLE = "typed_session_sql_alembic_version"
@@ -68,3 +72,29 @@ def options(config: Config, x_arguments: dict[str, str]) -> MigrationOptions:
         table=setting("table") or DEFAULT_TABLE,
         schema=setting("schema"),
     )
+
+
+async def upgrade(
+    engine: AsyncEngine, table: str, schema: str | None, revision: str = "head"
+) -> None:
+    """Upgrade ``table`` to ``revision`` with the packaged migrations, over ``engine``."""
+    from alembic import command
+
+    config = make_config(table=table, schema=schema)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    # Migrations want a transaction (DDL is transactional on PostgreSQL); the backend's
+    # statements run in autocommit, so this one connection switches back.
+    isolation = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level=isolation)
+            await conn.run_sync(run)
+            await conn.commit()
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreUnavailableError(
+            f"could not migrate the session table: {type(error).__name__}"
+        ) from error

@@ -40,6 +40,22 @@ class SignIn:
 
 
 @dataclass(frozen=True, slots=True)
+class Update:
+    """A conditional update of one row, as :meth:`Backend.update` takes it."""
+
+    id_hash: bytes
+    """The row to update."""
+    expected_version: int
+    """Write only if the stored version is still this one; it becomes this + 1."""
+    data: bytes
+    expires_at: datetime | None
+    new_id_hash: bytes | None = None
+    """Move the row to this id in the same atomic step (rotation): the old id is dead at once."""
+    sign_in: SignIn | None = None
+    """Set the principal and ``authenticated_at`` too; without it they stay as stored."""
+
+
+@dataclass(frozen=True, slots=True)
 class Listed:
     """One of a principal's sessions as :meth:`Backend.list_by_principal` returns it.
 
@@ -74,29 +90,23 @@ class Backend(Protocol):
         """Return the row for ``id_hash`` (expired or not; the store judges expiry), or None."""
         ...
 
-    async def update(
-        self,
-        id_hash: bytes,
-        expected_version: int,
-        data: bytes,
-        expires_at: datetime | None,
-        new_id_hash: bytes | None = None,
-        sign_in: SignIn | None = None,
-    ) -> UpdateOutcome:
-        """Replace data and expiry if the stored version is ``expected_version``.
+    async def update(self, change: Update) -> UpdateOutcome:
+        """Apply ``change`` if the stored version is ``change.expected_version``.
 
         The version becomes ``expected_version + 1``. With ``new_id_hash`` the row moves to
-        that id in the same atomic step (rotation), so the old id is dead at once. With
-        ``sign_in`` the principal and ``authenticated_at`` are set too; without it they stay
-        as stored. Never inserts: a deleted row stays deleted.
+        that id in the same atomic step (rotation). Never inserts: a deleted row stays deleted.
         """
         ...
 
-    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
-        """Move the expiry of a row still live at ``now`` later, to ``expires_at``.
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
+        """Move the expiry of a row still at ``version`` and live at ``now`` later, to
+        ``expires_at``.
 
-        Never earlier, never on a row whose expiry is None, never reviving an expired row.
-        Leaves the version alone, so it never conflicts with a data write. Return whether a
+        Never earlier, never on a row whose expiry is None, never reviving an expired row,
+        and never over a write made since the row was read at ``version`` (an explicit
+        expiry change must win over a renewal). Leaves the version alone. Return whether a
         row changed."""
         ...
 
@@ -104,8 +114,12 @@ class Backend(Protocol):
         """Delete the row; return whether one existed."""
         ...
 
-    async def list_by_principal(self, principal: str) -> list[Listed]:
-        """Every row of ``principal``, expired or not (the store judges expiry), any order."""
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[Listed]:
+        """The rows of ``principal`` live at ``live_at`` (expiry None or later) and, if
+        ``created_after`` is given, created after it; newest first (``created_at``, then
+        ``id_hash``, descending); at most ``limit``."""
         ...
 
     async def delete_by_principal(

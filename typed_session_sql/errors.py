@@ -42,3 +42,34 @@ class StoreUnavailableError(SessionError):
 
     Nothing was written partially: every backend operation is a single atomic statement.
     """
+
+
+class SessionTableMissingError(StoreUnavailableError):
+    """The session table does not exist: the database was never migrated.
+
+    Not transient, unlike other :class:`StoreUnavailableError`: it lasts until someone runs
+    ``typed-session-sql migrate upgrade head`` (or ``await backend.migrate()``).
+    """
+
+
+class DataRejectedError(SessionError):
+    """The database refused a statement for the values in it (SQLSTATE class 22, or the
+    driver's equivalent): a value it cannot store, not an outage. Nothing was written."""
+
+
+def describe_error(error: BaseException) -> str:
+    """The error's type and the first line of its message (and of its cause's), short.
+
+    SQLAlchemy and the drivers put the statement and its parameters on later lines; first
+    lines name the failure without them, so this is safe to log.
+    """
+    text = f"{type(error).__name__}: {_first_line(error)}"
+    cause = error.__cause__
+    if cause is not None:
+        text += f" ({type(cause).__name__}: {_first_line(cause)})"
+    return text
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return lines[0][:200] if lines else ""

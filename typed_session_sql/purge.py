@@ -23,18 +23,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
 
 import anyio
 import anyio.lowlevel
 from blake3 import blake3
 
 from typed_session_sql.backend import Backend
-from typed_session_sql.errors import StoreUnavailableError
-from typed_session_sql.events import EventKind, emit, logger
-
-if TYPE_CHECKING:
-    from typed_session_sql.store import SessionStore
+from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.events import EventHook, EventKind, emit, logger
 
 __all__ = ["PurgeProgress", "PurgeResult", "pass_lock", "purge_pass"]
 
@@ -79,15 +76,19 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 async def purge_pass(
-    store: SessionStore[Any],
+    backend: Backend,
+    cutoff: datetime,
     batch_size: int = 1000,
     *,
+    on_event: EventHook | None = None,
     on_batch: BatchHook | None = None,
     exclusive: bool = True,
     pause: float = 0.0,
     sleep: Sleep = anyio.sleep,
 ) -> PurgeResult:
-    """Run one purge pass over ``store``'s backend; see the module docstring.
+    """Run one purge pass over ``backend``: delete the rows expired at ``cutoff`` (the
+    store's clock at the start of the pass; one cutoff for the whole pass, so a pass always
+    ends). See the module docstring. Events go to ``on_event``.
 
     ``on_batch`` is called after every batch (for progress output). With ``exclusive``
     (the default) the pass takes the cross-instance purge lock where the backend has one
@@ -102,19 +103,18 @@ async def purge_pass(
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
     started = time.perf_counter()
-    cutoff = store.now()  # one cutoff for the whole pass, so a pass always ends
     total = batches = 0
     try:
-        async with pass_lock(store.backend) if exclusive else _unlocked() as acquired:
+        async with pass_lock(backend) if exclusive else _unlocked() as acquired:
             if not acquired:
-                emit(store.on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
+                emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
                 return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
             while True:
-                removed = await store.backend.purge(cutoff, batch_size)
+                removed = await backend.purge(cutoff, batch_size)
                 batches += 1
                 total += removed
                 if removed:
-                    emit(store.on_event, EventKind.PURGED, count=removed)
+                    emit(on_event, EventKind.PURGED, count=removed)
                 if on_batch is not None:
                     on_batch(PurgeProgress(batches, removed, total, time.perf_counter() - started))
                 if removed < batch_size:
@@ -127,7 +127,7 @@ async def purge_pass(
                     await anyio.lowlevel.checkpoint()
     except Exception as error:
         emit(
-            store.on_event,
+            on_event,
             EventKind.PURGE_FAILED,
             f"{describe_error(error)} after {total} rows in {batches} batch(es)",
             count=total,
@@ -135,30 +135,12 @@ async def purge_pass(
         raise
     seconds = time.perf_counter() - started
     emit(
-        store.on_event,
+        on_event,
         EventKind.PURGE_FINISHED,
         f"{total} rows in {batches} batch(es), {seconds:.3f} s",
         count=total,
     )
     return PurgeResult(total, batches, seconds)
-
-
-def describe_error(error: BaseException) -> str:
-    """The error's type and the first line of its message (and of its cause's), short.
-
-    SQLAlchemy puts the statement and its parameters on later lines; first lines name
-    the failure without them. Session ids never reach a purge statement anyway.
-    """
-    text = f"{type(error).__name__}: {_first_line(error)}"
-    cause = error.__cause__
-    if cause is not None:
-        text += f" ({type(cause).__name__}: {_first_line(cause)})"
-    return text
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).splitlines()
-    return lines[0][:200] if lines else ""
 
 
 @asynccontextmanager

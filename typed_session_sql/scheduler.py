@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
+from typed_session_sql.errors import describe_error
 from typed_session_sql.events import logger
-from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, describe_error, purge_pass
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -125,9 +126,12 @@ class PurgeScheduler:
         while True:
             await self._sleep(delay)
             try:
+                store = self.store
                 result = await purge_pass(
-                    self.store,
+                    store.backend,
+                    store.now(),
                     self.batch_size,
+                    on_event=store.on_event,
                     on_batch=self.on_batch,
                     pause=self.pause.total_seconds(),
                     sleep=self._sleep,

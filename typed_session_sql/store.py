@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import anyio
 
 from typed_session_sql import ids
-from typed_session_sql.backend import Backend, Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backend import Backend, Listed, Record, SignIn, Update, UpdateOutcome
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
 from typed_session_sql.errors import (
@@ -264,7 +264,7 @@ class SessionStore(Generic[T]):
         conflicts = 0
         while True:
             outcome = await self.backend.update(
-                old_hash, version, data, session._expires_at, new_id_hash=new_hash, sign_in=sign_in
+                Update(old_hash, version, data, session._expires_at, new_hash, sign_in)
             )
             if outcome is UpdateOutcome.UPDATED:
                 break
@@ -326,7 +326,8 @@ class SessionStore(Generic[T]):
 
     async def _touch(self, session: Session[T], id_hash: bytes, expires_at: datetime) -> SaveResult:
         # A lost touch (row gone, or a concurrent renewal went further) is harmless: no check.
-        await self.backend.touch(id_hash, expires_at, self.now())
+        assert session._version is not None
+        await self.backend.touch(id_hash, session._version, expires_at, self.now())
         session._renewal = None
         emit(self.on_event, EventKind.RENEWED)
         assert session._cookie_value is not None
@@ -346,20 +347,25 @@ class SessionStore(Generic[T]):
 
     # -- a principal's sessions ---------------------------------------------------------
 
-    async def sessions_of(self, principal: str) -> list[SessionInfo]:
-        """The live sessions (by the store's clock) ``principal`` signed in on, newest first.
+    async def sessions_of(self, principal: str, *, limit: int = 100) -> list[SessionInfo]:
+        """The live sessions (by the store's clock) ``principal`` signed in on, newest first,
+        at most ``limit`` of them.
 
         One backend call. Raises :class:`StoreUnavailableError`.
         """
         now = self.now()
-        listed = await self.backend.list_by_principal(principal)
-        infos = [
+        absolute = self.expiry.absolute
+        listed = await self.backend.list_by_principal(
+            principal,
+            live_at=now,
+            created_after=None if absolute is None else now - absolute,
+            limit=limit,
+        )
+        return [
             SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
             for row in listed
             if self._is_live(row, now)
         ]
-        infos.sort(key=lambda info: (info.created_at, info.handle), reverse=True)
-        return infos
 
     async def revoke(self, principal: str, handle: str) -> bool:
         """Delete the session ``handle`` names if it is one of ``principal``'s; return whether
@@ -398,7 +404,10 @@ class SessionStore(Generic[T]):
         a time across instances (on PostgreSQL; see :mod:`typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises :class:`StoreUnavailableError`.
         """
-        return (await purge_pass(self, batch_size, on_batch=on_batch)).removed
+        result = await purge_pass(
+            self.backend, self.now(), batch_size, on_event=self.on_event, on_batch=on_batch
+        )
+        return result.removed
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from typed_session_sql.backend import Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backend import Listed, Record, Update, UpdateOutcome
 
 OperationKind = Literal[
     "create", "read", "update", "touch", "delete", "purge", "clear", "list", "delete_by_principal"
@@ -52,34 +52,36 @@ class MemoryBackend:
         self.operations.append(Operation("read", id_hash))
         return self.rows.get(id_hash)
 
-    async def update(
-        self,
-        id_hash: bytes,
-        expected_version: int,
-        data: bytes,
-        expires_at: datetime | None,
-        new_id_hash: bytes | None = None,
-        sign_in: SignIn | None = None,
-    ) -> UpdateOutcome:
+    async def update(self, change: Update) -> UpdateOutcome:
+        id_hash = change.id_hash
         self.operations.append(Operation("update", id_hash))
         current = self.rows.get(id_hash)
-        if current is None or current.version != expected_version:
+        if current is None or current.version != change.expected_version:
             return UpdateOutcome.STALE
-        target = id_hash if new_id_hash is None else new_id_hash
+        target = id_hash if change.new_id_hash is None else change.new_id_hash
         if target != id_hash and target in self.rows:
             return UpdateOutcome.ID_TAKEN
         del self.rows[id_hash]
-        updated = replace(current, data=data, expires_at=expires_at, version=expected_version + 1)
-        if sign_in is not None:
+        updated = replace(
+            current,
+            data=change.data,
+            expires_at=change.expires_at,
+            version=change.expected_version + 1,
+        )
+        if change.sign_in is not None:
+            sign_in = change.sign_in
             updated = replace(updated, principal=sign_in.principal, authenticated_at=sign_in.at)
         self.rows[target] = updated
         return UpdateOutcome.UPDATED
 
-    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
         self.operations.append(Operation("touch", id_hash))
         current = self.rows.get(id_hash)
         if (
             current is None
+            or current.version != version
             or current.expires_at is None
             or current.expires_at <= now
             or current.expires_at >= expires_at
@@ -92,13 +94,19 @@ class MemoryBackend:
         self.operations.append(Operation("delete", id_hash))
         return self.rows.pop(id_hash, None) is not None
 
-    async def list_by_principal(self, principal: str) -> list[Listed]:
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[Listed]:
         self.operations.append(Operation("list"))
-        return [
+        listed = [
             Listed(key, record.created_at, record.expires_at, record.authenticated_at)
             for key, record in self.rows.items()
             if record.principal == principal
+            and (record.expires_at is None or record.expires_at > live_at)
+            and (created_after is None or record.created_at > created_after)
         ]
+        listed.sort(key=lambda row: (row.created_at, row.id_hash), reverse=True)
+        return listed[:limit]
 
     async def delete_by_principal(
         self, principal: str, *, only: bytes | None = None, keep: bytes | None = None

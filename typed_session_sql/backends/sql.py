@@ -13,7 +13,7 @@ names are re-exported here, where they have always been importable from.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -29,13 +29,14 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.dml import Delete, Insert
+from sqlalchemy.sql.dml import Update as UpdateStatement
 from sqlalchemy.sql.selectable import Select
 
-from typed_session_sql.backend import Listed, Record, SignIn, UpdateOutcome
+from typed_session_sql.backend import Listed, Record, Update, UpdateOutcome
 from typed_session_sql.backends.aiosqlite_direct import AiosqliteDirect
 from typed_session_sql.backends.asyncpg_direct import AsyncpgDirect
 from typed_session_sql.backends.direct import DirectPath
@@ -67,6 +68,9 @@ __all__ = [
     "create_engine",
     "session_table",
 ]
+
+# "No lower bound" for created_at, as a value: one statement serves both cases.
+_LONG_AGO = datetime(1, 1, 1, tzinfo=UTC)
 
 _Result: TypeAlias = "CursorResult[*tuple[Any, ...]]"
 
@@ -163,16 +167,19 @@ class SqlBackend:
             "principal": bindparam("p_principal"),
             "authenticated_at": bindparam("p_auth", type_=EpochMicros),
         }
-        self._update: Update = update(t).where(guard).values(changes)
-        self._update_moving: Update = update(t).where(guard).values({**changes, **moving})
-        self._update_sign_in: Update = update(t).where(guard).values({**changes, **signing_in})
-        self._update_moving_sign_in: Update = (
+        self._update: UpdateStatement = update(t).where(guard).values(changes)
+        self._update_moving: UpdateStatement = update(t).where(guard).values({**changes, **moving})
+        self._update_sign_in: UpdateStatement = (
+            update(t).where(guard).values({**changes, **signing_in})
+        )
+        self._update_moving_sign_in: UpdateStatement = (
             update(t).where(guard).values({**changes, **moving, **signing_in})
         )
-        self._touch: Update = (
+        self._touch: UpdateStatement = (
             update(t)
             .where(
                 (c.id_hash == bindparam("p_id"))
+                & (c.version == bindparam("p_version"))
                 & (c.expires_at > bindparam("p_now", type_=EpochMicros))
                 & (c.expires_at < bindparam("p_expires", type_=EpochMicros))
             )
@@ -180,9 +187,16 @@ class SqlBackend:
         )
         self._delete: Delete = delete(t).where(c.id_hash == bindparam("p_id"))
         of_principal = c.principal == bindparam("p_principal")
-        self._list: Select[Any] = select(
-            c.id_hash, c.created_at, c.expires_at, c.authenticated_at
-        ).where(of_principal)
+        self._list: Select[Any] = (
+            select(c.id_hash, c.created_at, c.expires_at, c.authenticated_at)
+            .where(
+                of_principal
+                & (c.expires_at.is_(None) | (c.expires_at > bindparam("p_now", type_=EpochMicros)))
+                & (c.created_at > bindparam("p_created", type_=EpochMicros))
+            )
+            .order_by(c.created_at.desc(), c.id_hash.desc())
+            .limit(bindparam("p_limit", type_=Integer))
+        )
         self._revoke_all: Delete = delete(t).where(of_principal)
         self._revoke_one: Delete = delete(t).where(of_principal & (c.id_hash == bindparam("p_id")))
         self._revoke_others: Delete = delete(t).where(
@@ -233,30 +247,11 @@ class SqlBackend:
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
         over this backend's engine (no second engine, no URL needed): the one call an app
-        makes at start-up. Concurrent callers are safe on PostgreSQL (transactional DDL)."""
-        from alembic import command
-
-        from typed_session_sql.alembic_support import make_config
-
-        config = make_config(table=self.table.name, schema=self.table.schema)
-
-        def upgrade(connection: Connection) -> None:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        makes at start-up. See :func:`typed_session_sql.alembic_support.upgrade`."""
+        from typed_session_sql.alembic_support import upgrade
 
         await self._release_kept()
-        # Migrations want a transaction (DDL is transactional on PostgreSQL); the engine's
-        # statements run in autocommit, so this one connection switches back.
-        isolation = "SERIALIZABLE" if self.engine.dialect.name == "sqlite" else "READ COMMITTED"
-        try:
-            async with self.engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level=isolation)
-                await conn.run_sync(upgrade)
-                await conn.commit()
-        except (SQLAlchemyError, OSError) as error:
-            raise StoreUnavailableError(
-                f"could not migrate the session table: {type(error).__name__}"
-            ) from error
+        await upgrade(self.engine, self.table.name, self.table.schema, revision)
 
     async def dispose(self) -> None:
         """Close the pooled connections of an engine this backend created."""
@@ -367,21 +362,14 @@ class SqlBackend:
             return None
         return Record(row[0], row[1], row[2], row[3], row[4], row[5])
 
-    async def update(
-        self,
-        id_hash: bytes,
-        expected_version: int,
-        data: bytes,
-        expires_at: datetime | None,
-        new_id_hash: bytes | None = None,
-        sign_in: SignIn | None = None,
-    ) -> UpdateOutcome:
+    async def update(self, change: Update) -> UpdateOutcome:
         params: dict[str, Any] = {
-            "p_id": id_hash,
-            "p_version": expected_version,
-            "p_data": data,
-            "p_expires": expires_at,
+            "p_id": change.id_hash,
+            "p_version": change.expected_version,
+            "p_data": change.data,
+            "p_expires": change.expires_at,
         }
+        new_id_hash, sign_in = change.new_id_hash, change.sign_in
         name = "_update"
         if new_id_hash is not None:
             name = "_update_moving"
@@ -398,15 +386,24 @@ class SqlBackend:
             return UpdateOutcome.ID_TAKEN  # the statement failed as a whole: nothing written
         return UpdateOutcome.UPDATED if count == 1 else UpdateOutcome.STALE
 
-    async def touch(self, id_hash: bytes, expires_at: datetime, now: datetime) -> bool:
-        params = {"p_id": id_hash, "p_expires": expires_at, "p_now": now}
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
+        params = {"p_id": id_hash, "p_version": version, "p_expires": expires_at, "p_now": now}
         return await self._count("_touch", params, idempotent=True) == 1
 
     async def delete(self, id_hash: bytes) -> bool:
         return await self._count("_delete", {"p_id": id_hash}, idempotent=True) == 1
 
-    async def list_by_principal(self, principal: str) -> list[Listed]:
-        params = {"p_principal": principal}
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[Listed]:
+        params = {
+            "p_principal": principal,
+            "p_now": live_at,
+            "p_created": created_after if created_after is not None else _LONG_AGO,
+            "p_limit": limit,
+        }
         direct = self._direct_now()
         if direct is not None:
             raws = await direct.fetch_rows("_list", params)

@@ -155,7 +155,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _fail_unavailable(backend: SqlBackend, error: BaseException) -> int:
-    from typed_session_sql.purge import describe_error
+    from typed_session_sql.errors import describe_error
 
     described = describe_error(error)
     print(
@@ -248,7 +248,15 @@ async def _purge(backend: SqlBackend, args: argparse.Namespace) -> int:
 
     if args.every is None:
         pause = args.pause.total_seconds()
-        on_pass(await purge_pass(store, args.batch_size, on_batch=batch_hook, pause=pause))
+        result = await purge_pass(
+            backend,
+            store.now(),
+            args.batch_size,
+            on_event=store.on_event,
+            on_batch=batch_hook,
+            pause=pause,
+        )
+        on_pass(result)
         return EXIT_OK
 
     import anyio

@@ -217,7 +217,7 @@ async def test_purge_failure_raises_store_unavailable_and_emits_an_event(
         store = SessionStore(dict, down, clock=clock, on_event=events)
         with pytest.raises(StoreUnavailableError):
             await store.purge_expired()
-    assert events.kinds() == ["purge_failed"]
+    assert events.kinds() == ["purge_failed", "store_unavailable"]
     assert "ConnectionRefusedError" in events.seen[0].detail
 
 

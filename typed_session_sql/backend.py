@@ -17,6 +17,14 @@ MAX_PRINCIPAL_LENGTH = 255
 """The longest principal a session takes (an e-mail address fits; so does any UUID)."""
 
 
+class UnreadableRecordError(ValueError):
+    """A stored row's columns cannot be read back (say, a timestamp out of range).
+
+    :meth:`Backend.read` raises it; the store treats the session as undecodable (it loads as
+    None, with an ``undecodable`` event). Listings skip such rows instead.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One stored session as the backend returns it."""
@@ -87,7 +95,9 @@ class Backend(Protocol):
         ...
 
     async def read(self, id_hash: bytes) -> Record | None:
-        """Return the row for ``id_hash`` (expired or not; the store judges expiry), or None."""
+        """Return the row for ``id_hash`` (expired or not; the store judges expiry), or None.
+
+        Raises :class:`UnreadableRecordError` if the row's columns cannot be read back."""
         ...
 
     async def update(self, change: Update) -> UpdateOutcome:

@@ -40,6 +40,11 @@ class EventKind(enum.StrEnum):
     """A purge pass did nothing: another purger (another instance) holds the purge lock."""
     PURGE_FAILED = "purge_failed"
     """A purge pass failed after ``count`` rows; ``detail`` names the error (no secrets)."""
+    STORE_UNAVAILABLE = "store_unavailable"
+    """A store operation failed because the backend did (down, refusing, failing); ``detail``
+    names the error and its cause's first line (no parameters, ids or passwords)."""
+    TABLE_MISSING = "table_missing"
+    """A store operation found no session table: the database was never migrated."""
 
 
 _LEVELS = {
@@ -51,6 +56,8 @@ _LEVELS = {
     EventKind.UNDECODABLE: logging.WARNING,
     EventKind.PURGE_FINISHED: logging.INFO,
     EventKind.PURGE_FAILED: logging.INFO,  # the caller gets the error; the scheduler warns
+    EventKind.STORE_UNAVAILABLE: logging.WARNING,
+    EventKind.TABLE_MISSING: logging.ERROR,
 }
 
 

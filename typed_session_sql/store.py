@@ -10,7 +10,8 @@ session costs nothing.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -18,14 +19,25 @@ from typing import Generic, TypeVar
 import anyio
 
 from typed_session_sql import ids
-from typed_session_sql.backend import Backend, Listed, Record, SignIn, Update, UpdateOutcome
+from typed_session_sql.backend import (
+    Backend,
+    Listed,
+    Record,
+    SignIn,
+    UnreadableRecordError,
+    Update,
+    UpdateOutcome,
+)
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
 from typed_session_sql.errors import (
     IdCollisionError,
     SessionConflictError,
     SessionDeletedError,
+    SessionTableMissingError,
     SessionTooLargeError,
+    StoreUnavailableError,
+    describe_error,
 )
 from typed_session_sql.events import EventHook, EventKind, emit
 from typed_session_sql.expiry import ExpiryPolicy
@@ -144,42 +156,47 @@ class SessionStore(Generic[T]):
 
         Raises :class:`StoreUnavailableError` if the backend fails.
         """
-        if not cookie_value:
-            return None
-        if not ids.is_well_formed(cookie_value):
-            emit(self.on_event, EventKind.MALFORMED_COOKIE, f"length {len(cookie_value)}")
-            return None
-        id_hash = self._hash(cookie_value)
-        record = await self.backend.read(id_hash)
-        if record is None:
-            emit(self.on_event, EventKind.UNKNOWN_ID)
-            return None
-        now = self.now()
-        if not self._is_live(record, now):
-            emit(self.on_event, EventKind.EXPIRED)
-            return None
-        try:
-            data = self.codec.decode(record.data)
-        except DecodeError as error:
-            emit(self.on_event, EventKind.UNDECODABLE, _short(error))
-            return None
-        emit(self.on_event, EventKind.LOADED)
-        renewal = self.expiry.renewal_due(record.created_at, record.expires_at, now)
-        return Session(
-            data=data,
-            snapshot=record.data,
-            codec=self.codec,
-            clock=self.now,
-            policy=self.expiry,
-            created_at=record.created_at,
-            expires_at=renewal if renewal is not None else record.expires_at,
-            cookie_value=cookie_value,
-            id_hash=id_hash,
-            version=record.version,
-            renewal=renewal,
-            principal=record.principal,
-            authenticated_at=record.authenticated_at,
-        )
+        with self._reporting_failures():
+            if not cookie_value:
+                return None
+            if not ids.is_well_formed(cookie_value):
+                emit(self.on_event, EventKind.MALFORMED_COOKIE, f"length {len(cookie_value)}")
+                return None
+            id_hash = self._hash(cookie_value)
+            try:
+                record = await self.backend.read(id_hash)
+            except UnreadableRecordError as error:
+                emit(self.on_event, EventKind.UNDECODABLE, _short(error))
+                return None
+            if record is None:
+                emit(self.on_event, EventKind.UNKNOWN_ID)
+                return None
+            now = self.now()
+            if not self._is_live(record, now):
+                emit(self.on_event, EventKind.EXPIRED)
+                return None
+            try:
+                data = self.codec.decode(record.data)
+            except DecodeError as error:
+                emit(self.on_event, EventKind.UNDECODABLE, _short(error))
+                return None
+            emit(self.on_event, EventKind.LOADED)
+            renewal = self.expiry.renewal_due(record.created_at, record.expires_at, now)
+            return Session(
+                data=data,
+                snapshot=record.data,
+                codec=self.codec,
+                clock=self.now,
+                policy=self.expiry,
+                created_at=record.created_at,
+                expires_at=renewal if renewal is not None else record.expires_at,
+                cookie_value=cookie_value,
+                id_hash=id_hash,
+                version=record.version,
+                renewal=renewal,
+                principal=record.principal,
+                authenticated_at=record.authenticated_at,
+            )
 
     def _is_live(self, record: Record | Listed, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
@@ -198,19 +215,22 @@ class SessionStore(Generic[T]):
         :class:`SessionDeletedError` (the session was deleted meanwhile; nothing written),
         :class:`IdCollisionError` and :class:`StoreUnavailableError`.
         """
-        if session._deleted:
-            return await self._delete(session)
-        data = self.codec.encode(session._data)
-        data_changed = session._assigned or data != session._snapshot
-        if session._id_hash is None:
-            if not data_changed and not session._signing_in:
-                return DoNothing()  # an expiry-only change never makes a new session worth storing
-            return await self._create(session, data)
-        if data_changed or session._rotate or session._expiry_set or session._signing_in:
-            return await self._update(session, data)
-        if session._renewal is not None:
-            return await self._touch(session, session._id_hash, session._renewal)
-        return DoNothing()
+        with self._reporting_failures():
+            if session._deleted:
+                return await self._delete(session)
+            data = self.codec.encode(session._data)
+            data_changed = session._assigned or data != session._snapshot
+            if session._id_hash is None:
+                if not data_changed and not session._signing_in:
+                    return (
+                        DoNothing()
+                    )  # an expiry-only change never makes a new session worth storing
+                return await self._create(session, data)
+            if data_changed or session._rotate or session._expiry_set or session._signing_in:
+                return await self._update(session, data)
+            if session._renewal is not None:
+                return await self._touch(session, session._id_hash, session._renewal)
+            return DoNothing()
 
     async def _delete(self, session: Session[T]) -> SaveResult:
         if session._id_hash is None:
@@ -325,10 +345,14 @@ class SessionStore(Generic[T]):
         return data
 
     async def _touch(self, session: Session[T], id_hash: bytes, expires_at: datetime) -> SaveResult:
-        # A lost touch (row gone, or a concurrent renewal went further) is harmless: no check.
+        # A lost touch (row gone or rotated away, written since it was read, or a concurrent
+        # renewal went further) is harmless, but then there is nothing to tell the client:
+        # re-sending this value could overwrite a newer cookie another request just set.
         assert session._version is not None
-        await self.backend.touch(id_hash, session._version, expires_at, self.now())
+        touched = await self.backend.touch(id_hash, session._version, expires_at, self.now())
         session._renewal = None
+        if not touched:
+            return DoNothing()
         emit(self.on_event, EventKind.RENEWED)
         assert session._cookie_value is not None
         return SetCookie(session._cookie_value, expires_at, value_changed=False)
@@ -353,44 +377,47 @@ class SessionStore(Generic[T]):
 
         One backend call. Raises :class:`StoreUnavailableError`.
         """
-        now = self.now()
-        absolute = self.expiry.absolute
-        listed = await self.backend.list_by_principal(
-            principal,
-            live_at=now,
-            created_after=None if absolute is None else now - absolute,
-            limit=limit,
-        )
-        return [
-            SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
-            for row in listed
-            if self._is_live(row, now)
-        ]
+        with self._reporting_failures():
+            now = self.now()
+            absolute = self.expiry.absolute
+            listed = await self.backend.list_by_principal(
+                principal,
+                live_at=now,
+                created_after=None if absolute is None else now - absolute,
+                limit=limit,
+            )
+            return [
+                SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
+                for row in listed
+                if self._is_live(row, now)
+            ]
 
     async def revoke(self, principal: str, handle: str) -> bool:
         """Delete the session ``handle`` names if it is one of ``principal``'s; return whether
         one was. A handle of another principal's session deletes nothing, so a user can only
         ever revoke their own. A malformed handle costs no backend call."""
-        id_hash = _parse_handle(handle)
-        if id_hash is None:
-            return False
-        removed = await self.backend.delete_by_principal(principal, only=id_hash)
-        if removed:
-            emit(self.on_event, EventKind.REVOKED, "one", removed)
-        return removed == 1
+        with self._reporting_failures():
+            id_hash = _parse_handle(handle)
+            if id_hash is None:
+                return False
+            removed = await self.backend.delete_by_principal(principal, only=id_hash)
+            if removed:
+                emit(self.on_event, EventKind.REVOKED, "one", removed)
+            return removed == 1
 
     async def revoke_all(self, principal: str, *, keep: Session[T] | None = None) -> int:
         """Delete every session of ``principal`` ("sign out everywhere"), except ``keep``
         ("everywhere else"; pass the current session); return how many went, in one
         backend call. A later save of a revoked session raises :class:`SessionDeletedError`:
         it never brings the session back."""
-        if keep is not None and keep.principal != principal:
-            raise ValueError("keep is not a session of that principal")
-        kept = keep._id_hash if keep is not None else None
-        removed = await self.backend.delete_by_principal(principal, keep=kept)
-        if removed:
-            emit(self.on_event, EventKind.REVOKED, "others" if kept else "all", removed)
-        return removed
+        with self._reporting_failures():
+            if keep is not None and keep.principal != principal:
+                raise ValueError("keep is not a session of that principal")
+            kept = keep._id_hash if keep is not None else None
+            removed = await self.backend.delete_by_principal(principal, keep=kept)
+            if removed:
+                emit(self.on_event, EventKind.REVOKED, "others" if kept else "all", removed)
+            return removed
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -404,14 +431,28 @@ class SessionStore(Generic[T]):
         a time across instances (on PostgreSQL; see :mod:`typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises :class:`StoreUnavailableError`.
         """
-        result = await purge_pass(
-            self.backend, self.now(), batch_size, on_event=self.on_event, on_batch=on_batch
-        )
-        return result.removed
+        with self._reporting_failures():
+            result = await purge_pass(
+                self.backend, self.now(), batch_size, on_event=self.on_event, on_batch=on_batch
+            )
+            return result.removed
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""
-        await self.backend.clear()
+        with self._reporting_failures():
+            await self.backend.clear()
+
+    @contextmanager
+    def _reporting_failures(self) -> Iterator[None]:
+        """Emit (and so log) every store failure once, where it happens, then let it go on."""
+        try:
+            yield
+        except SessionTableMissingError as error:
+            emit(self.on_event, EventKind.TABLE_MISSING, describe_error(error))
+            raise
+        except StoreUnavailableError as error:
+            emit(self.on_event, EventKind.STORE_UNAVAILABLE, describe_error(error))
+            raise
 
     def __repr__(self) -> str:
         return f"SessionStore({self.data_type!r}, {self.backend!r}, expiry={self.expiry!r})"

@@ -13,9 +13,10 @@ names are re-exported here, where they have always been importable from.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 from sqlalchemy import (
     Integer,
@@ -58,6 +59,9 @@ from typed_session_sql.backends.sql_table import (
     session_table,
 )
 from typed_session_sql.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from typed_session_sql.stats import TableStats
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -258,6 +262,19 @@ class SqlBackend:
         await self._release_kept()
         if self._owns_engine:
             await self.engine.dispose()
+
+    async def stats(self, now: datetime) -> TableStats:
+        """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
+        from typed_session_sql.stats import table_stats
+
+        return await table_stats(self, now)
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        """The cross-instance purge lock for this table; entering it yields whether it was
+        taken (see :mod:`typed_session_sql.purge`)."""
+        from typed_session_sql.purge import pass_lock
+
+        return pass_lock(self)
 
     async def _release_kept(self) -> None:
         """Give the idle connections the direct path keeps back to the engine's pool."""

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from typed_session_sql.errors import StoreUnavailableError
+from typed_session_sql.urls import async_url
 
 URL_ENV = "TYPED_SESSION_SQL_URL"
 DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
@@ -43,7 +44,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # the connection really is in autocommit.
         options["skip_autocommit_rollback"] = True
     options.update(kwargs)
-    engine = create_async_engine(url, **options)
+    engine = create_async_engine(async_url(url), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

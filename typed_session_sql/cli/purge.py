@@ -290,10 +290,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 async def _stats(backend: SqlBackend, args: argparse.Namespace) -> int:
-    from typed_session_sql.stats import table_stats
-
     now = datetime.now(UTC)
-    stats = await table_stats(backend, now)
+    stats = await backend.stats(now)
     oldest = stats.oldest_expiry
     if args.json:
         document = {

@@ -238,17 +238,32 @@ class SessionMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         slot = self._install(scope)
-        closed = False  # the app (or we) sent websocket.close
+        closed = refused = False  # websocket.close went out; the changes were refused
 
-        async def send_tracking_close(message: Message) -> None:
+        def refuse_changes() -> None:
+            nonlocal refused
+            session = slot.session
+            if not refused and session is not None and (session.is_changed or session.is_deleted):
+                refused = True  # once: a framework closing the socket after it is no news
+                raise RuntimeError(
+                    "a session cannot be saved from a WebSocket: no cookie can reach the "
+                    "browser over the connection, so the changes were discarded; change the "
+                    "session in an HTTP request instead"
+                )
+
+        async def send_read_only(message: Message) -> None:
             nonlocal closed
-            closed = closed or message["type"] == "websocket.close"
+            if message["type"] == "websocket.close":
+                refuse_changes()  # raised in the handler's close: the traceback points there
+                closed = True
+                if slot.error is not None:  # the app gave up because the store did: say so
+                    message = {**message, "code": _TRY_AGAIN_LATER}
             await send(message)
 
         try:
             if self.request_session:
                 scope["session"] = (await slot.get()).data
-            await self.app(scope, receive, send_tracking_close)
+            await self.app(scope, receive, send_read_only)
         except StoreUnavailableError:
             # Logged by the store. Close as "try again later" (a refused handshake before
             # accept) instead of handing the server a traceback.
@@ -257,13 +272,7 @@ class SessionMiddleware:
             return
         finally:
             slot.closed = True
-        session = slot.session
-        if session is not None and (session.is_changed or session.is_deleted):
-            raise RuntimeError(
-                "a session cannot be saved from a WebSocket: no cookie can reach the browser "
-                "over the connection, so the changes were discarded; change the session in "
-                "an HTTP request instead"
-            )
+        refuse_changes()
 
     def _install(self, scope: Scope) -> _Slot:
         slot = _Slot(self.store, self.cookie, scope["headers"], outer=scope.get(SCOPE_KEY))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import types
@@ -61,3 +62,48 @@ def test_the_custom_error_response_example_runs(monkeypatch: pytest.MonkeyPatch)
     (block,) = [block for block in python_blocks() if "def error_response" in block]
     exec(block, namespace)
     assert namespace["error_response"] is not None
+
+
+# -- docs/testing.md ----------------------------------------------------------------------
+
+TESTING_DOC = DOC.parent / "testing.md"
+
+
+def run_the_testing_doc(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every python block of docs/testing.md, in order, run as one module."""
+    module = types.ModuleType("docs_testing")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    blocks = re.findall(r"```python\n(.*?)```", TESTING_DOC.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 4
+    exec("\n".join(blocks), module.__dict__)
+    return module.__dict__
+
+
+def doc_tests(namespace: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in namespace.items() if name.startswith("test_")}
+
+
+def test_the_testing_docs_sync_tests_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    tests = doc_tests(run_the_testing_doc(monkeypatch))
+    sync = {name: test for name, test in tests.items() if not inspect.iscoroutinefunction(test)}
+    assert sorted(sync) == [
+        "test_a_signed_in_user_sees_their_cart",
+        "test_litestar_signed_in",
+        "test_the_cart_keeps_its_items",
+    ]
+    for test in sync.values():
+        test()
+
+
+async def test_the_testing_docs_async_test_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    tests = doc_tests(run_the_testing_doc(monkeypatch))
+    await tests["test_with_httpx"]()
+
+
+def test_the_testing_docs_tests_fail_without_the_jar(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The problem the page starts with is real: without the jar, the second POST sees an
+    # empty session again.
+    namespace = run_the_testing_doc(monkeypatch)
+    namespace["SessionJar"] = lambda client, store: None
+    with pytest.raises(AssertionError):
+        namespace["test_the_cart_keeps_its_items"]()

@@ -9,7 +9,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.server import serve, uvicorn
 from tests.sql_backends import require_postgres, unique_name
@@ -59,7 +61,7 @@ def test_the_web_example_runs_as_a_reader_runs_it(tmp_path: Path) -> None:
 def test_the_web_example_runs_on_a_fresh_postgresql_database(tmp_path: Path) -> None:
     server_url = make_url(require_postgres())
     database = unique_name("readme")
-    admin = server_url.set(drivername="postgresql", database="postgres")
+    admin = server_url.set(database="postgres")
     anyio.run(run_sql, admin, f'CREATE DATABASE "{database}"')
     try:
         url = server_url.set(database=database).render_as_string(hide_password=False)
@@ -74,13 +76,13 @@ def test_the_web_example_runs_on_a_fresh_postgresql_database(tmp_path: Path) -> 
 
 
 async def run_sql(url: URL, statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        await connection.execute(statement)
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
     finally:
-        await connection.close()
+        await engine.dispose()
 
 
 def test_cleanup_examples_call_purge_with_valid_options() -> None:

@@ -6,15 +6,10 @@ import re
 import runpy
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.server import serve, uvicorn
-from tests.sql_backends import require_postgres, unique_name
+from tests.e2e.server import fresh_postgres_database, serve, uvicorn
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -59,30 +54,13 @@ def test_the_web_example_runs_as_a_reader_runs_it(tmp_path: Path) -> None:
 
 
 def test_the_web_example_runs_on_a_fresh_postgresql_database(tmp_path: Path) -> None:
-    server_url = make_url(require_postgres())
-    database = unique_name("readme")
-    admin = server_url.set(database="postgres")
-    anyio.run(run_sql, admin, f'CREATE DATABASE "{database}"')
-    try:
-        url = server_url.set(database=database).render_as_string(hide_password=False)
-        example = web_example()
-        assert '"sqlite+aiosqlite:///sessions.db"' in example
+    example = web_example()
+    assert '"sqlite+aiosqlite:///sessions.db"' in example
+    with fresh_postgres_database() as url:
         (tmp_path / "main.py").write_text(example.replace("sqlite+aiosqlite:///sessions.db", url))
         with serve(uvicorn("main:app"), cwd=tmp_path) as server:
             assert post_twice_sharing_the_session(server.url) == [{"items": 1}, {"items": 2}]
-        assert "Traceback" not in server.text
-    finally:
-        anyio.run(run_sql, admin, f'DROP DATABASE IF EXISTS "{database}"')
-
-
-async def run_sql(url: URL, statement: str) -> None:
-    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
+    assert "Traceback" not in server.text
 
 
 def test_cleanup_examples_call_purge_with_valid_options() -> None:

@@ -1,4 +1,5 @@
-"""A real server process for end-to-end tests: started on a free port, its log kept.
+"""A real server process for end-to-end tests: started on a free port, its log kept; and a
+fresh PostgreSQL database for it.
 
 The test waits for uvicorn's "Application startup complete" line, not for time to pass;
 on leaving the block the server is stopped (SIGTERM, uvicorn's graceful shutdown) and its
@@ -17,7 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.sql_backends import require_postgres, unique_name
 
 STARTUP_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
@@ -74,3 +81,27 @@ def serve(
 def uvicorn(*arguments: str) -> Callable[[int], list[str]]:
     """``python -m uvicorn ARGUMENTS --port PORT`` with this interpreter."""
     return lambda port: [sys.executable, "-m", "uvicorn", *arguments, "--port", str(port)]
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped afterwards (after the
+    block has stopped whatever connected to it)."""
+    server = make_url(require_postgres())
+    admin = server.set(database="postgres")
+    name = unique_name("fresh")
+    anyio.run(_autocommit, admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        anyio.run(_autocommit, admin, f'DROP DATABASE IF EXISTS "{name}"')
+
+
+async def _autocommit(url: URL, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()

@@ -21,8 +21,8 @@ PRODUCTION_BACKEND = 'SqlBackend.from_url("postgresql+asyncpg://app@db/app")'
 def python_blocks() -> list[str]:
     text = DOC.read_text().replace(PRODUCTION_BACKEND, "MemoryBackend()")
     text = text.replace(
-        "from typed_session_sql import Session,",
-        "from typed_session_sql import MemoryBackend, Session,",
+        "from typed_session_sql import SessionStore,",
+        "from typed_session_sql import MemoryBackend, SessionStore,",
     )
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
@@ -55,6 +55,39 @@ async def test_each_frameworks_example_serves_a_session(
     assert response.status_code in (200, 201)
     assert response.text == body
     assert response.headers["set-cookie"].startswith("__Host-id=")
+
+
+def example(namespace: dict[str, Any], marker: str) -> dict[str, Any]:
+    """Run the one block containing ``marker`` on top of ``namespace``."""
+    (block,) = [block for block in python_blocks() if marker in block]
+    exec(block, namespace)
+    return namespace
+
+
+def test_the_websocket_example_reads_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    namespace = example(namespace_for("starlette", monkeypatch), "WebSocketRoute")
+    store, cart = namespace["store"], namespace["Cart"]
+    with TestClient(namespace["app"]) as client:
+        assert client.portal is not None  # entered: the app's event loop
+        session = client.portal.call(store.save, store.new(cart(items=["fig", "pear"])))
+        headers = {"cookie": f"__Host-id={session.value}"}
+        with client.websocket_connect("/feed", headers=headers) as socket:
+            assert socket.receive_text() == "2 items in your cart"
+
+
+async def test_the_request_session_example_saves_request_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    namespace = example(namespace_for("starlette", monkeypatch), "request_session=True")
+    transport = httpx.ASGITransport(app=namespace["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        response = await client.get("/remember")
+    assert response.status_code == 303
+    value = response.headers["set-cookie"].split(";")[0].removeprefix("__Host-id=")
+    session = await namespace["web_store"].load(value)
+    assert session.data == {"next": "/cart"}
 
 
 def test_the_custom_error_response_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,15 +120,10 @@ async def test_a_store_failure_is_a_503_logged_once_and_never_re_raised(
     assert_no_secret(store_log.text + response.text, cookie)
 
 
-@pytest.mark.parametrize("outside", [False, True], ids=["inside", "around-the-app"])
-def test_a_real_uvicorn_logs_each_failing_request_once_and_no_traceback(
-    framework: str, outside: bool
-) -> None:
-    env = {
-        "TSS_APP_URL": dead_url(),
-        "TSS_APP_FRAMEWORK": framework,
-        "TSS_APP_OUTSIDE": "1" if outside else "0",
-    }
+def test_a_real_uvicorn_logs_each_failing_request_once_and_no_traceback(framework: str) -> None:
+    # Around the whole app, where a framework's error middleware sits inside ours and
+    # re-raises after its 500 (which we replace with our 503): the case that used to leak.
+    env = {"TSS_APP_URL": dead_url(), "TSS_APP_FRAMEWORK": framework, "TSS_APP_OUTSIDE": "1"}
     command = uvicorn("--factory", "tests.asgi_apps:served_app")
     cookie = new_cookie_value()
     with serve(command, cwd=REPOSITORY, env=env) as server, httpx.Client() as client:

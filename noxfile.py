@@ -34,6 +34,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The demo app on http://127.0.0.1:8000, on ./sessions.db unless --url is given."""
-    session.install("-e", ".[demo]")
+    """The demo app on http://127.0.0.1:8000, on ./sessions.db unless --url is given
+    (`nox -s demo -- --url postgresql+asyncpg://...` works too: asyncpg is installed)."""
+    session.install("-e", ".[demo,postgres]")
     session.run("typed-session-sql", "demo", *session.posargs)

@@ -2,15 +2,19 @@
 
 Each route runs one of the framework-free actions below on the request's session, so the
 three frameworks are tested against exactly the same behaviour. Routes are ``/{action}``
-and accept GET and POST.
+and accept GET and POST; ``/ws`` is a WebSocket that reports the session and, when told
+``change``, changes it. A request with the header ``x-hold`` pauses after loading its
+session until the test releases it (the slow side of a race).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations at
+# runtime, and they name the store of the enclosing function.
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
+import anyio
 import fastapi
 import litestar
 from litestar.middleware import DefineMiddleware
@@ -18,9 +22,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
-from typed_session_sql import Session, SessionStore
+from typed_session_sql import Session, SessionStore, SqlBackend
 from typed_session_sql.asgi import ASGIApp, CookieSettings, SessionMiddleware, get_session
 
 
@@ -50,7 +55,7 @@ async def add(
 async def login(
     session: Session[Cart], store: SessionStore[Cart], cookie: str | None
 ) -> tuple[int, str]:
-    session.regenerate()
+    session.sign_in("ada")  # rotates the id
     session.modify(lambda cart: setattr(cart, "user", "ada"))
     return 200, "signed in"
 
@@ -106,52 +111,129 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def _cookie(scope: Any, settings: CookieSettings) -> str | None:
-    """The raw session cookie, for the actions that play a concurrent second request."""
-    value, _ = settings.find(scope["headers"])
-    return value
+class Hold:
+    """Holds requests marked ``x-hold`` after they loaded their session, until released."""
+
+    def __init__(self) -> None:
+        self.loaded = anyio.Event()
+        self.released = anyio.Event()
+
+    async def pause(self, scope: Any) -> None:
+        if any(key == b"x-hold" for key, _ in scope["headers"]):
+            self.loaded.set()
+            await self.released.wait()
 
 
-def starlette_app(store: SessionStore[Cart], cookie: CookieSettings) -> ASGIApp:
+async def run_action(
+    name: str, session: Session[Cart], store: SessionStore[Cart], scope: Any, hold: Hold | None
+) -> tuple[int, str]:
+    if hold is not None:
+        await hold.pause(scope)
+    cookie, _ = CookieSettings().find(scope["headers"])  # for the actions that play a rival
+    return await ACTIONS[name](session, store, cookie)
+
+
+def describe(session: Session[Cart]) -> str:
+    return f"user={session.data.user} principal={session.principal} items={len(session.data.items)}"
+
+
+async def socket_conversation(
+    session: Session[Cart],
+    send_text: Callable[[str], Awaitable[None]],
+    receive_text: Callable[[], Awaitable[str]],
+) -> None:
+    """Tell the client about the session; change it if the client says so."""
+    await send_text(describe(session))
+    if await receive_text() == "change":
+        session.modify(lambda cart: cart.items.append("from a socket"))
+
+
+class AppFactory(Protocol):
+    def __call__(
+        self,
+        store: SessionStore[Cart],
+        cookie: CookieSettings,
+        *,
+        hold: Hold | None = None,
+        outside: bool = False,
+    ) -> ASGIApp: ...
+
+
+def starlette_app(
+    store: SessionStore[Cart],
+    cookie: CookieSettings,
+    *,
+    hold: Hold | None = None,
+    outside: bool = False,
+) -> ASGIApp:
+    """``outside``: the middleware wraps the whole app (Starlette's error middleware inside)."""
+
     async def untouched(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     async def endpoint(request: Request) -> PlainTextResponse:
         session = await get_session(request)
-        action = ACTIONS[request.path_params["action"]]
-        status, text = await action(session, store, _cookie(request.scope, cookie))
+        name = request.path_params["action"]
+        status, text = await run_action(name, session, store, request.scope, hold)
         return PlainTextResponse(text, status_code=status)
 
-    return Starlette(
+    async def socket(websocket: WebSocket) -> None:
+        session = await store.session(websocket)
+        await websocket.accept()
+        await socket_conversation(session, websocket.send_text, websocket.receive_text)
+        await websocket.close()
+
+    app = Starlette(
         routes=[
             Route("/untouched", untouched, methods=["GET", "POST"]),
+            WebSocketRoute("/ws", socket),
             Route("/{action}", endpoint, methods=["GET", "POST"]),
         ],
-        middleware=[Middleware(SessionMiddleware, store=store, cookie=cookie)],
+        middleware=[] if outside else [Middleware(SessionMiddleware, store=store, cookie=cookie)],
     )
+    return SessionMiddleware(app, store=store, cookie=cookie) if outside else app
 
 
-def fastapi_app(store: SessionStore[Cart], cookie: CookieSettings) -> ASGIApp:
+def fastapi_app(
+    store: SessionStore[Cart],
+    cookie: CookieSettings,
+    *,
+    hold: Hold | None = None,
+    outside: bool = False,
+) -> ASGIApp:
     app = fastapi.FastAPI()
+    CartSession = Annotated[Session[Cart], fastapi.Depends(store.session)]
 
     @app.api_route("/untouched", methods=["GET", "POST"])
     async def untouched() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    @app.websocket("/ws")
+    async def socket(websocket: fastapi.WebSocket, session: CartSession) -> None:
+        await websocket.accept()
+        await socket_conversation(session, websocket.send_text, websocket.receive_text)
+        await websocket.close()
+
     @app.api_route("/{action}", methods=["GET", "POST"])
     async def endpoint(
-        action: str,
-        request: fastapi.Request,
-        session: Annotated[Session[Cart], fastapi.Depends(get_session)],
+        action: str, request: fastapi.Request, session: CartSession
     ) -> PlainTextResponse:
-        status, text = await ACTIONS[action](session, store, _cookie(request.scope, cookie))
+        status, text = await run_action(action, session, store, request.scope, hold)
         return PlainTextResponse(text, status_code=status)
 
+    if outside:
+        return SessionMiddleware(app, store=store, cookie=cookie)
     app.add_middleware(SessionMiddleware, store=store, cookie=cookie)
     return app
 
 
-def litestar_app(store: SessionStore[Cart], cookie: CookieSettings) -> ASGIApp:
+def litestar_app(
+    store: SessionStore[Cart],
+    cookie: CookieSettings,
+    *,
+    hold: Hold | None = None,
+    outside: bool = False,
+) -> ASGIApp:
     @litestar.route(
         "/untouched",
         http_method=["GET", "POST"],
@@ -169,19 +251,35 @@ def litestar_app(store: SessionStore[Cart], cookie: CookieSettings) -> ASGIApp:
     )
     async def endpoint(request: litestar.Request[Any, Any, Any]) -> litestar.Response[str]:
         session: Session[Cart] = await get_session(request)
-        status, text = await ACTIONS[request.path_params["action"]](
-            session, store, _cookie(request.scope, cookie)
-        )
+        name = request.path_params["action"]
+        status, text = await run_action(name, session, store, request.scope, hold)
         return litestar.Response(text, status_code=status)
 
-    return litestar.Litestar(
-        route_handlers=[untouched, endpoint],
-        middleware=[DefineMiddleware(SessionMiddleware, store=store, cookie=cookie)],
+    @litestar.websocket("/ws")
+    async def socket(socket: litestar.WebSocket[Any, Any, Any]) -> None:
+        session = await store.session(socket)
+        await socket.accept()
+        await socket_conversation(session, socket.send_text, socket.receive_text)
+        await socket.close()
+
+    middleware = (
+        [] if outside else [DefineMiddleware(SessionMiddleware, store=store, cookie=cookie)]
     )
+    app = litestar.Litestar(route_handlers=[untouched, endpoint, socket], middleware=middleware)
+    return SessionMiddleware(app, store=store, cookie=cookie) if outside else app
 
 
-APP_FACTORIES: dict[str, Callable[[SessionStore[Cart], CookieSettings], ASGIApp]] = {
+APP_FACTORIES: dict[str, AppFactory] = {
     "starlette": starlette_app,
     "fastapi": fastapi_app,
     "litestar": litestar_app,
 }
+
+
+def served_app() -> ASGIApp:
+    """For ``uvicorn --factory tests.asgi_apps:served_app``: the framework named by
+    ``TSS_APP_FRAMEWORK`` on the database at ``TSS_APP_URL`` (not migrated), the middleware
+    around the whole app if ``TSS_APP_OUTSIDE=1``."""
+    store = SessionStore(Cart, SqlBackend.from_url(os.environ["TSS_APP_URL"]))
+    factory = APP_FACTORIES[os.environ["TSS_APP_FRAMEWORK"]]
+    return factory(store, CookieSettings(), outside=os.environ.get("TSS_APP_OUTSIDE") == "1")

@@ -12,7 +12,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.websockets import WebSocket
 
 from tests.asgi_apps import Cart
 from typed_session_sql import MemoryBackend, SessionConflictError, SessionError, SessionStore
@@ -64,24 +63,6 @@ async def test_the_error_response_can_be_replaced() -> None:
     assert response.status_code == 409
     assert response.json() == {"error": "conflict"}
     assert response.headers["cache-control"] == "no-store"
-
-
-async def test_websockets_pass_through_and_have_no_session() -> None:
-    seen: list[str] = []
-
-    async def socket_app(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await get_session(WebSocket(scope, receive, send))
-        except RuntimeError as error:
-            seen.append(str(error))
-
-    backend = MemoryBackend()
-    middleware = SessionMiddleware(socket_app, store=SessionStore(Cart, backend))
-    scope = {"type": "websocket", "path": "/ws", "headers": [(b"cookie", b"__Host-id=x")]}
-    await middleware(scope, None, None)
-    assert len(seen) == 1
-    assert "SessionMiddleware" in seen[0]
-    assert backend.operations == []
 
 
 async def test_the_session_is_closed_once_the_response_has_started() -> None:

@@ -1,40 +1,60 @@
-"""The demo app in process, through httpx, on a fresh SQLite file migrated at start."""
+"""The demo app in process, through httpx, on a fresh SQLite file migrated at start; and the
+demo command on a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
+import ast
+import base64
+import hashlib
 import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from tests.e2e.server import REPOSITORY, fresh_postgres_database, serve
 from typed_session_sql.cli import build_parser
 from typed_session_sql.demo.app import create_app
+from typed_session_sql.demo.forms import MAX_FORM_BYTES
 
 pytestmark = pytest.mark.anyio
 
-COOKIE = re.compile(r"__Host-id=([A-Za-z0-9_-]{43}); Path=/; Secure; HttpOnly; SameSite=Lax")
+SESSION, CSRF = "__Host-id", "__Host-csrf"
+ATTRIBUTES = "; Path=/; Secure; HttpOnly; SameSite=Lax"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class Visitor:
-    """A client that holds one session cookie, set and cleared the way a browser would."""
+    """A browser's cookie jar for the demo: each Set-Cookie applied in arrival order."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
-        self.cookie: str | None = None
+        self.cookies: dict[str, str] = {}
 
     async def go(
-        self, method: str, path: str, form: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {} if self.cookie is None else {"cookie": f"__Host-id={self.cookie}"}
-        response = await self.client.request(method, path, headers=headers, data=form)
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        response = await self.client.request(method, path, headers=sent, data=form)
         self.client.cookies.clear()
         for header in response.headers.get_list("set-cookie"):
-            match = COOKIE.fullmatch(header)
-            self.cookie = match.group(1) if match else None
+            assert header.endswith(ATTRIBUTES), header  # every cookie hardened alike
+            name, _, value = header.split(";")[0].partition("=")
+            if "Max-Age=0" in header:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
         return response
 
     async def token(self) -> str:
@@ -44,17 +64,33 @@ class Visitor:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+@pytest.fixture
+async def app(database: Path) -> AsyncIterator[Starlette]:
+    app = create_app(f"sqlite+aiosqlite:///{database}")
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as client:
-            yield client
+        yield app
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as client:
+        yield client
 
 
 @pytest.fixture
 def visitor(client: httpx.AsyncClient) -> Visitor:
     return Visitor(client)
+
+
+def rows(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        count: int = db.execute("SELECT count(*) FROM typed_sessions").fetchone()[0]
+        return count
 
 
 async def signed_in_visitor(client: httpx.AsyncClient, name: str) -> Visitor:
@@ -64,17 +100,19 @@ async def signed_in_visitor(client: httpx.AsyncClient, name: str) -> Visitor:
     return visitor
 
 
-async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(visitor: Visitor) -> None:
+async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(
+    visitor: Visitor, database: Path
+) -> None:
     first = await visitor.go("GET", "/")
     assert "<h1>Sign in</h1>" in first.text
-    anonymous = visitor.cookie
-    assert anonymous is not None  # the sign-in form's CSRF token lives in the session
+    assert list(visitor.cookies) == [CSRF]  # a CSRF nonce, no session: nothing stored
     token = await visitor.token()
 
     signed_in = await visitor.go("POST", "/sign-in", {"name": "Ada", "csrf_token": token})
     assert signed_in.status_code == 303
     assert signed_in.headers["location"] == "/"
-    assert visitor.cookie not in (None, anonymous)  # rotated on sign-in
+    assert sorted(visitor.cookies) == [CSRF, SESSION]
+    assert rows(database) == 1
 
     token = await visitor.token()
     for quantity in ("2", "3"):
@@ -90,17 +128,35 @@ async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(visitor: Visit
 
     out = await visitor.go("POST", "/sign-out", {"csrf_token": token})
     assert out.status_code == 303
-    assert out.headers["set-cookie"].startswith("__Host-id=; Max-Age=0;")
-    assert visitor.cookie is None
+    assert SESSION not in visitor.cookies
+    assert rows(database) == 0
     assert "<h1>Sign in</h1>" in (await visitor.go("GET", "/")).text
 
 
-async def test_the_pre_sign_in_id_is_worthless_after_sign_in(visitor: Visitor) -> None:
-    token = await visitor.token()
-    planted = visitor.cookie
-    await visitor.go("POST", "/sign-in", {"name": "Ada", "csrf_token": token})
-    visitor.cookie = planted
-    assert "<h1>Sign in</h1>" in (await visitor.go("GET", "/")).text
+async def test_looking_at_pages_stores_nothing(client: httpx.AsyncClient, database: Path) -> None:
+    returning = Visitor(client)  # keeps its CSRF cookie
+    for number in range(300):
+        path = "/" if number % 2 else "/session"
+        visitor = returning if number % 3 else Visitor(client)  # some come back, some not
+        response = await visitor.go("GET", path)
+        assert response.status_code == 200
+        assert SESSION not in visitor.cookies
+    assert rows(database) == 0
+
+
+async def test_a_planted_session_id_is_worthless_after_sign_in(client: httpx.AsyncClient) -> None:
+    mallory = await signed_in_visitor(client, "Mallory")
+    token = await mallory.token()
+    await mallory.go("POST", "/cart", {"product": "fig", "quantity": "9", "csrf_token": token})
+    victim = Visitor(client)
+    victim.cookies[SESSION] = mallory.cookies[SESSION]  # planted by the attacker
+    token = await victim.token()
+    await victim.go("POST", "/sign-in", {"name": "Ada", "csrf_token": token})
+    assert victim.cookies[SESSION] != mallory.cookies[SESSION]
+    page = (await victim.go("GET", "/")).text
+    assert "Hello, Ada" in page
+    assert "Your cart is empty." in page  # not Mallory's figs
+    assert "<h1>Sign in</h1>" in (await mallory.go("GET", "/")).text  # the planted id is dead
 
 
 async def test_a_user_signs_out_their_other_sessions(client: httpx.AsyncClient) -> None:
@@ -112,8 +168,7 @@ async def test_a_user_signs_out_their_other_sessions(client: httpx.AsyncClient) 
     assert "<h2>Your sessions</h2>" in page
     assert page.count("<tr><td><time") == 2  # Ada's two, not Grace's
     assert page.count("this one") == 1
-    assert laptop.cookie is not None
-    assert laptop.cookie not in page  # listed without any cookie value
+    assert laptop.cookies[SESSION] not in page  # listed without any cookie value
 
     token = await laptop.token()
     refused = await laptop.go("POST", "/sign-out-others", {"csrf_token": "forged"})
@@ -130,20 +185,154 @@ async def test_a_user_signs_out_their_other_sessions(client: httpx.AsyncClient) 
     assert "Sign out other sessions" not in page
 
 
-@pytest.mark.parametrize("sent", [None, "", "forged"])
-async def test_forms_without_the_sessions_csrf_token_are_refused(
-    visitor: Visitor, sent: str | None
+# -- CSRF and the form's body ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sent", [None, "", "forged", "other-nonce"])
+async def test_forms_without_the_right_csrf_token_are_refused(
+    visitor: Visitor, client: httpx.AsyncClient, database: Path, sent: str | None
 ) -> None:
     await visitor.token()
+    if sent == "other-nonce":
+        sent = await Visitor(client).token()  # a real token, of another browser's nonce
     form = {"name": "Mallory"} if sent is None else {"name": "Mallory", "csrf_token": sent}
     response = await visitor.go("POST", "/sign-in", form)
     assert response.status_code == 403
     assert "Hello" not in (await visitor.go("GET", "/")).text
+    assert rows(database) == 0
 
 
-async def test_a_form_from_a_browser_without_a_session_is_refused(visitor: Visitor) -> None:
-    response = await visitor.go("POST", "/sign-in", {"name": "Mallory", "csrf_token": ""})
-    assert response.status_code == 403
+async def test_a_token_from_before_sign_in_is_worthless_after_it(visitor: Visitor) -> None:
+    before = await visitor.token()
+    await visitor.go("POST", "/sign-in", {"name": "Ada", "csrf_token": before})
+    form = {"product": "fig", "quantity": "1", "csrf_token": before}
+    assert (await visitor.go("POST", "/cart", form)).status_code == 403
+
+
+class Upload:
+    """Calls the app's ASGI interface directly with a large body, counting the chunks the
+    app actually pulls from ``receive``."""
+
+    CHUNK = b"name=" + b"x" * 1019
+
+    def __init__(self, app: Any, chunks: int) -> None:
+        self.app, self.chunks, self.read = app, chunks, 0
+
+    async def post(self, path: str, headers: list[tuple[bytes, bytes]]) -> int:
+        started: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            self.read += 1
+            more = self.read < self.chunks
+            return {"type": "http.request", "body": self.CHUNK, "more_body": more}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.append(message["status"])
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "https",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"localhost"), *headers],
+            "client": ("127.0.0.1", 1),
+            "server": ("localhost", 443),
+        }
+        await self.app(scope, receive, send)
+        (status,) = started
+        return status
+
+
+FORM = (b"content-type", b"application/x-www-form-urlencoded")
+EIGHT_MIB = 8 * 1024
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "most_read"),
+    [
+        ("no-csrf-cookie", 403, 0),
+        ("cross-site", 403, 0),
+        ("declared-too-large", 413, 0),
+        ("not-a-form", 415, 0),
+        ("chunked-too-large", 413, MAX_FORM_BYTES // len(Upload.CHUNK) + 1),
+    ],
+)
+async def test_a_form_that_cannot_pass_is_refused_before_its_body_is_read(
+    visitor: Visitor, app: Starlette, case: str, status: int, most_read: int
+) -> None:
+    await visitor.token()
+    cookie = (b"cookie", f"{CSRF}={visitor.cookies[CSRF]}".encode())
+    length = (b"content-length", str(EIGHT_MIB * len(Upload.CHUNK)).encode())
+    headers = {
+        "no-csrf-cookie": [FORM, length],
+        "cross-site": [FORM, length, cookie, (b"sec-fetch-site", b"cross-site")],
+        "declared-too-large": [FORM, length, cookie],
+        "not-a-form": [(b"content-type", b"multipart/form-data; boundary=x"), length, cookie],
+        "chunked-too-large": [FORM, cookie],
+    }[case]
+    upload = Upload(app, chunks=EIGHT_MIB)
+    assert await upload.post("/sign-in", headers) == status
+    assert upload.read <= most_read
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("name=Ada&a=1&b=2&c=3&d=4", 413),  # five fields
+        ("name=Ada&name=Eve", 400),  # sent twice
+        ("name=%FF", 400),  # not UTF-8
+        ("name", 400),  # no '='
+        ("name=" + "x" * MAX_FORM_BYTES, 413),
+    ],
+)
+async def test_malformed_or_oversized_forms_are_refused(
+    visitor: Visitor, body: str, status: int
+) -> None:
+    token = await visitor.token()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    content = f"csrf_token={token}&{body}"
+    cookie = {"cookie": f"{CSRF}={visitor.cookies[CSRF]}"}
+    response = await visitor.client.post("/sign-in", content=content, headers=headers | cookie)
+    assert response.status_code == status
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    "quantity",
+    ["\u00b2", "\u0663", "\uff13", "0", "100", "-1", " 5", "5 ", "1e2", "0x10", "", "9" * 1000],
+    ids=lambda value: ascii(value)[:20],
+)
+async def test_a_quantity_is_ascii_digits_from_1_to_99_else_400(
+    client: httpx.AsyncClient, quantity: str
+) -> None:
+    ada = await signed_in_visitor(client, "Ada")
+    token = await ada.token()
+    form = {"product": "pear", "quantity": quantity, "csrf_token": token}
+    response = await ada.go("POST", "/cart", form)
+    assert response.status_code == 400
+    assert "quantity from 1 to 99" in response.text
+    assert "Your cart is empty." in (await ada.go("GET", "/")).text
+
+
+async def test_five_thousand_digits_are_refused_by_the_body_cap(client: httpx.AsyncClient) -> None:
+    ada = await signed_in_visitor(client, "Ada")
+    form = {"product": "pear", "quantity": "9" * 5000, "csrf_token": await ada.token()}
+    assert (await ada.go("POST", "/cart", form)).status_code == 413
+
+
+@pytest.mark.parametrize("name", ["", " ", "a\x00b", "tab\there", "x" * 41])
+async def test_a_bad_name_is_a_400(visitor: Visitor, database: Path, name: str) -> None:
+    token = await visitor.token()
+    response = await visitor.go("POST", "/sign-in", {"name": name, "csrf_token": token})
+    assert response.status_code == 400
+    assert "Please enter a name." in response.text
+    assert rows(database) == 0
 
 
 async def test_names_are_escaped(visitor: Visitor) -> None:
@@ -152,6 +341,39 @@ async def test_names_are_escaped(visitor: Visitor) -> None:
     page = (await visitor.go("GET", "/")).text
     assert "Hello, &lt;b&gt;Ada&lt;/b&gt;" in page
     assert "<b>Ada" not in page
+
+
+# -- headers ------------------------------------------------------------------------------
+
+
+async def test_every_response_carries_the_security_headers(client: httpx.AsyncClient) -> None:
+    ada = await signed_in_visitor(client, "Ada")
+    token = await ada.token()
+    responses = [
+        await Visitor(client).go("GET", "/"),
+        await ada.go("GET", "/"),
+        await ada.go("GET", "/session"),
+        await ada.go("POST", "/cart", {"product": "fig", "quantity": "1", "csrf_token": token}),
+        await ada.go("POST", "/cart", {"product": "fig", "quantity": "²", "csrf_token": token}),
+        await ada.go("POST", "/cart", {"csrf_token": "forged"}),
+    ]
+    assert [response.status_code for response in responses] == [200, 200, 200, 303, 400, 403]
+    style = re.search(r"<style>(.*?)</style>", responses[0].text, flags=re.DOTALL)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    for response in responses:
+        headers = response.headers
+        assert headers["content-security-policy"] == (
+            f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "same-origin"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers.get_list("cache-control") == ["no-store"]
+
+
+# -- start-up, the command, PostgreSQL ----------------------------------------------------
 
 
 async def test_the_database_is_migrated_on_start(tmp_path: Path) -> None:
@@ -170,3 +392,39 @@ def test_the_demo_command_defaults_to_localhost_8000() -> None:
     assert (args.host, args.port, args.url) == ("127.0.0.1", 8000, None)
     args = build_parser().parse_args(["demo", "--host", "0.0.0.0", "--port", "9000", "--url", "x"])
     assert (args.host, args.port, args.url) == ("0.0.0.0", 9000, "x")
+
+
+def test_the_demo_command_runs_on_a_fresh_postgresql_database(tmp_path: Path) -> None:
+    with fresh_postgres_database() as url:
+
+        def command(port: int) -> list[str]:
+            program = "import sys; from typed_session_sql.cli import main; sys.exit(main())"
+            return [sys.executable, "-c", program, "demo", "--port", str(port), "--url", url]
+
+        with serve(command, cwd=tmp_path) as server, httpx.Client(base_url=server.url) as web:
+            page = web.get("/")
+            token = TOKEN.search(page.text)
+            assert token is not None
+            nonce = page.headers["set-cookie"].split(";")[0]
+            form = {"name": "Ada", "csrf_token": token.group(1)}
+            signed_in = web.post("/sign-in", data=form, headers={"cookie": nonce})
+            assert signed_in.status_code == 303
+            set_cookies = signed_in.headers.get_list("set-cookie")
+            assert [header.split("=")[0] for header in set_cookies] == [CSRF, SESSION]
+    assert "Traceback" not in server.text
+
+
+def test_nox_demo_installs_the_postgres_extra() -> None:
+    # `nox -s demo -- --url postgresql+asyncpg://...` needs asyncpg in the demo's venv.
+    tree = ast.parse((REPOSITORY / "noxfile.py").read_text())
+    (demo,) = [
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "demo"
+    ]
+    installs = [
+        argument.value
+        for node in ast.walk(demo)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "install"
+        for argument in node.args
+        if isinstance(argument, ast.Constant)
+    ]
+    assert ".[demo,postgres]" in installs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import types
@@ -20,8 +21,8 @@ PRODUCTION_BACKEND = 'SqlBackend.from_url("postgresql+asyncpg://app@db/app")'
 def python_blocks() -> list[str]:
     text = DOC.read_text().replace(PRODUCTION_BACKEND, "MemoryBackend()")
     text = text.replace(
-        "from typed_session_sql import Session,",
-        "from typed_session_sql import MemoryBackend, Session,",
+        "from typed_session_sql import SessionStore,",
+        "from typed_session_sql import MemoryBackend, SessionStore,",
     )
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
@@ -56,8 +57,86 @@ async def test_each_frameworks_example_serves_a_session(
     assert response.headers["set-cookie"].startswith("__Host-id=")
 
 
+def example(namespace: dict[str, Any], marker: str) -> dict[str, Any]:
+    """Run the one block containing ``marker`` on top of ``namespace``."""
+    (block,) = [block for block in python_blocks() if marker in block]
+    exec(block, namespace)
+    return namespace
+
+
+def test_the_websocket_example_reads_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    namespace = example(namespace_for("starlette", monkeypatch), "WebSocketRoute")
+    store, cart = namespace["store"], namespace["Cart"]
+    with TestClient(namespace["app"]) as client:
+        assert client.portal is not None  # entered: the app's event loop
+        session = client.portal.call(store.save, store.new(cart(items=["fig", "pear"])))
+        headers = {"cookie": f"__Host-id={session.value}"}
+        with client.websocket_connect("/feed", headers=headers) as socket:
+            assert socket.receive_text() == "2 items in your cart"
+
+
+async def test_the_request_session_example_saves_request_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    namespace = example(namespace_for("starlette", monkeypatch), "request_session=True")
+    transport = httpx.ASGITransport(app=namespace["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        response = await client.get("/remember")
+    assert response.status_code == 303
+    value = response.headers["set-cookie"].split(";")[0].removeprefix("__Host-id=")
+    session = await namespace["web_store"].load(value)
+    assert session.data == {"next": "/cart"}
+
+
 def test_the_custom_error_response_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     namespace = namespace_for("starlette", monkeypatch)
     (block,) = [block for block in python_blocks() if "def error_response" in block]
     exec(block, namespace)
     assert namespace["error_response"] is not None
+
+
+# -- docs/testing.md ----------------------------------------------------------------------
+
+TESTING_DOC = DOC.parent / "testing.md"
+
+
+def run_the_testing_doc(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every python block of docs/testing.md, in order, run as one module."""
+    module = types.ModuleType("docs_testing")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    blocks = re.findall(r"```python\n(.*?)```", TESTING_DOC.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 4
+    exec("\n".join(blocks), module.__dict__)
+    return module.__dict__
+
+
+def doc_tests(namespace: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in namespace.items() if name.startswith("test_")}
+
+
+def test_the_testing_docs_sync_tests_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    tests = doc_tests(run_the_testing_doc(monkeypatch))
+    sync = {name: test for name, test in tests.items() if not inspect.iscoroutinefunction(test)}
+    assert sorted(sync) == [
+        "test_a_signed_in_user_sees_their_cart",
+        "test_litestar_signed_in",
+        "test_the_cart_keeps_its_items",
+    ]
+    for test in sync.values():
+        test()
+
+
+async def test_the_testing_docs_async_test_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    tests = doc_tests(run_the_testing_doc(monkeypatch))
+    await tests["test_with_httpx"]()
+
+
+def test_the_testing_docs_tests_fail_without_the_jar(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The problem the page starts with is real: without the jar, the second POST sees an
+    # empty session again.
+    namespace = run_the_testing_doc(monkeypatch)
+    namespace["SessionJar"] = lambda client, store: None
+    with pytest.raises(AssertionError):
+        namespace["test_the_cart_keeps_its_items"]()

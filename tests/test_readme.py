@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import runpy
 from pathlib import Path
-from typing import Any
 
+import httpx
 import pytest
 
-pytestmark = pytest.mark.anyio
+from tests.e2e.server import fresh_postgres_database, serve, uvicorn
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -23,25 +23,44 @@ def test_first_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "ada Cart(items=[1, 2])" in capsys.readouterr().out
 
 
-async def test_web_app_example_serves_a_session(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import httpx
+def web_example() -> str:
+    """The "In a web app" example, exactly as README.md has it."""
+    section = README.read_text().split("## In a web app", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    return str(block)
 
-    monkeypatch.setenv("TYPED_SESSION_SQL_URL", f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    (snippet,) = [block for block in blocks if "FastAPI()" in block]
-    script = tmp_path / "web_example.py"
-    script.write_text(snippet)
-    namespace: dict[str, Any] = runpy.run_path(str(script))
-    backend = namespace["store"].backend
-    await backend.create_schema()
-    transport = httpx.ASGITransport(app=namespace["app"])
-    # https: the default cookie is __Host- (Secure); httpx keeps it only for a secure origin.
-    async with httpx.AsyncClient(transport=transport, base_url="https://app.test") as client:
-        assert (await client.post("/cart")).json() == {"items": 1}
-        assert (await client.post("/cart")).json() == {"items": 2}
-    await backend.dispose()
+
+def post_twice_sharing_the_session(url: str) -> list[object]:
+    """What ``curl -c jar -b jar -X POST URL/cart`` twice does: the cookie of the first
+    answer goes back with the second (curl and browsers send Secure cookies to localhost)."""
+    with httpx.Client(base_url=url) as client:
+        first = client.post("/cart")
+        cookie = first.headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("__Host-id=")
+        client.cookies.clear()
+        second = client.post("/cart", headers={"cookie": cookie})
+    return [first.json(), second.json()]
+
+
+def test_the_web_example_runs_as_a_reader_runs_it(tmp_path: Path) -> None:
+    # A fresh directory, main.py as written, `uvicorn main:app`: the lifespan migrates the
+    # new SQLite file, and two requests share a session.
+    (tmp_path / "main.py").write_text(web_example())
+    with serve(uvicorn("main:app"), cwd=tmp_path) as server:
+        assert post_twice_sharing_the_session(server.url) == [{"items": 1}, {"items": 2}]
+    assert (tmp_path / "sessions.db").exists()
+    assert "Traceback" not in server.text
+    assert "WARNING" not in server.text
+
+
+def test_the_web_example_runs_on_a_fresh_postgresql_database(tmp_path: Path) -> None:
+    example = web_example()
+    assert '"sqlite+aiosqlite:///sessions.db"' in example
+    with fresh_postgres_database() as url:
+        (tmp_path / "main.py").write_text(example.replace("sqlite+aiosqlite:///sessions.db", url))
+        with serve(uvicorn("main:app"), cwd=tmp_path) as server:
+            assert post_twice_sharing_the_session(server.url) == [{"items": 1}, {"items": 2}]
+    assert "Traceback" not in server.text
 
 
 def test_cleanup_examples_call_purge_with_valid_options() -> None:

@@ -1,35 +1,45 @@
-"""Sessions for any ASGI app: a pure ASGI middleware and ``get_session``.
+"""Sessions for any ASGI app: a pure ASGI middleware, ``get_session`` and ``store.session``.
 
-Read top to bottom, a request goes like this. The middleware puts a lazy slot in the
-scope and calls the app. Nothing is read until the handler awaits ``get_session``: only
-then is the ``Cookie`` header searched (exact byte match on the name, two matches mean no
-session) and the store asked, and only if there was a cookie. When the app starts its
-response, the middleware saves the session (unless the status is 5xx), adds the
-``Set-Cookie`` the save asks for, ``Cache-Control: no-store`` with it, and ``Vary: Cookie``,
-and only then lets the response start. A save that loses a race or a store that is down
-replaces the response with a short 409 or 503 that carries no session cookie.
+Read top to bottom, an HTTP request goes like this. The middleware puts a lazy slot in the
+scope and calls the app. Nothing is read until the handler awaits ``store.session`` (or
+``get_session``): only then is the ``Cookie`` header searched (exact byte match on the name,
+two matches mean no session) and the store asked, and only if there was a cookie. When the
+app starts its response, the middleware saves the session (unless the status is 5xx), adds
+the ``Set-Cookie`` the save asks for, ``Cache-Control: no-store`` with it, and
+``Vary: Cookie``, and only then lets the response start. A save that loses a race or a
+store that fails replaces the response with a short 409, 503 or 500 that carries no session
+cookie: the browser may already hold a newer one from the request that won. Once that
+error response is out, the request is finished.
+
+A WebSocket connection gets its session the same way, from the handshake's cookie, but
+read-only: nothing can carry a new cookie to the browser over the connection.
+
+With ``request_session=True`` the session's data, a dict, is also ``scope["session"]``,
+which is what ``request.session`` reads in Starlette (and so Authlib, sqladmin and
+starlette-admin).
 
 No framework is imported here: Starlette, FastAPI and Litestar apps all work through the
-scope alone.
+scope alone. Store failures are logged once, by the store, where they happen; only the
+errors the store does not report are logged here.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, get_origin
 
 import anyio
 
 from typed_session_sql.commands import DeleteCookie, SaveResult, SetCookie
+from typed_session_sql.cookies import CookieSettings, Headers
 from typed_session_sql.errors import (
     SessionConflictError,
-    SessionDeletedError,
     SessionError,
+    SessionTableMissingError,
     StoreUnavailableError,
+    describe_error,
 )
 from typed_session_sql.events import EventKind, emit
 from typed_session_sql.session import Session
@@ -37,7 +47,15 @@ from typed_session_sql.session import Session
 if TYPE_CHECKING:
     from typed_session_sql.store import SessionStore
 
-__all__ = ["CookieSettings", "SessionMiddleware", "default_error_response", "get_session"]
+__all__ = [
+    "CookieSettings",
+    "SessionAccessor",
+    "SessionMiddleware",
+    "default_error_response",
+    "get_session",
+]
+
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,117 +67,29 @@ ASGIApp = Callable[..., Awaitable[None]]
 ErrorResponse = Callable[[Scope, SessionError], ASGIApp]
 """Makes the response that replaces the app's when the session cannot be saved or loaded."""
 
-Headers = list[tuple[bytes, bytes]]
-
 SCOPE_KEY = "typed_session_sql.session"
-"""Where the middleware keeps the request's session slot in the ASGI scope."""
+"""Where the middleware keeps the connection's session slot in the ASGI scope."""
 
 logger = logging.getLogger("typed_session_sql")
 
-# RFC 6265 cookie-name is an RFC 9110 token.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Path and Domain attribute values: printable ASCII without ';'.
-_ATTRIBUTE_VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]+")
 _NO_EXPIRY_MAX_AGE = 400 * 24 * 3600  # 400 days: the cap browsers apply (RFC 6265bis)
-
-
-@dataclass(frozen=True, slots=True)
-class CookieSettings:
-    """How the session cookie is named and sent. Checked when made: settings that a browser
-    would refuse, or that weaken the cookie's prefix, raise ValueError."""
-
-    name: str = "__Host-id"
-    """The cookie's name. Generic on purpose: it does not name the library. The ``__Host-``
-    prefix makes browsers insist on Secure, Path=/ and no Domain, so a sibling subdomain
-    cannot plant ("toss") a session cookie for this host."""
-
-    secure: bool = True
-    """Send only over HTTPS. Browsers treat http://localhost as secure, so local development
-    works with the default."""
-
-    http_only: bool = True
-    """Hide the cookie from JavaScript, so an XSS bug cannot read the session id."""
-
-    same_site: Literal["lax", "strict", "none"] = "lax"
-    """Cross-site sending: "lax" (the default) withholds it from cross-site subrequests and
-    POSTs; "none" requires ``secure``. Defence in depth only: the app still needs CSRF tokens."""
-
-    path: str = "/"
-    """The URL path the cookie is sent for; must be "/" with a ``__Host-`` name."""
-
-    domain: str | None = None
-    """None makes a host-only cookie (the safe default). A domain shares the cookie with its
-    subdomains; not allowed with a ``__Host-`` name."""
-
-    persistent: bool = False
-    """False sends a browser-session cookie (no Max-Age: it goes when the browser closes).
-    True sends Max-Age bounded by the session's expiry, and re-sends it when the expiry moves."""
-
-    def __post_init__(self) -> None:
-        if not _TOKEN.fullmatch(self.name):
-            raise ValueError(f"CookieSettings.name {self.name!r} is not a valid cookie name")
-        if self.same_site not in ("lax", "strict", "none"):
-            raise ValueError(
-                f"CookieSettings.same_site must be lax, strict or none, not {self.same_site!r}"
-            )
-        if not self.path.startswith("/") or not _ATTRIBUTE_VALUE.fullmatch(self.path):
-            raise ValueError(f"CookieSettings.path must be an absolute URL path, not {self.path!r}")
-        if self.domain is not None and not _ATTRIBUTE_VALUE.fullmatch(self.domain):
-            raise ValueError(f"CookieSettings.domain {self.domain!r} is not a valid domain")
-        prefixed = self.name.startswith(("__Host-", "__Secure-"))
-        if prefixed and not self.secure:
-            raise ValueError(f"a cookie named {self.name!r} needs secure=True")
-        if self.name.startswith("__Host-") and (self.domain is not None or self.path != "/"):
-            raise ValueError(f"a cookie named {self.name!r} needs path='/' and no domain")
-        if self.same_site == "none" and not self.secure:
-            raise ValueError("same_site='none' needs secure=True")
-
-    def _attributes(self) -> str:
-        parts = [f"Path={self.path}"]
-        if self.domain is not None:
-            parts.append(f"Domain={self.domain}")
-        if self.secure:
-            parts.append("Secure")
-        if self.http_only:
-            parts.append("HttpOnly")
-        parts.append(f"SameSite={self.same_site.capitalize()}")
-        return "; ".join(parts)
-
-    def set_cookie(self, value: str, max_age: int | None) -> bytes:
-        """The ``Set-Cookie`` header value that gives the client this session id."""
-        age = "" if max_age is None else f"; Max-Age={max_age}"
-        return f"{self.name}={value}{age}; {self._attributes()}".encode("latin-1")
-
-    def delete_cookie(self) -> bytes:
-        """The ``Set-Cookie`` header value that removes the cookie: same name and attributes,
-        or a browser keeps a ``__Host-`` cookie."""
-        expired = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        return f"{self.name}=; {expired}; {self._attributes()}".encode("latin-1")
-
-    def find(self, headers: Headers) -> tuple[str | None, int]:
-        """The cookie's value in the request's raw ``Cookie`` headers, and how many cookies
-        bore its name. The name must match byte for byte: no percent-decoding, no Unicode
-        trimming, no case folding; only the ASCII spaces around each pair are dropped."""
-        wanted = self.name.encode("ascii")
-        found: list[bytes] = []
-        for header, value in headers:
-            if header != b"cookie":
-                continue
-            for pair in value.split(b";"):
-                name, equals, cookie_value = pair.strip(b" \t").partition(b"=")
-                if equals and name == wanted:
-                    found.append(cookie_value)
-        if len(found) != 1:
-            return None, len(found)
-        return found[0].decode("latin-1"), 1
+_TRY_AGAIN_LATER = 1013  # WebSocket close code: the store is down, as a 503 says for HTTP
 
 
 def default_error_response(scope: Scope, error: SessionError) -> ASGIApp:
-    """A short plain-text 409 (lost race or deleted session), 503 (store down) or 500."""
+    """A short plain-text 409 (lost race or session deleted meanwhile), 503 (store down,
+    with ``Retry-After``) or 500 (the session table is missing, or the session could not be
+    saved: too large, unencodable, refused by the database)."""
+    retry = False
     if isinstance(error, SessionConflictError):
         status, text = 409, "The session was changed by another request. Please try again."
+    elif isinstance(error, SessionTableMissingError):
+        # Not transient: it lasts until someone migrates, so no Retry-After. The store has
+        # logged it at ERROR with the command that fixes it.
+        status, text = 500, "Sessions are not available on this server."
     elif isinstance(error, StoreUnavailableError):
-        status, text = 503, "Sessions are unavailable right now. Please try again shortly."
+        status, retry = 503, True
+        text = "Sessions are unavailable right now. Please try again shortly."
     else:
         status, text = 500, "The session could not be saved."
     body = (text + "\n").encode()
@@ -169,7 +99,7 @@ def default_error_response(scope: Scope, error: SessionError) -> ASGIApp:
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
         ]
-        if status == 503:
+        if retry:
             headers.append((b"retry-after", b"5"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -178,16 +108,34 @@ def default_error_response(scope: Scope, error: SessionError) -> ASGIApp:
 
 
 class _Slot:
-    """One request's session: loaded on first use, saved once when the response starts."""
+    """One connection's session: loaded on first use, saved once when the response starts
+    (never, for a WebSocket). ``outer`` is the slot of an enclosing middleware, if any."""
 
-    __slots__ = ("_lock", "closed", "cookie", "error", "had_cookie", "headers", "session", "store")
+    __slots__ = (
+        "_lock",
+        "closed",
+        "cookie",
+        "error",
+        "had_cookie",
+        "headers",
+        "outer",
+        "session",
+        "store",
+    )
 
-    def __init__(self, store: SessionStore[Any], cookie: CookieSettings, headers: Headers) -> None:
+    def __init__(
+        self,
+        store: SessionStore[Any],
+        cookie: CookieSettings,
+        headers: Headers,
+        outer: _Slot | None,
+    ) -> None:
         self.store = store
         self.cookie = cookie
         self.headers = headers
+        self.outer = outer
         self.session: Session[Any] | None = None
-        self.error: SessionError | None = None
+        self.error: StoreUnavailableError | None = None
         self.had_cookie = False  # the request named a session, valid or not
         self.closed = False
         self._lock = anyio.Lock()
@@ -208,21 +156,27 @@ class _Slot:
         try:
             loaded = await self.store.load(value) if value else None
         except StoreUnavailableError as error:
-            self.error = error
+            self.error = error  # so a 5xx the app makes of it becomes our 503 (or 500)
             raise
         return loaded if loaded is not None else self.store.new()
 
 
 class SessionMiddleware:
-    """Gives each HTTP request a lazily loaded session, saved before the response starts.
+    """Gives each HTTP request a lazily loaded session, saved before the response starts,
+    and each WebSocket connection a read-only one.
 
     Args:
         app: the ASGI app to wrap.
         store: where sessions are loaded from and saved to.
         cookie: the cookie's name and attributes.
         error_response: makes the response sent instead of the app's when the session
-            cannot be saved (409 on a lost race, 503 when the store is down); it must not
-            set the session cookie.
+            cannot be loaded or saved (409 on a lost race, 503 when the store is down, 500
+            otherwise); it must not set the session cookie.
+        request_session: also expose the session's data as ``scope["session"]``, the dict
+            Starlette's ``request.session`` returns, for libraries written against
+            Starlette's own sessions (Authlib, sqladmin, starlette-admin). The store's data
+            type must be ``dict``. The session is then loaded before the app runs, when the
+            request carries the cookie (``request.session`` cannot wait for the database).
     """
 
     def __init__(
@@ -231,43 +185,101 @@ class SessionMiddleware:
         store: SessionStore[Any],
         cookie: CookieSettings | None = None,
         error_response: ErrorResponse = default_error_response,
+        request_session: bool = False,
     ) -> None:
+        if request_session and not _is_dict_type(store.data_type):
+            raise TypeError(
+                "request_session=True needs a store of dicts, e.g. SessionStore(dict, backend); "
+                f"this store keeps {store.data_type!r}"
+            )
         self.app = app
         self.store = store
         self.cookie = cookie if cookie is not None else CookieSettings()
         self.error_response = error_response
+        self.request_session = request_session
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        slot = _Slot(self.store, self.cookie, scope["headers"])
-        scope[SCOPE_KEY] = slot
-        replaced = False  # the app's response was swapped for an error response
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slot = self._install(scope)
+        answered = False  # the app's response was replaced by an error response
 
         async def send_with_session(message: Message) -> None:
-            nonlocal replaced
-            if replaced:
+            nonlocal answered
+            if answered:
                 return  # the rest of the app's response: dropped
             if message["type"] == "http.response.start":
-                error = await self._commit(slot, message)
+                error = await self._commit(slot, scope, message)
                 if error is not None:
-                    replaced = True
+                    answered = True
                     await self._send_error(scope, receive, send, error)
                     return
             await send(message)
 
         try:
+            if self.request_session:
+                scope["session"] = (await slot.get()).data
             await self.app(scope, receive, send_with_session)
         except SessionError as error:
+            if answered:
+                return  # a framework re-raised what we already answered: the request is done
+            if slot.closed:
+                raise  # the app's own response went out first: too late to answer
             # The handler let a session error through before responding: answer it here, so
             # no framework turns it into a traceback page.
-            if slot.closed:
-                raise
             slot.closed = True
             await self._send_error(scope, receive, send, error)
 
-    async def _commit(self, slot: _Slot, message: Message) -> SessionError | None:
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slot = self._install(scope)
+        closed = refused = False  # websocket.close went out; the changes were refused
+
+        def refuse_changes() -> None:
+            nonlocal refused
+            session = slot.session
+            if not refused and session is not None and (session.is_changed or session.is_deleted):
+                refused = True  # once: a framework closing the socket after it is no news
+                raise RuntimeError(
+                    "a session cannot be saved from a WebSocket: no cookie can reach the "
+                    "browser over the connection, so the changes were discarded; change the "
+                    "session in an HTTP request instead"
+                )
+
+        async def send_read_only(message: Message) -> None:
+            nonlocal closed
+            if message["type"] == "websocket.close":
+                refuse_changes()  # raised in the handler's close: the traceback points there
+                closed = True
+                if slot.error is not None:  # the app gave up because the store did: say so
+                    message = {**message, "code": _TRY_AGAIN_LATER}
+            await send(message)
+
+        try:
+            if self.request_session:
+                scope["session"] = (await slot.get()).data
+            await self.app(scope, receive, send_read_only)
+        except StoreUnavailableError:
+            # Logged by the store. Close as "try again later" (a refused handshake before
+            # accept) instead of handing the server a traceback.
+            if not closed:
+                await send({"type": "websocket.close", "code": _TRY_AGAIN_LATER})
+            return
+        finally:
+            slot.closed = True
+        refuse_changes()
+
+    def _install(self, scope: Scope) -> _Slot:
+        slot = _Slot(self.store, self.cookie, scope["headers"], outer=scope.get(SCOPE_KEY))
+        scope[SCOPE_KEY] = slot
+        return slot
+
+    async def _commit(self, slot: _Slot, scope: Scope, message: Message) -> SessionError | None:
         """Save the session and put its headers on ``message``; or return why it failed."""
         slot.closed = True
         session = slot.session
@@ -279,6 +291,8 @@ class SessionMiddleware:
         headers: Headers = list(message.get("headers", []))
         _add_vary_cookie(headers)
         if status < 500:
+            if self.request_session:
+                _take_request_session(session, scope)
             try:
                 result = await self.store.save(session)
             except SessionError as error:
@@ -312,19 +326,21 @@ class SessionMiddleware:
     async def _send_error(
         self, scope: Scope, receive: Receive, send: Send, error: SessionError
     ) -> None:
+        # The store has already reported outages (WARNING), a missing table (ERROR) and lost
+        # races (INFO) as events; what is left is news.
         if not isinstance(error, StoreUnavailableError | SessionConflictError):
-            logger.error("session error answered with a 500: %s", type(error).__name__)
+            logger.error("session error answered with a 500: %s", describe_error(error))
+        # No Set-Cookie at all: not even a deletion. A lost race's winner (a sign-in in
+        # another tab) may have just given the browser a newer cookie; a dead id is harmless.
         extra: Headers = [(b"vary", b"Cookie"), (b"cache-control", b"no-store")]
-        if isinstance(error, SessionDeletedError):
-            extra.append((b"set-cookie", self.cookie.delete_cookie()))  # signed out meanwhile
 
-        async def send_with_extra(message: Message) -> None:
+        async def send_without_cookies(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"set-cookie"]
                 message["headers"] = kept + extra
             await send(message)
 
-        await self.error_response(scope, error)(scope, receive, send_with_extra)
+        await self.error_response(scope, error)(scope, receive, send_without_cookies)
 
 
 def _add_vary_cookie(headers: Headers) -> None:
@@ -337,40 +353,108 @@ def _add_vary_cookie(headers: Headers) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
+def _is_dict_type(data_type: object) -> bool:
+    origin = get_origin(data_type) or data_type
+    return isinstance(origin, type) and issubclass(origin, dict)
+
+
+def _take_request_session(session: Session[Any], scope: Scope) -> None:
+    """Follow what the app did to ``scope["session"]``: a new dict replaces the data; none
+    (Litestar's ``clear_session``) deletes the session. Mutations are seen by the save."""
+    current = scope.get("session")
+    if current is session.data or session.is_deleted:
+        return
+    if isinstance(current, dict):
+        session.data = current
+    else:
+        session.delete()
+
+
+# -- getting the session in a handler ----------------------------------------------------
+
+
 class _HasScope(Protocol):
     @property
     def scope(self) -> Mapping[str, Any]: ...
 
 
-class _GetSession:
-    """``await get_session(request)``: the request's session, loaded on first use.
+def _slot_of(connection: _HasScope, store: SessionStore[Any] | None) -> _Slot:
+    """The connection's slot: the innermost middleware's, or the one of ``store``."""
+    slot = connection.scope.get(SCOPE_KEY)
+    if not isinstance(slot, _Slot):
+        raise RuntimeError(
+            "no session for this request: wrap the app in SessionMiddleware "
+            "(sessions are for HTTP requests and WebSocket connections)"
+        )
+    if store is None:
+        return slot
+    found: _Slot | None = slot
+    while found is not None and found.store is not store:
+        found = found.outer
+    if found is None:
+        raise RuntimeError(f"no SessionMiddleware with {store!r} wraps this request")
+    return found
 
-    ``request`` is anything with an ASGI ``.scope`` of an HTTP request: a Starlette or
-    FastAPI ``Request``, a Litestar ``Request``. In FastAPI, use it as a dependency:
-    ``session: Annotated[Session[Cart], Depends(get_session)]``.
+
+def _connection_signature() -> inspect.Signature | None:
+    """``(request: HTTPConnection) -> Session``: FastAPI injects the request (or WebSocket)
+    into a dependency by the parameter's annotation, so it must see Starlette's class. It is
+    imported only when someone asks, never when this module is imported."""
+    try:
+        from starlette.requests import HTTPConnection
+    except ImportError:
+        return None
+    parameter = inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
+    )
+    return inspect.Signature([parameter], return_annotation=Session)
+
+
+class SessionAccessor(Generic[T]):
+    """``await store.session(request)``: the request's ``Session[T]``, loaded on first use.
+
+    Made by :attr:`SessionStore.session`; typed by the store, so a wrong annotation is a
+    type error. ``request`` is anything with an ASGI ``.scope`` (a Starlette or FastAPI
+    ``Request`` or ``WebSocket``, a Litestar ``Request``). In FastAPI it is a dependency:
+    ``Annotated[Session[Cart], Depends(store.session)]``.
     """
 
-    async def __call__(self, request: _HasScope) -> Session[Any]:
-        slot = request.scope.get(SCOPE_KEY)
-        if not isinstance(slot, _Slot):
-            raise RuntimeError(
-                "no session for this request: wrap the app in SessionMiddleware "
-                "(sessions are for HTTP requests only)"
-            )
-        return await slot.get()
+    __slots__ = ("store",)
+
+    def __init__(self, store: SessionStore[T]) -> None:
+        self.store = store
+
+    async def __call__(self, request: _HasScope) -> Session[T]:
+        return await _slot_of(request, self.store).get()
 
     @property
     def __signature__(self) -> inspect.Signature:
-        # FastAPI injects the request into a dependency by the parameter's annotation, so it
-        # must see Starlette's class; it is imported only when someone asks, never at import.
-        try:
-            from starlette.requests import HTTPConnection
-        except ImportError:
-            return inspect.signature(self.__call__)
-        parameter = inspect.Parameter(
-            "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
-        )
-        return inspect.Signature([parameter], return_annotation=Session)
+        return _connection_signature() or inspect.signature(self.__call__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionAccessor) and other.store is self.store
+
+    def __hash__(self) -> int:
+        return hash((SessionAccessor, id(self.store)))
+
+    def __repr__(self) -> str:
+        return f"{self.store!r}.session"
+
+
+class _GetSession:
+    """``await get_session(request)``: the request's session, loaded on first use, from the
+    innermost :class:`SessionMiddleware`.
+
+    Typed ``Session[Any]``: prefer ``store.session``, which knows the data type. This one
+    is for code that has no store at hand. In FastAPI it is a dependency too.
+    """
+
+    async def __call__(self, request: _HasScope) -> Session[Any]:
+        return await _slot_of(request, None).get()
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return _connection_signature() or inspect.signature(self.__call__)
 
     def __repr__(self) -> str:
         return "get_session"

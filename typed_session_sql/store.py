@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
@@ -43,6 +43,9 @@ from typed_session_sql.events import EventHook, EventKind, emit
 from typed_session_sql.expiry import ExpiryPolicy
 from typed_session_sql.purge import BatchHook, purge_pass
 from typed_session_sql.session import Session, as_utc
+
+if TYPE_CHECKING:
+    from typed_session_sql.asgi import SessionAccessor
 
 T = TypeVar("T")
 
@@ -456,6 +459,15 @@ class SessionStore(Generic[T]):
 
     def __repr__(self) -> str:
         return f"SessionStore({self.data_type!r}, {self.backend!r}, expiry={self.expiry!r})"
+
+    @property
+    def session(self) -> SessionAccessor[T]:
+        """The current request's session, typed by this store: ``await store.session(request)``
+        in a handler, ``Depends(store.session)`` in FastAPI. Needs
+        :class:`~typed_session_sql.asgi.SessionMiddleware` with this store around the app."""
+        from typed_session_sql.asgi import SessionAccessor  # the web layer, loaded when used
+
+        return SessionAccessor(self)
 
 
 class _FreshIds:

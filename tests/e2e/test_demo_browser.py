@@ -1,24 +1,26 @@
 """The demo in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
 Starts ``typed-session-sql demo`` with uvicorn in a subprocess on a free port and a fresh
-SQLite file, then signs in, reloads, fills the cart and signs out, checking the cookie jar
-at every step. Skips when /usr/bin/chromium is missing, unless
-``TYPED_SESSION_SQL_REQUIRE_BROWSER=1`` (CI), where it fails instead.
+SQLite file, then looks around anonymously, signs in, reloads, fills the cart and signs
+out, checking the cookie jar, the stored rows and the security headers at every step, and
+that the Content-Security-Policy blocks nothing the page needs. Skips when
+/usr/bin/chromium is missing, unless ``TYPED_SESSION_SQL_REQUIRE_BROWSER=1`` (CI), where it
+fails instead.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
+import sqlite3
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.e2e.server import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -31,8 +33,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STARTUP_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
-
 pytestmark = pytest.mark.browser
 
 
@@ -45,55 +45,46 @@ def require_chromium() -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
 
 
 @pytest.fixture
-def demo_url(tmp_path: Path) -> Iterator[str]:
+def demo_url(tmp_path: Path, database: Path) -> Iterator[str]:
     """The running demo's base URL; the server stops when the test ends."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from typed_session_sql.cli import main; sys.exit(main())",
-        "demo",
-        "--port",
-        str(port),
-        "--url",
-        f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}",
-    ]
-    server = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(STARTUP_TIMEOUT, server.kill)
-    watchdog.start()
-    log: list[str] = []
-    assert server.stderr is not None
-    for line in server.stderr:  # uvicorn says when it listens; no polling, no sleeping
-        log.append(line)
-        if "Application startup complete" in line:
-            break
-    watchdog.cancel()
-    if server.poll() is not None:
-        pytest.fail("the demo did not start:\n" + "".join(log))
-    drain = threading.Thread(target=lambda: log.extend(server.stderr or ()), daemon=True)
-    drain.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        drain.join(timeout=30)
-    assert not any("Traceback" in line for line in log), "".join(log)
+
+    def command(port: int) -> list[str]:
+        program = "import sys; from typed_session_sql.cli import main; sys.exit(main())"
+        url = f"sqlite+aiosqlite:///{database}"
+        return [sys.executable, "-c", program, "demo", "--port", str(port), "--url", url]
+
+    with serve(command, cwd=tmp_path) as server:
+        yield server.url
+    assert "Traceback" not in server.text, server.text
+
+
+def rows(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        count: int = db.execute("SELECT count(*) FROM typed_sessions").fetchone()[0]
+        return count
+
+
+def cookie_names(context: Any) -> list[str]:
+    return sorted(cookie["name"] for cookie in context.cookies())
+
+
+def assert_security_headers(response: Any) -> None:
+    headers = response.headers
+    assert headers["content-security-policy"].startswith("default-src 'none'; style-src 'sha256-")
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["cache-control"] == "no-store"
 
 
 def session_cookie(context: Any) -> dict[str, Any]:
     """The one session cookie in the jar, after checking every attribute it must have."""
-    jar = context.cookies()
-    assert [cookie["name"] for cookie in jar] == ["__Host-id"], jar
-    (cookie,) = jar
+    (cookie,) = [cookie for cookie in context.cookies() if cookie["name"] == "__Host-id"]
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie["value"])
     assert cookie["httpOnly"] is True
     assert cookie["secure"] is True
@@ -104,7 +95,9 @@ def session_cookie(context: Any) -> dict[str, Any]:
     return dict(cookie)
 
 
-def test_sign_in_reload_cart_sign_out_in_chromium(demo_url: str, tmp_path: Path) -> None:
+def test_sign_in_reload_cart_sign_out_in_chromium(
+    demo_url: str, tmp_path: Path, database: Path
+) -> None:
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -115,17 +108,30 @@ def test_sign_in_reload_cart_sign_out_in_chromium(demo_url: str, tmp_path: Path)
         )
         context = browser.new_context()
         page = context.new_page()
+        problems: list[str] = []  # a CSP violation is a console error
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
 
-        page.goto(demo_url + "/")
+        # Looking around stores nothing: a CSRF nonce cookie, no session, no row.
+        for path in ("/", "/session", "/"):
+            response = page.goto(demo_url + path)
+            assert response is not None
+            assert_security_headers(response)
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-        anonymous = session_cookie(context)["value"]
+        assert cookie_names(context) == ["__Host-csrf"]
+        assert rows(database) == 0
         assert page.evaluate("document.cookie") == ""  # HttpOnly: invisible to scripts
+        # The stylesheet is allowed by its hash: the button has the accent colour.
+        button = page.get_by_role("button", name="Sign in")
+        colour = button.evaluate("element => getComputedStyle(element).backgroundColor")
+        assert colour == "rgb(29, 78, 216)"
 
         page.get_by_label("Your name").fill("Ada")
-        page.get_by_role("button", name="Sign in").click()
+        button.click()
         expect(page.get_by_role("heading", name="Hello, Ada")).to_be_visible()
         signed_in = session_cookie(context)["value"]
-        assert signed_in != anonymous  # rotated on sign-in
+        assert cookie_names(context) == ["__Host-csrf", "__Host-id"]
+        assert rows(database) == 1
 
         page.reload()
         expect(page.get_by_role("heading", name="Hello, Ada")).to_be_visible()
@@ -146,8 +152,9 @@ def test_sign_in_reload_cart_sign_out_in_chromium(demo_url: str, tmp_path: Path)
         page.get_by_role("link", name="Cart", exact=True).click()
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-        after = session_cookie(context)["value"]  # the sign-in form's fresh anonymous session
-        assert after not in (anonymous, signed_in)
+        assert cookie_names(context) == ["__Host-csrf"]  # signed out: no session cookie
+        assert rows(database) == 0
+        assert problems == []
 
         # The signed-out cookie, replayed from elsewhere, is worth nothing.
         replay = browser.new_context().request.get(

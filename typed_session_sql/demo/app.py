@@ -2,26 +2,30 @@
 
 Everything here uses the public API, the way an application would:
 
-- the session data is a typed dataclass, ``Visit``; handlers get ``Session[Visit]``;
+- the session data is a typed dataclass, ``Visit``; handlers get ``Session[Visit]`` from
+  ``store.session(request)``;
 - sign-in is ``Session.sign_in``: the library keeps who signed in (never read from the
   data) and rotates the session id, so an id planted before sign-in is worthless after it
   (session fixation);
+- looking at pages stores nothing: the session is created when the visitor signs in;
 - the session page lists the user's sessions and signs out the others
   (``SessionStore.sessions_of``, ``revoke_all(keep=...)``);
 - cart changes go through ``Session.modify``, so two tabs adding at once both count;
-- every POST form carries a CSRF token kept in the session (SameSite=Lax on the cookie is
-  only defence in depth), compared in constant time;
+- every POST form carries a CSRF token, a signed double-submit cookie (:mod:`.forms`),
+  checked before the body is read; bodies are capped and their fields counted; every
+  value is checked (quantities are ASCII digits in a range) and a bad one is a 400;
+- security headers on every response (:mod:`.headers`);
 - the database is migrated on start, and expired sessions are purged in the background.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,12 +34,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from typed_session_sql import PurgeScheduler, Session, SessionStore, SqlBackend
-from typed_session_sql.asgi import SessionMiddleware, get_session
+from typed_session_sql.asgi import SessionMiddleware
 from typed_session_sql.demo import pages
+from typed_session_sql.demo.forms import Csrf, FormRefused, read_form
+from typed_session_sql.demo.headers import SecurityHeaders
 
 PRODUCTS = {"apple": "Apple", "pear": "Pear", "plum": "Plum", "fig": "Fig"}
 MAX_NAME_LENGTH = 40
 MAX_QUANTITY = 99
+QUANTITY = re.compile(r"[0-9]{1,2}")  # ASCII digits only: str.isdigit() takes "²" and "٣"
 
 
 @dataclass
@@ -50,14 +57,27 @@ class Visit:
     it (``Session.principal``), out of reach of anything that writes the data."""
 
     cart: list[CartLine] = field(default_factory=list)
-    csrf_token: str = ""
 
 
-def create_app(url: str | None = None) -> Starlette:
+@dataclass
+class Shop:
+    """What the handlers share: the store and the CSRF signer."""
+
+    store: SessionStore[Visit]
+    csrf: Csrf
+
+
+def create_app(url: str | None = None, *, csrf_secret: bytes | None = None) -> Starlette:
     """The demo app on the database at ``url`` (default: ``$TYPED_SESSION_SQL_URL``, else the
-    SQLite file ``./sessions.db``), migrated when the app starts."""
+    SQLite file ``./sessions.db``), migrated when the app starts.
+
+    ``csrf_secret`` signs the CSRF tokens; a real app reads it from its configuration, the
+    same in every process. The demo makes one per run (forms rendered before a restart are
+    then refused, which is safe).
+    """
     backend = SqlBackend.from_url(url)
     store = SessionStore(Visit, backend)
+    shop = Shop(store, Csrf(csrf_secret or secrets.token_bytes(32)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,16 +89,16 @@ def create_app(url: str | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", home),
-            Route("/sign-in", sign_in, methods=["POST"]),
-            Route("/cart", add_to_cart, methods=["POST"]),
             Route("/session", show_session),
-            Route("/sign-out", sign_out, methods=["POST"]),
-            Route("/sign-out-others", sign_out_others, methods=["POST"]),
+            Route("/sign-in", form_handler(sign_in), methods=["POST"]),
+            Route("/cart", form_handler(add_to_cart), methods=["POST"]),
+            Route("/sign-out", form_handler(sign_out), methods=["POST"]),
+            Route("/sign-out-others", form_handler(sign_out_others), methods=["POST"]),
         ],
-        middleware=[Middleware(SessionMiddleware, store=store)],
+        middleware=[Middleware(SecurityHeaders), Middleware(SessionMiddleware, store=store)],
         lifespan=lifespan,
     )
-    app.state.store = store
+    app.state.shop = shop
     return app
 
 
@@ -86,80 +106,116 @@ def create_app(url: str | None = None) -> Starlette:
 
 
 async def home(request: Request) -> Response:
-    session: Session[Visit] = await get_session(request)
-    token = csrf_token(session)
+    shop: Shop = request.app.state.shop
+    session = await shop.store.session(request)  # stored or not: looking stores nothing
+    return page(request, lambda token: home_page(session, token))
+
+
+def home_page(session: Session[Visit], token: str, error: str | None = None) -> str:
     if session.principal is None:
-        return HTMLResponse(pages.sign_in_page(token))
-    return HTMLResponse(
-        pages.cart_page(session.principal, _cart_rows(session.data), PRODUCTS, token)
-    )
+        return pages.sign_in_page(token, error)
+    rows = [(PRODUCTS.get(line.product, line.product), line.quantity) for line in session.data.cart]
+    return pages.cart_page(session.principal, rows, PRODUCTS, token, error)
 
 
 async def show_session(request: Request) -> Response:
-    session: Session[Visit] = await get_session(request)
-    user = session.principal
+    shop: Shop = request.app.state.shop
+    session = await shop.store.session(request)
     others: list[pages.SessionRow] = []
-    if user is not None:
-        store: SessionStore[Visit] = request.app.state.store
+    if session.principal is not None:
         others = [
             pages.SessionRow(info.created_at, info.authenticated_at, info.handle == session.handle)
-            for info in await store.sessions_of(user)
+            for info in await shop.store.sessions_of(session.principal)
         ]
-    return HTMLResponse(
-        pages.session_page(
-            user=user,
+
+    def render(token: str) -> str:
+        return pages.session_page(
+            user=session.principal,
             stored=not session.is_new,
             created_at=session.created_at,
             expires_at=session.expires_at,
             version=session.version,
             sessions=others,
-            csrf_token=session.data.csrf_token if user is not None else "",
+            csrf_token=token,
         )
-    )
+
+    return page(request, render)
+
+
+def page(request: Request, render: Callable[[str], str], status: int = 200) -> Response:
+    """An HTML page whose forms carry the CSRF token; gives the browser a nonce cookie if it
+    has none yet (a cookie, not a database row)."""
+    shop: Shop = request.app.state.shop
+    nonce, new = shop.csrf.page_nonce(request)
+    response = HTMLResponse(render(shop.csrf.token(nonce)), status_code=status)
+    if new:
+        shop.csrf.give(response, nonce)
+    return response
 
 
 # -- forms (POST, then redirect) ----------------------------------------------------------
 
+FormHandler = Callable[[Request, Shop, dict[str, str]], Awaitable[Response]]
 
-async def sign_in(request: Request) -> Response:
-    session, form = await checked_form(request)
-    if form is None:
-        return forbidden()
+
+def form_handler(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """Runs ``handler`` with the form once :func:`~.forms.read_form` accepted it; answers
+    403, 400, 413 or 415 otherwise, without reading more of the body than it must."""
+
+    async def endpoint(request: Request) -> Response:
+        shop: Shop = request.app.state.shop
+        try:
+            form = await read_form(request, shop.csrf)
+        except FormRefused as refused:
+            body = pages.forbidden_page() if refused.status == 403 else None
+            return HTMLResponse(body or pages.refused_page(refused.reason), refused.status)
+        return await handler(request, shop, form)
+
+    return endpoint
+
+
+async def sign_in(request: Request, shop: Shop, form: dict[str, str]) -> Response:
+    session = await shop.store.session(request)
     name = form.get("name", "").strip()
-    if not 0 < len(name) <= MAX_NAME_LENGTH:
-        token = csrf_token(session)
-        return HTMLResponse(pages.sign_in_page(token, error="Please enter a name."), 400)
-    session.sign_in(name)  # a new id too: the pre-sign-in id is dead from now on
-    session.data.csrf_token = secrets.token_urlsafe(32)
-    return see_other("/")
+    if not 0 < len(name) <= MAX_NAME_LENGTH or not name.isprintable():
+        return page(request, lambda token: pages.sign_in_page(token, "Please enter a name."), 400)
+    if session.principal not in (None, name):
+        session.data = Visit()  # someone else signs in on this browser: not their cart
+    session.sign_in(name)  # stores the session, with a new id: any earlier one is dead
+    return see_other("/", shop, new_csrf_nonce=True)
 
 
-async def add_to_cart(request: Request) -> Response:
-    session, form = await checked_form(request)
-    if form is None or session.principal is None:
-        return forbidden()
-    product = form.get("product", "")
-    quantity = int(form["quantity"]) if form.get("quantity", "").isdigit() else 0
-    if product in PRODUCTS and 0 < quantity <= MAX_QUANTITY:
-        session.modify(lambda visit: add_line(visit, product, quantity))
-    return see_other("/")
+async def add_to_cart(request: Request, shop: Shop, form: dict[str, str]) -> Response:
+    session = await shop.store.session(request)
+    if session.principal is None:
+        return HTMLResponse(pages.forbidden_page(), status_code=403)
+    product, quantity = form.get("product", ""), form.get("quantity", "")
+    if product not in PRODUCTS or not QUANTITY.fullmatch(quantity):
+        return cart_error(request, session)
+    count = int(quantity)
+    if not 0 < count <= MAX_QUANTITY:
+        return cart_error(request, session)
+    session.modify(lambda visit: add_line(visit, product, count))
+    return see_other("/", shop)
 
 
-async def sign_out(request: Request) -> Response:
-    session, form = await checked_form(request)
-    if form is None:
-        return forbidden()
+def cart_error(request: Request, session: Session[Visit]) -> Response:
+    error = f"Please choose a product and a quantity from 1 to {MAX_QUANTITY}."
+    return page(request, lambda token: home_page(session, token, error), 400)
+
+
+async def sign_out(request: Request, shop: Shop, form: dict[str, str]) -> Response:
+    session = await shop.store.session(request)
     session.delete()
-    return see_other("/")
+    return see_other("/", shop, new_csrf_nonce=True)
 
 
-async def sign_out_others(request: Request) -> Response:
-    session, form = await checked_form(request)
-    if form is None or session.principal is None:
-        return forbidden()
-    store: SessionStore[Visit] = request.app.state.store
-    await store.revoke_all(session.principal, keep=session)
-    return see_other("/session")
+async def sign_out_others(request: Request, shop: Shop, form: dict[str, str]) -> Response:
+    session = await shop.store.session(request)
+    if session.principal is None:
+        return HTMLResponse(pages.forbidden_page(), status_code=403)
+    await shop.store.revoke_all(session.principal, keep=session)
+    return see_other("/session", shop)
 
 
 def add_line(visit: Visit, product: str, quantity: int) -> None:
@@ -170,35 +226,10 @@ def add_line(visit: Visit, product: str, quantity: int) -> None:
     visit.cart.append(CartLine(product, quantity))
 
 
-# -- helpers ----------------------------------------------------------------------------
-
-
-def csrf_token(session: Session[Visit]) -> str:
-    """The session's CSRF token, made on first use (which stores the session)."""
-    if not session.data.csrf_token:
-        session.data.csrf_token = secrets.token_urlsafe(32)
-    return session.data.csrf_token
-
-
-async def checked_form(request: Request) -> tuple[Session[Visit], dict[str, str] | None]:
-    """The session and the submitted form, or None for the form if its CSRF token is wrong."""
-    session: Session[Visit] = await get_session(request)
-    body = (await request.body()).decode("utf-8", errors="replace")
-    form = {key: values[0] for key, values in parse_qs(body).items()}
-    expected = session.data.csrf_token
-    sent = form.get("csrf_token", "")
-    if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
-        return session, None
-    return session, form
-
-
-def _cart_rows(visit: Visit) -> list[tuple[str, int]]:
-    return [(PRODUCTS.get(line.product, line.product), line.quantity) for line in visit.cart]
-
-
-def see_other(path: str) -> Response:
-    return RedirectResponse(path, status_code=303)
-
-
-def forbidden() -> Response:
-    return HTMLResponse(pages.forbidden_page(), status_code=403)
+def see_other(path: str, shop: Shop, *, new_csrf_nonce: bool = False) -> Response:
+    """Redirect after a POST; after sign-in and sign-out, with a fresh CSRF nonce, so a
+    token from before is worthless after."""
+    response = RedirectResponse(path, status_code=303)
+    if new_csrf_nonce:
+        shop.csrf.give(response)
+    return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from html import escape
@@ -34,6 +36,9 @@ caption { text-align: left; padding: .4rem 0; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
 dt { font-weight: 600; }
 """
+
+STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+"""The stylesheet's hash, for the Content-Security-Policy: the one inline style allowed."""
 
 
 def _nav_link(path: str, label: str, current: str) -> str:
@@ -84,8 +89,13 @@ def sign_in_page(csrf_token: str, error: str | None = None) -> str:
 
 
 def cart_page(
-    user: str, rows: Sequence[tuple[str, int]], products: Mapping[str, str], csrf_token: str
+    user: str,
+    rows: Sequence[tuple[str, int]],
+    products: Mapping[str, str],
+    csrf_token: str,
+    error: str | None = None,
 ) -> str:
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     if rows:
         lines = "\n".join(
             f'<tr><td>{escape(name)}</td><td class="num">{quantity}</td></tr>'
@@ -107,6 +117,7 @@ def cart_page(
         "Cart",
         f"""<h1>Hello, {escape(user)}</h1>
 {cart}
+{message}
 <form method="post" action="/cart">
 {_csrf(csrf_token)}
 <label for="product">Product <select id="product" name="product">{options}</select></label>
@@ -194,4 +205,12 @@ def forbidden_page() -> str:
         "Form expired",
         """<h1>This form has expired</h1>
 <p>Your session ended or the form came from elsewhere. <a href="/">Back to the shop</a>.</p>""",
+    )
+
+
+def refused_page(reason: str) -> str:
+    return _layout(
+        "Form refused",
+        f"""<h1>This form was refused</h1>
+<p>{escape(reason.capitalize())}. <a href="/">Back to the shop</a>.</p>""",
     )

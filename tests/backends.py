@@ -13,7 +13,7 @@ from datetime import datetime
 
 from tests.sql_backends import SQL_BACKEND_FACTORIES, BackendFactory
 from typed_session_sql import MemoryBackend
-from typed_session_sql.backend import Backend, Listed, Record, Update, UpdateOutcome
+from typed_session_sql.backend import Backend, PrincipalRow, Record, Update, UpdateOutcome
 
 
 @asynccontextmanager
@@ -59,7 +59,7 @@ class RecordingBackend:
 
     async def list_by_principal(
         self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[Listed]:
+    ) -> list[PrincipalRow]:
         self.kinds.append("list")
         return await self.inner.list_by_principal(
             principal, live_at=live_at, created_after=created_after, limit=limit

@@ -13,88 +13,27 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.backends import OutageMemoryBackend
 from tests.clock import FakeClock
 from tests.models import Cart
 from tests.sql_backends import require_postgres
 from typed_session_sql import (
     Backend,
     EventKind,
-    MemoryBackend,
-    PrincipalRow,
-    Record,
     SessionEvent,
     SessionStore,
     SessionTableMissingError,
     SqlBackend,
     StoreUnavailableError,
-    Update,
-    UpdateOutcome,
     ids,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-class FailingBackend(MemoryBackend):
-    """Stores sessions in memory until ``failure`` is set; then every call raises it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failure: StoreUnavailableError | None = None
-
-    def _check(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    async def create(self, id_hash: bytes, record: Record) -> bool:
-        self._check()
-        return await super().create(id_hash, record)
-
-    async def read(self, id_hash: bytes) -> Record | None:
-        self._check()
-        return await super().read(id_hash)
-
-    async def update(self, change: Update) -> UpdateOutcome:
-        self._check()
-        return await super().update(change)
-
-    async def touch(
-        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
-    ) -> bool:
-        self._check()
-        return await super().touch(id_hash, version, expires_at, now)
-
-    async def delete(self, id_hash: bytes) -> bool:
-        self._check()
-        return await super().delete(id_hash)
-
-    async def list_by_principal(
-        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[PrincipalRow]:
-        self._check()
-        return await super().list_by_principal(
-            principal, live_at=live_at, created_after=created_after, limit=limit
-        )
-
-    async def delete_by_principal(
-        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
-    ) -> int:
-        self._check()
-        return await super().delete_by_principal(principal, only=only, keep=keep)
-
-    async def purge(self, now: datetime, batch_size: int) -> int:
-        self._check()
-        return await super().purge(now, batch_size)
-
-    async def clear(self) -> None:
-        self._check()
-        await super().clear()
 
 
 FAILURE_KINDS = (EventKind.STORE_UNAVAILABLE, EventKind.TABLE_MISSING)
@@ -146,13 +85,14 @@ async def test_every_failing_call_is_reported_once_with_its_cause(
     level: str,
 ) -> None:
     events: list[SessionEvent] = []
-    backend = FailingBackend()
+    backend = OutageMemoryBackend()
     store = SessionStore(Cart, backend, clock=clock, on_event=events.append)
     calls, secrets = await calls_of_every_kind(store)
     try:
         raise failure from ConnectionResetError("peer went away\nSELECT ... secret parameters")
     except StoreUnavailableError as raised:
         backend.failure = raised
+    backend.down = True
     caplog.set_level(logging.DEBUG, logger="typed_session_sql")
 
     for call in calls:

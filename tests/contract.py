@@ -7,7 +7,7 @@ options build their own with :func:`make_store`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +15,8 @@ from tests.backends import RecordingBackend
 from tests.clock import FakeClock
 from tests.models import Cart
 from typed_session_sql import Session, SessionEvent, SessionStore, SetCookie
+
+T = TypeVar("T")
 
 
 def make_store(backend: RecordingBackend, clock: FakeClock, **options: Any) -> SessionStore[Cart]:
@@ -55,7 +57,7 @@ async def loaded_twice(
     return await must_load(store, value), await must_load(store, value)
 
 
-async def cookie_of(store: SessionStore[Cart], session: Session[Cart]) -> str:
+async def cookie_of(store: SessionStore[T], session: Session[T]) -> str:
     """Save ``session``, which must set a cookie; return the cookie's value."""
     result = await store.save(session)
     assert isinstance(result, SetCookie)

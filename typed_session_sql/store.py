@@ -152,6 +152,14 @@ class SessionStore(Generic[T]):
         )
         self.on_event = on_event
         self.on_undecodable: OnUndecodable = on_undecodable
+        if on_undecodable == "reset_data":
+            try:  # a reset that cannot make fresh data would fail a request instead
+                self._default_factory()
+            except Exception as error:
+                raise TypeError(
+                    f"on_undecodable='reset_data' needs fresh data, but {data_type!r}() failed;"
+                    " pass default_factory="
+                ) from error
 
     def now(self) -> datetime:
         """The store's clock, in UTC."""

@@ -15,6 +15,7 @@ msgspec Structs, TypedDicts and pydantic models:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NotRequired, TypedDict
 
 import msgspec
@@ -47,27 +48,31 @@ CHANGES: dict[str, tuple[list[tuple[str, Any, bool]], bool]] = {
 DEFAULTS: dict[Any, Any] = {str: "", int: 0}
 
 
+def with_defaults(fields: list[tuple[str, Any, bool]], default: Callable[[Any], Any]) -> list[Any]:
+    """``(name, type)`` or ``(name, type, default(type))`` specs, fields without one first."""
+    return [
+        (name, kind, default(kind)) if has_default else (name, kind)
+        for name, kind, has_default in sorted(fields, key=lambda spec: spec[2])
+    ]
+
+
 def dataclass_type(fields: list[tuple[str, Any, bool]]) -> type[Any]:
-    specs: list[Any] = []
-    for name, kind, has_default in sorted(fields, key=lambda spec: spec[2]):
-        if not has_default:
-            specs.append((name, kind))
-        elif kind == list[int]:
-            specs.append((name, kind, dataclasses.field(default_factory=list)))
-        else:
-            specs.append((name, kind, dataclasses.field(default=DEFAULTS[kind])))
+    specs = with_defaults(
+        fields,
+        lambda kind: (
+            dataclasses.field(default_factory=list)
+            if kind == list[int]
+            else dataclasses.field(default=DEFAULTS[kind])
+        ),
+    )
     return dataclasses.make_dataclass("Data", specs)
 
 
 def struct_type(fields: list[tuple[str, Any, bool]]) -> type[Any]:
-    specs: list[Any] = []
-    for name, kind, has_default in sorted(fields, key=lambda spec: spec[2]):
-        if not has_default:
-            specs.append((name, kind))
-        elif kind == list[int]:
-            specs.append((name, kind, msgspec.field(default_factory=list)))
-        else:
-            specs.append((name, kind, DEFAULTS[kind]))
+    specs = with_defaults(
+        fields,
+        lambda kind: msgspec.field(default_factory=list) if kind == list[int] else DEFAULTS[kind],
+    )
     return msgspec.defstruct("Data", specs)
 
 

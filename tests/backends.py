@@ -1,4 +1,5 @@
-"""The backends the contract suite runs against, and a recorder that works for all of them.
+"""The backends the contract suite runs against, a recorder that works for all of them,
+and a memory backend that can be made to fail.
 
 Each entry opens a fresh, empty backend for one test and closes it afterwards. The SQL
 entries come from ``tests/sql_backends.py``; the contract tests never know which backend
@@ -12,8 +13,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from tests.sql_backends import SQL_BACKEND_FACTORIES, BackendFactory
-from typed_session_sql import MemoryBackend
-from typed_session_sql.backend import Backend, Listed, Record, Update, UpdateOutcome
+from typed_session_sql import MemoryBackend, StoreUnavailableError
+from typed_session_sql.backend import Backend, PrincipalRow, Record, Update, UpdateOutcome
 
 
 @asynccontextmanager
@@ -59,7 +60,7 @@ class RecordingBackend:
 
     async def list_by_principal(
         self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[Listed]:
+    ) -> list[PrincipalRow]:
         self.kinds.append("list")
         return await self.inner.list_by_principal(
             principal, live_at=live_at, created_after=created_after, limit=limit
@@ -78,3 +79,61 @@ class RecordingBackend:
     async def clear(self) -> None:
         self.kinds.append("clear")
         await self.inner.clear()
+
+
+class OutageMemoryBackend(MemoryBackend):
+    """A memory backend whose every call raises ``failure`` while ``down`` is set, like a
+    database that went away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.failure = StoreUnavailableError("connection refused")
+
+    def _check(self) -> None:
+        if self.down:
+            raise self.failure
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        self._check()
+        return await super().create(id_hash, record)
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        self._check()
+        return await super().read(id_hash)
+
+    async def update(self, change: Update) -> UpdateOutcome:
+        self._check()
+        return await super().update(change)
+
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
+        self._check()
+        return await super().touch(id_hash, version, expires_at, now)
+
+    async def delete(self, id_hash: bytes) -> bool:
+        self._check()
+        return await super().delete(id_hash)
+
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[PrincipalRow]:
+        self._check()
+        return await super().list_by_principal(
+            principal, live_at=live_at, created_after=created_after, limit=limit
+        )
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        self._check()
+        return await super().delete_by_principal(principal, only=only, keep=keep)
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        self._check()
+        return await super().purge(now, batch_size)
+
+    async def clear(self) -> None:
+        self._check()
+        await super().clear()

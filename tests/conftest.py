@@ -6,6 +6,7 @@ import pytest
 
 from tests.backends import BACKEND_FACTORIES, RecordingBackend
 from tests.clock import FakeClock
+from tests.contract import events, store  # noqa: F401 - the contract suite's fixtures
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

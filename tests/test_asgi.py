@@ -13,16 +13,14 @@ import httpx
 import pytest
 
 from tests.asgi_apps import APP_FACTORIES, Cart
+from tests.backends import OutageMemoryBackend
 from tests.clock import FakeClock
 from typed_session_sql import (
     EventKind,
-    MemoryBackend,
     SessionEvent,
     SessionStore,
-    StoreUnavailableError,
 )
 from typed_session_sql.asgi import CookieSettings, get_session
-from typed_session_sql.backend import Record, UpdateOutcome
 from typed_session_sql.ids import new_cookie_value
 
 pytestmark = pytest.mark.anyio
@@ -32,36 +30,12 @@ CREATED = re.compile(r"__Host-id=([A-Za-z0-9_-]{43})" + re.escape(ATTRIBUTES))
 DELETION = "__Host-id=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT" + ATTRIBUTES
 
 
-class FlakyBackend(MemoryBackend):
-    """A memory backend whose every call fails while ``down`` is set, like a lost database."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise StoreUnavailableError("connection refused")
-
-    async def create(self, id_hash: bytes, record: Record) -> bool:
-        self._check()
-        return await super().create(id_hash, record)
-
-    async def read(self, id_hash: bytes) -> Record | None:
-        self._check()
-        return await super().read(id_hash)
-
-    async def update(self, *args: object, **kwargs: object) -> UpdateOutcome:
-        self._check()
-        return await super().update(*args, **kwargs)  # type: ignore[arg-type]
-
-
 @dataclass
 class Site:
     """A framework's app, its store and backend, and a client that keeps no cookie jar."""
 
     client: httpx.AsyncClient
-    backend: FlakyBackend
+    backend: OutageMemoryBackend
     store: SessionStore[Cart]
     clock: FakeClock
     events: list[SessionEvent] = field(default_factory=list)
@@ -100,7 +74,7 @@ def settings() -> CookieSettings:
 
 @pytest.fixture
 async def site(framework: str, clock: FakeClock, settings: CookieSettings) -> AsyncIterator[Site]:
-    backend = FlakyBackend()
+    backend = OutageMemoryBackend()
     events: list[SessionEvent] = []
     store = SessionStore(Cart, backend, clock=clock, on_event=events.append)
     app = APP_FACTORIES[framework](store, settings)

@@ -8,20 +8,20 @@ trips hold for every backend alike.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.backends import RecordingBackend
 from tests.clock import FakeClock
+from tests.contract import loaded_twice, make_store, must_load, stored
+from tests.models import Cart
 from typed_session_sql import (
     DeleteCookie,
     DoNothing,
     EventKind,
     ExpiryPolicy,
     IdCollisionError,
-    Session,
     SessionConflictError,
     SessionDeletedError,
     SessionError,
@@ -35,41 +35,12 @@ from typed_session_sql import ids as ids_module
 pytestmark = pytest.mark.anyio
 
 
-@dataclass
-class Cart:
-    items: list[int] = field(default_factory=list)
-    notes: dict[str, list[str]] = field(default_factory=dict)
-    count: int = 0
-
-
-def make_store(
-    backend: RecordingBackend, clock: FakeClock, **options: object
-) -> SessionStore[Cart]:
-    return SessionStore(Cart, backend, clock=clock, **options)  # type: ignore[arg-type]
-
-
-async def stored(store: SessionStore[Cart], data: Cart | None = None) -> str:
-    """Create a stored session and return its cookie value; the backend log starts empty."""
-    result = await store.save(store.new(data if data is not None else Cart(items=[1])))
-    assert isinstance(result, SetCookie)
-    assert isinstance(store.backend, RecordingBackend)
-    store.backend.kinds.clear()
-    return result.value
-
-
-async def must_load(store: SessionStore[Cart], value: str) -> Session[Cart]:
-    session = await store.load(value)
-    assert session is not None
-    return session
-
-
 # -- the Rust crate's tests ---------------------------------------------------------------
 
 
 async def test_untouched_new_session_is_not_stored(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new()
     assert session.is_new
     assert not session.is_changed
@@ -78,9 +49,8 @@ async def test_untouched_new_session_is_not_stored(
 
 
 async def test_expiry_only_change_does_not_store_a_new_session(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new()
     session.expire_in(timedelta(minutes=5))
     session.do_not_expire()
@@ -89,9 +59,8 @@ async def test_expiry_only_change_does_not_store_a_new_session(
 
 
 async def test_changed_new_session_is_created_once(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new()
     session.data.items.append(7)
     assert session.is_changed
@@ -102,37 +71,32 @@ async def test_changed_new_session_is_created_once(
     assert backend.kinds == ["create"]
     assert not session.is_new
     assert session.version == 1
-    loaded = await store.load(result.value)
-    assert loaded is not None
+    loaded = await must_load(store, result.value)
     assert loaded.data == Cart(items=[7])
     assert loaded.created_at == clock.now
 
 
 async def test_new_session_with_data_is_stored_even_untouched(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     result = await store.save(store.new(Cart(items=[1])))
     assert isinstance(result, SetCookie)
     assert backend.kinds == ["create"]
 
 
-async def test_default_expiry_is_set_on_create(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_default_expiry_is_set_on_create(clock: FakeClock, store: SessionStore[Cart]) -> None:
     session = store.new(Cart())
     assert session.expires_at == clock.now + timedelta(minutes=30)
     result = await store.save(session)
     assert isinstance(result, SetCookie)
     assert result.expires_at == clock.now + timedelta(minutes=30)
-    loaded = await store.load(result.value)
-    assert loaded is not None
+    loaded = await must_load(store, result.value)
     assert loaded.expires_at == clock.now + timedelta(minutes=30)
 
 
 async def test_unchanged_loaded_session_costs_only_the_read(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     session = await must_load(store, value)
     assert not session.is_changed
@@ -141,9 +105,8 @@ async def test_unchanged_loaded_session_costs_only_the_read(
 
 
 async def test_changed_loaded_session_is_updated_once(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     session = await must_load(store, value)
     session.data = Cart(items=[1, 2])
@@ -156,9 +119,8 @@ async def test_changed_loaded_session_is_updated_once(
 
 
 async def test_deleted_session_deletes_row_and_cookie(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     session = await must_load(store, value)
     session.delete()
@@ -169,19 +131,15 @@ async def test_deleted_session_deletes_row_and_cookie(
 
 
 async def test_new_deleted_session_costs_nothing(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new(Cart(items=[1]))
     session.delete()
     assert await store.save(session) == DoNothing()
     assert backend.kinds == []
 
 
-async def test_deleted_session_cannot_be_changed(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_deleted_session_cannot_be_changed(store: SessionStore[Cart]) -> None:
     session = store.new()
     session.delete()
     with pytest.raises(SessionError):
@@ -190,8 +148,9 @@ async def test_deleted_session_cannot_be_changed(
         session.modify(lambda cart: cart.items.append(1))
 
 
-async def test_old_id_is_dead_after_regenerate(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_old_id_is_dead_after_regenerate(
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
+) -> None:
     value = await stored(store)
     session = await must_load(store, value)
     created_at = session.created_at
@@ -204,20 +163,14 @@ async def test_old_id_is_dead_after_regenerate(backend: RecordingBackend, clock:
     assert result.value != value
     assert backend.kinds == ["read", "update"]  # the id moves in the same statement
     assert await store.load(value) is None
-    rotated = await store.load(result.value)
-    assert rotated is not None
+    rotated = await must_load(store, result.value)
     assert rotated.data == Cart(items=[1])
     assert rotated.created_at == created_at
 
 
-async def test_concurrent_plain_writes_second_raises(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_concurrent_plain_writes_second_raises(store: SessionStore[Cart]) -> None:
     value = await stored(store)
-    first, second = await store.load(value), await store.load(value)
-    assert first is not None
-    assert second is not None
+    first, second = await loaded_twice(store, value)
     first.data.items.append(2)
     second.data = Cart(items=[99])
     await store.save(first)
@@ -231,8 +184,7 @@ async def test_concurrent_plain_writes_second_raises(
 # -- what the Rust crate never tested -------------------------------------------------------
 
 
-async def test_nested_mutation_is_detected(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_nested_mutation_is_detected(store: SessionStore[Cart]) -> None:
     value = await stored(store, Cart(notes={"a": ["x"]}))
     session = await must_load(store, value)
     session.data.notes["a"].append("y")
@@ -243,13 +195,10 @@ async def test_nested_mutation_is_detected(backend: RecordingBackend, clock: Fak
 
 
 async def test_modify_is_replayed_after_a_concurrent_write(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
-    first, second = await store.load(value), await store.load(value)
-    assert first is not None
-    assert second is not None
+    first, second = await loaded_twice(store, value)
 
     def increment(cart: Cart) -> None:
         cart.count += 1
@@ -270,14 +219,9 @@ async def test_modify_is_replayed_after_a_concurrent_write(
     assert current.version == 3
 
 
-async def test_change_outside_modify_is_not_replayed(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_change_outside_modify_is_not_replayed(store: SessionStore[Cart]) -> None:
     value = await stored(store)
-    first, second = await store.load(value), await store.load(value)
-    assert first is not None
-    assert second is not None
+    first, second = await loaded_twice(store, value)
     first.modify(lambda cart: cart.items.append(2))
     second.data.items.append(3)  # an in-place change outside modify() cannot be replayed
     second.modify(lambda cart: cart.items.append(4))
@@ -286,31 +230,20 @@ async def test_change_outside_modify_is_not_replayed(
         await store.save(second)
 
 
-async def test_many_interleaved_modifies_all_land(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_many_interleaved_modifies_all_land(store: SessionStore[Cart]) -> None:
     value = await stored(store)
-    sessions = [await store.load(value) for _ in range(10)]
+    sessions = [await must_load(store, value) for _ in range(10)]
     for session in sessions:
-        assert session is not None
         session.modify(lambda cart: setattr(cart, "count", cart.count + 1))
     for session in sessions:
-        assert session is not None
         await store.save(session)
     current = await must_load(store, value)
     assert current.data.count == 10
 
 
-async def test_save_after_concurrent_delete_never_resurrects(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_save_after_concurrent_delete_never_resurrects(store: SessionStore[Cart]) -> None:
     value = await stored(store)
-    writer, replayer, logout = [await store.load(value) for _ in range(3)]
-    assert writer is not None
-    assert replayer is not None
-    assert logout is not None
+    writer, replayer, logout = [await must_load(store, value) for _ in range(3)]
     logout.delete()
     await store.save(logout)
     writer.data = Cart(items=[42])
@@ -322,14 +255,9 @@ async def test_save_after_concurrent_delete_never_resurrects(
     assert await store.load(value) is None
 
 
-async def test_rotation_racing_a_save_only_one_wins(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_rotation_racing_a_save_only_one_wins(store: SessionStore[Cart]) -> None:
     value = await stored(store)
-    rotator, writer = await store.load(value), await store.load(value)
-    assert rotator is not None
-    assert writer is not None
+    rotator, writer = await loaded_twice(store, value)
     rotator.regenerate()
     writer.data = Cart(items=[8])
     result = await store.save(rotator)
@@ -337,14 +265,13 @@ async def test_rotation_racing_a_save_only_one_wins(
     with pytest.raises(SessionConflictError):
         await store.save(writer)
     assert await store.load(value) is None
-    current = await store.load(result.value)
-    assert current is not None
+    current = await must_load(store, result.value)
     assert current.data == Cart(items=[1])
 
 
-async def test_expired_session_does_not_load(backend: RecordingBackend, clock: FakeClock) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
+async def test_expired_session_does_not_load(
+    clock: FakeClock, store: SessionStore[Cart], events: list[SessionEvent]
+) -> None:
     value = await stored(store)
     clock.advance(timedelta(minutes=30))
     assert await store.load(value) is None
@@ -374,9 +301,8 @@ async def test_renewal_is_throttled(backend: RecordingBackend, clock: FakeClock)
 
 
 async def test_renewal_keeps_an_active_session_alive_past_idle(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     for _ in range(6):  # an hour of activity, every 10 minutes
         clock.advance(timedelta(minutes=10))
@@ -387,9 +313,8 @@ async def test_renewal_keeps_an_active_session_alive_past_idle(
 
 
 async def test_activity_never_extends_past_the_absolute_bound(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     created = clock.now
     deadline = created + timedelta(hours=12)
@@ -404,9 +329,8 @@ async def test_activity_never_extends_past_the_absolute_bound(
 
 
 async def test_absolute_bound_holds_over_an_explicit_expiry(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new(Cart())
     session.set_expiry(clock.now + timedelta(days=30))
     assert session.expires_at == clock.now + timedelta(hours=12)
@@ -426,14 +350,11 @@ async def test_tighter_absolute_policy_applies_to_old_rows(
 
 
 async def test_a_renewal_after_a_data_write_never_conflicts_and_changes_nothing(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     clock.advance(timedelta(minutes=10))
-    renewer, writer = await store.load(value), await store.load(value)
-    assert renewer is not None
-    assert writer is not None
+    renewer, writer = await loaded_twice(store, value)
     writer.data = Cart(items=[3])
     await store.save(writer)
     # A touch guarded by the version it read: the write won, the touch is dropped quietly
@@ -446,16 +367,13 @@ async def test_a_renewal_after_a_data_write_never_conflicts_and_changes_nothing(
 
 
 async def test_touch_never_moves_expiry_backwards(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     clock.advance(timedelta(minutes=10))
-    stale = await store.load(value)  # due for renewal to t+40
-    assert stale is not None
+    stale = await must_load(store, value)  # due for renewal to t+40
     clock.advance(timedelta(minutes=10))
-    fresh = await store.load(value)  # due for renewal to t+50
-    assert fresh is not None
+    fresh = await must_load(store, value)  # due for renewal to t+50
     await store.save(fresh)
     await store.save(stale)
     current = await must_load(store, value)
@@ -472,9 +390,8 @@ async def test_never_expiring_policy(backend: RecordingBackend, clock: FakeClock
 
 
 async def test_explicit_expiry_change_on_a_loaded_session_is_written(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await stored(store)
     session = await must_load(store, value)
     session.expire_in(timedelta(minutes=5))
@@ -485,8 +402,7 @@ async def test_explicit_expiry_change_on_a_loaded_session_is_written(
     assert await store.load(value) is None
 
 
-async def test_naive_expiry_is_refused(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_naive_expiry_is_refused(store: SessionStore[Cart]) -> None:
     session = store.new()
     with pytest.raises(ValueError, match="naive"):
         session.set_expiry(datetime(2030, 1, 1))
@@ -531,9 +447,8 @@ async def test_unbounded_collision_retries(
 
 
 async def test_rotation_collision_is_retried(
-    backend: RecordingBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore[Cart], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = make_store(backend, clock)
     taken = await stored(store, Cart(items=[1]))
     mine = await stored(store, Cart(items=[2]))
     drawn = iter([taken, ids_module.new_cookie_value()])
@@ -563,18 +478,16 @@ MALFORMED = [
 
 @pytest.mark.parametrize("value", MALFORMED, ids=range(len(MALFORMED)))
 async def test_malformed_cookie_never_reaches_the_backend(
-    backend: RecordingBackend, clock: FakeClock, value: str
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent], value: str
 ) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
     assert await store.load(value) is None
     assert backend.kinds == []
     assert [event.kind for event in events] == ([EventKind.MALFORMED_COOKIE] if value else [])
 
 
-async def test_unknown_id_loads_nothing(backend: RecordingBackend, clock: FakeClock) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
+async def test_unknown_id_loads_nothing(
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent]
+) -> None:
     assert await store.load(ids_module.new_cookie_value()) is None
     assert backend.kinds == ["read"]
     assert [event.kind for event in events] == [EventKind.UNKNOWN_ID]
@@ -606,10 +519,9 @@ async def test_oversize_data_is_refused_and_nothing_written(
 
 
 async def test_no_cookie_value_in_logs_or_reprs(
-    backend: RecordingBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SessionStore[Cart], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="typed_session_sql")
-    store = make_store(backend, clock)
     session = store.new()
     session.data.items.append(1)
     result = await store.save(session)
@@ -629,7 +541,7 @@ async def test_no_cookie_value_in_logs_or_reprs(
 
 
 async def test_only_the_hash_reaches_the_backend(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart]
 ) -> None:
     seen: list[bytes] = []
     original_create = backend.inner.create
@@ -639,7 +551,6 @@ async def test_only_the_hash_reaches_the_backend(
         return await original_create(id_hash, record)  # type: ignore[arg-type]
 
     backend.inner.create = spy  # type: ignore[method-assign]
-    store = make_store(backend, clock)
     value = await stored(store)
     assert seen == [ids_module.IdHasher()(value)]
     assert value.encode() not in seen[0]
@@ -656,16 +567,16 @@ async def test_secret_key_changes_the_stored_hash(
     assert await make_store(backend, clock, secret_key=b"j" * 32).load(value) is None
 
 
-async def test_clear_removes_every_session(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_clear_removes_every_session(store: SessionStore[Cart]) -> None:
     values = [await stored(store) for _ in range(3)]
     await store.clear()
     for value in values:
         assert await store.load(value) is None
 
 
-async def test_purge_removes_only_expired_rows(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_purge_removes_only_expired_rows(
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
+) -> None:
     early = [await stored(store) for _ in range(5)]
     clock.advance(timedelta(minutes=20))
     late = [await stored(store) for _ in range(2)]
@@ -704,8 +615,9 @@ async def test_events_report_the_lifecycle(backend: RecordingBackend, clock: Fak
     ]
 
 
-async def test_saving_twice_writes_once(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_saving_twice_writes_once(
+    backend: RecordingBackend, store: SessionStore[Cart]
+) -> None:
     session = store.new()
     session.data.count = 1
     await store.save(session)

@@ -14,12 +14,12 @@ import pytest
 
 from tests.backends import RecordingBackend
 from tests.clock import FakeClock
-from tests.test_contract import Cart, make_store, must_load
+from tests.contract import cookie_of, make_store, must_load, signed_in
+from tests.models import Cart
 from typed_session_sql import (
     DoNothing,
     EventKind,
     ExpiryPolicy,
-    Session,
     SessionConflictError,
     SessionDeletedError,
     SessionError,
@@ -31,27 +31,13 @@ from typed_session_sql import (
 pytestmark = pytest.mark.anyio
 
 
-async def cookie_of(store: SessionStore[Cart], session: Session[Cart]) -> str:
-    result = await store.save(session)
-    assert isinstance(result, SetCookie)
-    return result.value
-
-
-async def signed_in(store: SessionStore[Cart], principal: str) -> str:
-    """A new session signed in as ``principal``; its cookie value."""
-    session = store.new()
-    session.sign_in(principal)
-    return await cookie_of(store, session)
-
-
 async def handles_of(store: SessionStore[Cart], principal: str) -> list[str]:
     return [info.handle for info in await store.sessions_of(principal)]
 
 
 async def test_sign_in_rotates_and_the_pre_login_id_is_dead(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     anonymous = await cookie_of(store, store.new(Cart(items=[1])))
     session = await must_load(store, anonymous)
     assert session.principal is None
@@ -74,9 +60,8 @@ async def test_sign_in_rotates_and_the_pre_login_id_is_dead(
 
 
 async def test_sign_in_alone_stores_a_new_session(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     session = store.new()
     session.sign_in("alice")
     assert session.is_changed
@@ -88,9 +73,8 @@ async def test_sign_in_alone_stores_a_new_session(
 
 
 async def test_sign_in_on_a_stored_session_is_written_even_with_untouched_data(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     first = await signed_in(store, "alice")
     clock.advance(timedelta(minutes=5))
     session = await must_load(store, first)
@@ -103,9 +87,8 @@ async def test_sign_in_on_a_stored_session_is_written_even_with_untouched_data(
 
 
 async def test_principal_persists_through_later_writes_and_replays(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     value = await signed_in(store, "alice")
     signed_at = clock.now
     clock.advance(timedelta(minutes=1))
@@ -143,9 +126,8 @@ async def test_the_principal_is_never_read_from_the_data(
 
 
 async def test_authenticated_within_follows_the_store_clock(
-    backend: RecordingBackend, clock: FakeClock
+    clock: FakeClock, store: SessionStore[Cart]
 ) -> None:
-    store = make_store(backend, clock)
     anonymous = store.new()
     assert not anonymous.authenticated_within(timedelta(days=365))
     value = await signed_in(store, "alice")
@@ -162,10 +144,7 @@ async def test_authenticated_within_follows_the_store_clock(
     assert (await must_load(store, value)).authenticated_within(timedelta(minutes=1))
 
 
-async def test_sign_in_refuses_empty_overlong_and_deleted(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_sign_in_refuses_empty_overlong_and_deleted(store: SessionStore[Cart]) -> None:
     session = store.new()
     with pytest.raises(ValueError, match="non-empty"):
         session.sign_in("")
@@ -203,10 +182,8 @@ async def test_sessions_of_lists_only_that_principals_live_sessions(
 
 
 async def test_session_info_holds_no_cookie_value(
-    backend: RecordingBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SessionStore[Cart], events: list[SessionEvent], caplog: pytest.LogCaptureFixture
 ) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
     caplog.set_level(logging.DEBUG, logger="typed_session_sql")
     value = await signed_in(store, "alice")
     other = await signed_in(store, "alice")
@@ -218,10 +195,7 @@ async def test_session_info_holds_no_cookie_value(
         assert secret not in repr(info)
 
 
-async def test_a_handle_presented_as_a_cookie_loads_nothing(
-    backend: RecordingBackend, clock: FakeClock
-) -> None:
-    store = make_store(backend, clock)
+async def test_a_handle_presented_as_a_cookie_loads_nothing(store: SessionStore[Cart]) -> None:
     value = await signed_in(store, "alice")
     handle = (await must_load(store, value)).handle
     assert handle is not None
@@ -233,10 +207,8 @@ async def test_a_handle_presented_as_a_cookie_loads_nothing(
 
 
 async def test_revoke_by_handle_works_only_for_its_principal(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent]
 ) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
     alice = await signed_in(store, "alice")
     await signed_in(store, "mallory")
     (info,) = await store.sessions_of("alice")
@@ -258,10 +230,8 @@ async def test_revoke_by_handle_works_only_for_its_principal(
 
 
 async def test_revoke_all_with_keep_leaves_exactly_the_current_one(
-    backend: RecordingBackend, clock: FakeClock
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent]
 ) -> None:
-    events: list[SessionEvent] = []
-    store = make_store(backend, clock, on_event=events.append)
     others = [await signed_in(store, "alice") for _ in range(3)]
     bob = await signed_in(store, "bob")
     current = await must_load(store, await signed_in(store, "alice"))
@@ -282,9 +252,8 @@ async def test_revoke_all_with_keep_leaves_exactly_the_current_one(
 
 
 async def test_revoke_all_refuses_to_keep_another_principals_session(
-    backend: RecordingBackend, clock: FakeClock
+    store: SessionStore[Cart],
 ) -> None:
-    store = make_store(backend, clock)
     bob = await must_load(store, await signed_in(store, "bob"))
     await signed_in(store, "alice")
     with pytest.raises(ValueError, match="not a session of that principal"):
@@ -294,9 +263,8 @@ async def test_revoke_all_refuses_to_keep_another_principals_session(
 
 @pytest.mark.parametrize("how", ["modify", "assign", "sign_in"])
 async def test_a_save_racing_a_revocation_never_brings_the_session_back(
-    backend: RecordingBackend, clock: FakeClock, how: str
+    store: SessionStore[Cart], how: str
 ) -> None:
-    store = make_store(backend, clock)
     value = await signed_in(store, "alice")
     stale = await must_load(store, value)  # a slow request, loaded before the revocation
     current = await must_load(store, await signed_in(store, "alice"))
@@ -329,8 +297,7 @@ async def test_a_renewal_after_a_revocation_writes_nothing_back(
     assert await store.sessions_of("alice") == []
 
 
-async def test_handle_follows_rotation(backend: RecordingBackend, clock: FakeClock) -> None:
-    store = make_store(backend, clock)
+async def test_handle_follows_rotation(store: SessionStore[Cart]) -> None:
     session = await must_load(store, await signed_in(store, "alice"))
     before = session.handle
     session.regenerate()

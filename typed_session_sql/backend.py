@@ -17,6 +17,28 @@ MAX_PRINCIPAL_LENGTH = 255
 """The longest principal a session takes (an e-mail address fits; so does any UUID)."""
 
 
+def check_principal(principal: object) -> str:
+    """``principal`` if every backend can store it and find it again; else TypeError (not a
+    string) or ValueError (empty, too long, with a NUL, or not encodable as UTF-8).
+
+    PostgreSQL refuses NUL in text and lone surrogates in UTF-8; SQLite would store them. A
+    principal is refused up front instead, identically on every backend.
+    """
+    if not isinstance(principal, str):
+        raise TypeError(f"principal must be a str, not {type(principal).__name__}")
+    if not principal:
+        raise ValueError("principal must be a non-empty string")
+    if len(principal) > MAX_PRINCIPAL_LENGTH:
+        raise ValueError(f"principal is longer than {MAX_PRINCIPAL_LENGTH} characters")
+    if "\x00" in principal:
+        raise ValueError("principal contains a NUL character, which databases cannot store")
+    try:
+        principal.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("principal is not valid Unicode (a lone surrogate)") from None
+    return principal
+
+
 class UnreadableRecordError(ValueError):
     """A stored row's columns cannot be read back (say, a timestamp out of range).
 
@@ -64,8 +86,9 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
-class Listed:
-    """One of a principal's sessions as :meth:`Backend.list_by_principal` returns it.
+class PrincipalRow:
+    """One of a principal's sessions as :meth:`Backend.list_by_principal` returns it (the
+    store turns it into a :class:`SessionInfo`).
 
     No data: a listing never reads (or ships) session data it has no use for.
     """
@@ -74,6 +97,10 @@ class Listed:
     created_at: datetime
     expires_at: datetime | None
     authenticated_at: datetime | None
+
+
+Listed = PrincipalRow
+"""The old name, kept only while the SQL backend (rewritten in parallel) still imports it."""
 
 
 class UpdateOutcome(enum.Enum):
@@ -126,7 +153,7 @@ class Backend(Protocol):
 
     async def list_by_principal(
         self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[Listed]:
+    ) -> list[PrincipalRow]:
         """The rows of ``principal`` live at ``live_at`` (expiry None or later) and, if
         ``created_after`` is given, created after it; newest first (``created_at``, then
         ``id_hash``, descending); at most ``limit``."""

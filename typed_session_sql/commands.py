@@ -1,4 +1,4 @@
-"""What :meth:`SessionStore.save` tells the caller to do with the cookie."""
+"""What :meth:`SessionStore.save` tells the caller to do with the cookie: a command."""
 
 from __future__ import annotations
 
@@ -33,4 +33,8 @@ class DoNothing:
     """Leave the cookie as it is: nothing about it changed."""
 
 
-SaveResult = SetCookie | DeleteCookie | DoNothing
+CookieCommand = SetCookie | DeleteCookie | DoNothing
+"""What :meth:`SessionStore.save` returns: one of the three commands."""
+
+SaveResult = CookieCommand
+"""The old name of :data:`CookieCommand`, kept while asgi.py (changed in parallel) imports it."""

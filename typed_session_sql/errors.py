@@ -17,10 +17,12 @@ class SessionConflictError(SessionError):
 
 
 class SessionDeletedError(SessionConflictError):
-    """A save found its session gone: another request deleted it (logout) or it expired.
+    """A save found its session gone: another request deleted it (sign-out, revocation),
+    moved it to a new id (a sign-in or ``regenerate`` that won the race), or it expired.
 
-    A deleted session is never brought back by a save; nothing was written. Clear the
-    client's cookie.
+    A deleted session is never brought back by a save; nothing was written. Leave the
+    client's cookie alone: the browser may already hold the winner's newer id, and the old
+    one names nothing any more.
     """
 
 

@@ -9,28 +9,44 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 logger = logging.getLogger("typed_session_sql")
 
 
 class EventKind(enum.StrEnum):
+    """What happened. Each member says which of :class:`SessionEvent`'s fields it fills."""
+
     CREATED = "created"
+    """A new session was stored."""
     LOADED = "loaded"
+    """A cookie named a live session, and it loaded."""
     RENEWED = "renewed"
+    """A renewal moved a session's expiry later (a touch)."""
     ROTATED = "rotated"
+    """A session moved to a fresh id (``regenerate`` or ``sign_in``)."""
     DELETED = "deleted"
+    """A session was deleted (sign-out)."""
     EXPIRED = "expired"
     """A cookie named a session whose expiry had passed (purged or not)."""
     MALFORMED_COOKIE = "malformed_cookie"
+    """A cookie value that no id of this library can have; no backend call was made."""
     UNKNOWN_ID = "unknown_id"
+    """A well-formed cookie named no stored session."""
     CONFLICT = "conflict"
-    """A save met a concurrent write; ``detail`` says whether it was replayed or raised."""
+    """A save met a concurrent write. ``retries`` is how many replays of ``modify``
+    functions it took; ``detail`` is "replayed" (the save then succeeded), "raised"
+    (:class:`SessionConflictError`) or "deleted" (:class:`SessionDeletedError`)."""
     UNDECODABLE = "undecodable"
-    """A stored session no longer decodes into the data type; it loads as None."""
+    """A stored session no longer decodes into the data type (or its row cannot be read);
+    it loads as None (``on_undecodable="drop"``). ``detail`` names the problem."""
+    DATA_RESET = "data_reset"
+    """A stored session no longer decoded; under ``on_undecodable="reset_data"`` it kept
+    its id and sign-in and its data started afresh. ``detail`` names the problem."""
     DUPLICATE_COOKIE = "duplicate_cookie"
     """The request carried the session cookie twice (a cookie-tossing sign); no session used."""
     REVOKED = "revoked"
-    """Sessions of a principal were revoked: ``count`` of them; ``detail`` is "one", "all"
+    """Sessions of a principal were revoked: ``count`` of them; ``scope`` is "one", "all"
     or "others" (all but the current one)."""
     PURGED = "purged"
     """A purge batch removed ``count`` expired rows."""
@@ -54,6 +70,7 @@ _LEVELS = {
     EventKind.CONFLICT: logging.INFO,
     EventKind.REVOKED: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,
+    EventKind.DATA_RESET: logging.WARNING,
     EventKind.PURGE_FINISHED: logging.INFO,
     EventKind.PURGE_FAILED: logging.INFO,  # the caller gets the error; the scheduler warns
     EventKind.STORE_UNAVAILABLE: logging.WARNING,
@@ -61,26 +78,50 @@ _LEVELS = {
 }
 
 
+RevokeScope = Literal["one", "all", "others"]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
+    """One thing that happened to a session, for counting, alerting or rate-limiting.
+
+    Never carries a cookie value, an id hash or session data. Metrics read the typed
+    fields; ``detail`` is for people.
+    """
+
     kind: EventKind
     detail: str = ""
+    """Human-readable context (an error's type and first line, a reason)."""
     count: int = 1
+    """How many sessions or rows it concerns (revocations and purges; 1 otherwise)."""
+    retries: int | None = None
+    """``conflict``: how many times the save replayed ``modify`` functions."""
+    scope: RevokeScope | None = None
+    """``revoked``: one session, all of a principal's, or all but the current one."""
 
 
 EventHook = Callable[[SessionEvent], None]
 
 
-def emit(hook: EventHook | None, kind: EventKind, detail: str = "", count: int = 1) -> None:
+def emit(
+    hook: EventHook | None,
+    kind: EventKind,
+    detail: str = "",
+    count: int = 1,
+    *,
+    retries: int | None = None,
+    scope: RevokeScope | None = None,
+) -> None:
     """Log the event on ``typed_session_sql`` and pass it to the application's hook.
 
     A failing hook is logged and swallowed: observing sessions must never break a request.
     """
     level = _LEVELS.get(kind, logging.DEBUG)
     if logger.isEnabledFor(level):  # every load emits: format nothing nobody reads
-        logger.log(level, "session %s%s", kind.value, f": {detail}" if detail else "")
+        retried = "" if retries is None else f" (retries={retries})"
+        logger.log(level, "session %s%s%s", kind.value, f": {detail}" if detail else "", retried)
     if hook is not None:
         try:
-            hook(SessionEvent(kind, detail, count))
+            hook(SessionEvent(kind, detail, count, retries, scope))
         except Exception:
             logger.exception("session event hook failed on %s", kind.value)

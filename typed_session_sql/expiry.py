@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def later_by(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, saturating at the ends of the calendar instead of raising
+    OverflowError: a stored row's timestamp near year 9999, or an expiry of
+    ``timedelta.max``, is "as late as can be", never a crash."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return _LATEST if delta > timedelta(0) else _EARLIEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +98,9 @@ class ExpiryPolicy:
         """The expiry a session has if it is active at ``now``: never past the absolute bound."""
         bounds = []
         if self.idle is not None:
-            bounds.append(now + self.idle)
+            bounds.append(later_by(now, self.idle))
         if self.absolute is not None:
-            bounds.append(created_at + self.absolute)
+            bounds.append(later_by(created_at, self.absolute))
         return min(bounds) if bounds else None
 
     def renewal_due(

@@ -1,21 +1,24 @@
-"""One session: its typed data and everything the store needs to save it correctly.
+"""One session: its typed data, its state, and what the store must write to save it.
 
-A session is in one of six states (the Rust crate's): new-unchanged, new-changed,
-unchanged, changed, deleted, new-deleted. Unchanged sessions cost no write. A change is
+A session is in one of six states (the Rust crate's), :class:`SessionState`: new-unchanged,
+new-changed, unchanged, changed, deleted, new-deleted. The state alone decides what a save
+writes (:meth:`Session.pending_write`); unchanged sessions cost no write. A data change is
 detected however it was made, by comparing the encoded data with what was loaded, so an
 in-place mutation of nested data (``session.data.items.append(4)``) counts too.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
-from typed_session_sql.codec import Codec
+from typed_session_sql.backend import Record, SignIn, Update, check_principal
+from typed_session_sql.codec import Codec, DecodeError
 from typed_session_sql.errors import SessionError
-from typed_session_sql.expiry import ExpiryPolicy
+from typed_session_sql.expiry import ExpiryPolicy, later_by
 
 T = TypeVar("T")
 
@@ -27,22 +30,93 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+class SessionState(enum.Enum):
+    """Where a session is in its life; what a save writes follows from it alone."""
+
+    NEW_UNCHANGED = "new-unchanged"
+    """Not stored, and nothing worth storing: a save writes nothing."""
+    NEW_CHANGED = "new-changed"
+    """Not stored, with data (or a sign-in) worth storing: a save inserts it."""
+    UNCHANGED = "unchanged"
+    """Stored and untouched: a save writes nothing, or renews the expiry (a touch)."""
+    CHANGED = "changed"
+    """Stored and changed (data, id, expiry or sign-in): a save updates it, conditionally on
+    the version it was loaded at."""
+    DELETED = "deleted"
+    """Stored and deleted: a save deletes the row."""
+    NEW_DELETED = "new-deleted"
+    """Deleted with nothing (any more) stored: a save writes nothing."""
+
+
+_NEW = frozenset({SessionState.NEW_UNCHANGED, SessionState.NEW_CHANGED, SessionState.NEW_DELETED})
+_CHANGED = frozenset({SessionState.NEW_CHANGED, SessionState.CHANGED})
+
+
+# -- what a save must write ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCreate:
+    """Insert this session as a new row (version 1) under a fresh id."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUpdate:
+    """Update the row conditionally on the version it was loaded at."""
+
+    update: Update
+    """The change; ``new_id_hash`` is left to the store, which draws fresh ids."""
+    rotate: bool
+    """Move the row to a fresh id in the same statement."""
+    replayable: bool
+    """Every data change went through ``modify``: after a lost race the store may reload
+    the row and :meth:`Session.rebase` onto it instead of raising."""
+    expiry_moved: bool
+    """The expiry changed (explicitly or by renewal): the client's cookie must follow."""
+    cookie_value: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTouch:
+    """Only a renewal is due: move the expiry later if the row is still at ``version``."""
+
+    id_hash: bytes
+    version: int
+    expires_at: datetime
+    cookie_value: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelete:
+    """Delete the row (sign-out)."""
+
+    id_hash: bytes
+
+
+PendingWrite = PendingCreate | PendingUpdate | PendingTouch | PendingDelete | None
+"""What the next save must write; None for nothing."""
+
+
 class Session(Generic[T]):
-    """A session's typed data plus its lifecycle. Made by :class:`SessionStore`, not directly."""
+    """A session's typed data plus its lifecycle. Made by :class:`SessionStore`, not directly.
+
+    The methods under "the store's side" are how the store saves a session; an application
+    never needs them.
+    """
 
     __slots__ = (
-        "_assigned",
         "_authenticated_at",
         "_clock",
         "_codec",
         "_cookie_value",
         "_created_at",
         "_data",
-        "_deleted",
         "_expires_at",
         "_expiry_set",
         "_id_hash",
-        "_last_modified",
+        "_known",
         "_modifiers",
         "_policy",
         "_principal",
@@ -51,6 +125,7 @@ class Session(Generic[T]):
         "_rotate",
         "_signing_in",
         "_snapshot",
+        "_state",
         "_version",
     )
 
@@ -64,16 +139,23 @@ class Session(Generic[T]):
         policy: ExpiryPolicy,
         created_at: datetime,
         expires_at: datetime | None,
+        state: SessionState,
         cookie_value: str | None = None,
         id_hash: bytes | None = None,
         version: int | None = None,
-        assigned: bool = False,
         renewal: datetime | None = None,
         principal: str | None = None,
         authenticated_at: datetime | None = None,
     ) -> None:
+        if (state in _NEW) != (id_hash is None):
+            raise ValueError(f"a {state.value} session {'has no' if id_hash else 'needs an'} id")
+        self._state = state
         self._data = data
         self._snapshot = snapshot
+        # The encoding of the data as the library last made it: what a change outside
+        # modify() is detected against. It is the snapshot, except after a data reset.
+        # A session loaded as CHANGED had its undecodable data reset: its fresh data is known.
+        self._known = codec.encode(data) if state is SessionState.CHANGED else snapshot
         self._codec = codec
         self._clock = clock
         self._policy = policy
@@ -82,16 +164,13 @@ class Session(Generic[T]):
         self._cookie_value = cookie_value
         self._id_hash = id_hash
         self._version = version
-        self._assigned = assigned
         self._renewal = renewal
         self._principal = principal
         self._authenticated_at = authenticated_at
         self._signing_in = False
-        self._deleted = False
         self._rotate = False
         self._expiry_set = False
         self._modifiers: list[Callable[[T], T | None]] = []
-        self._last_modified: bytes | None = None
         self._replayable = True
 
     # -- data ---------------------------------------------------------------------------
@@ -105,8 +184,8 @@ class Session(Generic[T]):
     def data(self, value: T) -> None:
         self._check_alive()
         self._data = value
-        self._assigned = True
-        self._replayable = False
+        self._replayable = False  # an assignment cannot be replayed on fresh data
+        self._mark_changed()
 
     def modify(self, fn: Callable[[T], T | None]) -> None:
         """Apply ``fn`` to the data (it returns new data, or None after mutating in place).
@@ -117,39 +196,54 @@ class Session(Generic[T]):
         once, on fresh data each time: keep it free of other side effects.
         """
         self._check_alive()
-        before = self._codec.encode(self._data)
-        if before != (self._last_modified if self._last_modified is not None else self._snapshot):
+        if not self._same_data(self._codec.encode(self._data), self._known):
             self._replayable = False  # something changed the data outside modify()
         self._apply(fn)
         self._modifiers.append(fn)
-        self._last_modified = self._codec.encode(self._data)
+        self._known = self._codec.encode(self._data)
 
     def _apply(self, fn: Callable[[T], T | None]) -> None:
         result = fn(self._data)
         if result is not None:
             self._data = result
 
+    def _same_data(self, encoded: bytes, reference: bytes) -> bool:
+        """Whether the data, ``encoded`` now, is still what ``reference`` encodes.
+
+        Equal bytes say so at once. Different bytes may still hold equal data when an
+        encoding depends on more than the value (the order of a set's elements, of a
+        dict's keys): then the values are compared. Unencodable or undecodable references
+        (a reset row) are never the same.
+        """
+        if encoded == reference:
+            return True
+        try:
+            return bool(self._codec.decode(reference) == self._data)
+        except DecodeError:
+            return False
+
     # -- state --------------------------------------------------------------------------
 
     @property
+    def state(self) -> SessionState:
+        """The session's state now, counting in-place changes of its data."""
+        return self._assess()[0]
+
+    @property
     def is_new(self) -> bool:
-        """Not stored yet (it may never be, if its data never changes)."""
-        return self._id_hash is None
+        """Not stored (yet, or any more)."""
+        return self._state in _NEW
 
     @property
     def is_changed(self) -> bool:
-        """Whether a save will write: changed data, and for a stored session also a pending
-        rotation or an explicit expiry change; and a pending :meth:`sign_in`, new or stored.
-        A renewal alone does not count."""
-        if self._deleted:
-            return False
-        if self._signing_in or self._assigned or self._codec.encode(self._data) != self._snapshot:
-            return True
-        return not self.is_new and (self._rotate or self._expiry_set)
+        """Whether a save will write more than a renewal: changed data, and for a stored
+        session also a pending rotation or an explicit expiry change; and a pending
+        :meth:`sign_in`, new or stored. A renewal alone does not count."""
+        return self.state in _CHANGED
 
     @property
     def is_deleted(self) -> bool:
-        return self._deleted
+        return self._state in (SessionState.DELETED, SessionState.NEW_DELETED)
 
     @property
     def created_at(self) -> datetime:
@@ -196,16 +290,16 @@ class Session(Generic[T]):
         so an id planted before sign-in (session fixation) is dead after it. The session is
         written on save even if its data is untouched, a new one included. The data is left
         as it is: clear it first if nothing of the anonymous session should carry over.
+
+        Raises TypeError for a non-string, ValueError for a principal the databases cannot
+        store: empty, longer than 255 characters, with a NUL or not encodable as UTF-8.
         """
         self._check_alive()
-        if not isinstance(principal, str) or not principal:
-            raise ValueError("principal must be a non-empty string")
-        if len(principal) > MAX_PRINCIPAL_LENGTH:
-            raise ValueError(f"principal is longer than {MAX_PRINCIPAL_LENGTH} characters")
-        self._principal = principal
+        self._principal = check_principal(principal)
         self._authenticated_at = self._clock()
         self._signing_in = True
         self.regenerate()
+        self._mark_changed()
 
     def authenticated_within(self, max_age: timedelta) -> bool:
         """Whether someone signed in on this session at most ``max_age`` ago, by the store's
@@ -223,16 +317,17 @@ class Session(Generic[T]):
         so an id planted before sign-in (session fixation) is worth nothing after it.
         """
         self._check_alive()
-        if not self.is_new:
+        if not self.is_new:  # a new session gets a fresh id anyway
             self._rotate = True
+            self._mark_changed()
 
     def delete(self) -> None:
         """Delete the session on save (sign-out). Final: the session cannot be changed after."""
-        self._deleted = True
+        self._state = SessionState.NEW_DELETED if self.is_new else SessionState.DELETED
 
     def expire_in(self, duration: timedelta) -> None:
         """Expire ``duration`` from now (never past the policy's absolute bound)."""
-        self.set_expiry(self._clock() + duration)
+        self.set_expiry(later_by(self._clock(), duration))
 
     def set_expiry(self, moment: datetime) -> None:
         """Expire at ``moment`` (aware), capped at the policy's absolute bound."""
@@ -246,25 +341,148 @@ class Session(Generic[T]):
         self._set_expiry(None)
 
     def _set_expiry(self, moment: datetime | None) -> None:
-        cap = None if self._policy.absolute is None else self._created_at + self._policy.absolute
+        absolute = self._policy.absolute
+        cap = None if absolute is None else later_by(self._created_at, absolute)
         if cap is not None and (moment is None or moment > cap):
             moment = cap
         self._expires_at = moment
         self._expiry_set = True
         self._renewal = None
+        if not self.is_new:  # an expiry alone never makes a new session worth storing
+            self._mark_changed()
+
+    def _mark_changed(self) -> None:
+        if self._state is SessionState.UNCHANGED:
+            self._state = SessionState.CHANGED
+        elif self._state is SessionState.NEW_UNCHANGED:
+            self._state = SessionState.NEW_CHANGED
 
     def _check_alive(self) -> None:
-        if self._deleted:
+        if self.is_deleted:
             raise SessionError("the session was deleted; it cannot be changed any more")
 
-    def __repr__(self) -> str:
-        state = ("new-" if self.is_new else "") + (
-            "deleted" if self._deleted else "changed" if self.is_changed else "unchanged"
+    # -- the store's side ---------------------------------------------------------------
+
+    def _assess(self) -> tuple[SessionState, bytes]:
+        """The state now, counting in-place data changes, and the data's encoding
+        (empty for a deleted session, whose data is never written)."""
+        state = self._state
+        if state in (SessionState.DELETED, SessionState.NEW_DELETED):
+            return state, b""
+        encoded = self._codec.encode(self._data)
+        if state is SessionState.UNCHANGED and not self._same_data(encoded, self._snapshot):
+            state = SessionState.CHANGED
+        elif state is SessionState.NEW_UNCHANGED and not self._same_data(encoded, self._snapshot):
+            state = SessionState.NEW_CHANGED
+        return state, encoded
+
+    def pending_write(self) -> PendingWrite:
+        """What the next save must write: the one place that decides (``is_changed`` and
+        ``state`` follow from the same assessment).
+
+        Raises :class:`EncodeError` if the data cannot be encoded.
+        """
+        state, encoded = self._assess()
+        if state is SessionState.NEW_CHANGED:
+            return PendingCreate(
+                Record(
+                    encoded,
+                    1,
+                    self._created_at,
+                    self._expires_at,
+                    self._principal,
+                    self._authenticated_at,
+                )
+            )
+        if state is SessionState.CHANGED:
+            return self._pending_update(encoded)
+        if state is SessionState.DELETED:
+            assert self._id_hash is not None
+            return PendingDelete(self._id_hash)
+        if state is SessionState.UNCHANGED and self._renewal is not None:
+            assert self._id_hash is not None
+            assert self._version is not None
+            assert self._cookie_value is not None
+            return PendingTouch(self._id_hash, self._version, self._renewal, self._cookie_value)
+        return None
+
+    def _pending_update(self, encoded: bytes) -> PendingUpdate:
+        assert self._id_hash is not None
+        assert self._version is not None
+        assert self._cookie_value is not None
+        sign_in = None
+        if self._signing_in:
+            assert self._principal is not None
+            assert self._authenticated_at is not None
+            sign_in = SignIn(self._principal, self._authenticated_at)
+        return PendingUpdate(
+            Update(self._id_hash, self._version, encoded, self._expires_at, None, sign_in),
+            rotate=self._rotate,
+            replayable=self._replayable and encoded == self._known,
+            expiry_moved=self._expiry_set or self._renewal is not None,
+            cookie_value=self._cookie_value,
         )
-        signed_in = self._principal is not None
+
+    def rebase(self, stored: Record, data: T) -> PendingUpdate:
+        """Replay this session's ``modify`` functions on ``data`` (freshly decoded from the
+        ``stored`` row another request wrote) and return the update to try next.
+
+        The stored row's ``created_at`` and, unless this session signs in, its principal
+        carry over; so does its expiry unless this session set one (the later one wins).
+        """
+        self._data = data
+        for fn in self._modifiers:
+            self._apply(fn)
+        self._created_at = stored.created_at
+        if not self._signing_in:  # a sign-in of this request is replayed as it was
+            self._principal = stored.principal
+            self._authenticated_at = stored.authenticated_at
+        if not self._expiry_set:
+            self._expires_at = _later(self._expires_at, stored.expires_at)
+        self._version = stored.version
+        encoded = self._codec.encode(self._data)
+        self._known = encoded
+        return self._pending_update(encoded)
+
+    def stored_as(
+        self, version: int, data: bytes | None = None, *, identity: tuple[str, bytes] | None = None
+    ) -> None:
+        """The store wrote this session as ``version`` holding ``data`` (None: as it was),
+        under ``identity`` (cookie value, id hash) if its id changed. Nothing is pending
+        any more."""
+        if identity is not None:
+            self._cookie_value, self._id_hash = identity
+        if data is not None:
+            self._snapshot = self._known = data
+        self._version = version
+        self._state = SessionState.UNCHANGED
+        self._rotate = False
+        self._expiry_set = False
+        self._renewal = None
+        self._signing_in = False
+        self._modifiers.clear()
+        self._replayable = True
+
+    def removed(self) -> None:
+        """The store deleted this session's row: nothing is stored any more."""
+        self._state = SessionState.NEW_DELETED
+        self._id_hash = None
+        self._cookie_value = None
+
+    def __repr__(self) -> str:
+        signed_in = self._principal is not None  # who is no business of a log line
+        try:
+            state = self.state
+        except SessionError:  # data that cannot be encoded still has a repr
+            state = self._state
         return (
-            f"<Session {state} version={self._version} expires_at={self._expires_at}"
-            f" signed_in={signed_in}>"
+            f"<Session {state.value} version={self._version}"
+            f" expires_at={self._expires_at} signed_in={signed_in}>"
         )
 
     __str__ = __repr__
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The later of two expiries, where None means never."""
+    return None if a is None or b is None else max(a, b)

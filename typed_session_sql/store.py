@@ -10,26 +10,26 @@ session costs nothing.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import anyio
 
 from typed_session_sql import ids
 from typed_session_sql.backend import (
     Backend,
-    Listed,
+    PrincipalRow,
     Record,
-    SignIn,
     UnreadableRecordError,
-    Update,
     UpdateOutcome,
+    check_principal,
 )
 from typed_session_sql.codec import Codec, DecodeError, codec_for
-from typed_session_sql.commands import DeleteCookie, DoNothing, SaveResult, SetCookie
+from typed_session_sql.commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
 from typed_session_sql.errors import (
     IdCollisionError,
     SessionConflictError,
@@ -39,10 +39,18 @@ from typed_session_sql.errors import (
     StoreUnavailableError,
     describe_error,
 )
-from typed_session_sql.events import EventHook, EventKind, emit
-from typed_session_sql.expiry import ExpiryPolicy
+from typed_session_sql.events import EventHook, EventKind, RevokeScope, emit
+from typed_session_sql.expiry import ExpiryPolicy, later_by
 from typed_session_sql.purge import BatchHook, purge_pass
-from typed_session_sql.session import Session, as_utc
+from typed_session_sql.session import (
+    PendingCreate,
+    PendingDelete,
+    PendingTouch,
+    PendingUpdate,
+    Session,
+    SessionState,
+    as_utc,
+)
 
 if TYPE_CHECKING:
     from typed_session_sql.asgi import SessionAccessor
@@ -50,6 +58,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 Clock = Callable[[], datetime]
+
+OnUndecodable = Literal["drop", "reset_data"]
+
+MAX_LISTED = 10_000
+"""The most sessions one :meth:`SessionStore.sessions_of` call returns."""
+
+_HANDLE = re.compile(r"[0-9a-f]{64}")
 
 
 def utc_now() -> datetime:
@@ -92,6 +107,12 @@ class SessionStore(Generic[T]):
         codec: how data is encoded; by default msgspec JSON, or pydantic for pydantic models.
         default_factory: makes the data of a fresh session; by default ``data_type()``.
         on_event: called with each :class:`SessionEvent` (no secrets in them).
+        on_undecodable: what loading a stored session whose data no longer decodes into
+            ``data_type`` does. "drop" (the default): it loads as None, so the user starts
+            anonymous (``undecodable`` event). "reset_data": it loads with the id, sign-in
+            and expiry it had and fresh data from ``default_factory``, written on save like
+            any change, version-checked (``data_reset`` event). A row whose columns cannot
+            be read at all is dropped either way.
     """
 
     def __init__(
@@ -108,7 +129,12 @@ class SessionStore(Generic[T]):
         codec: Codec[T] | None = None,
         default_factory: Callable[[], T] | None = None,
         on_event: EventHook | None = None,
+        on_undecodable: OnUndecodable = "drop",
     ) -> None:
+        if on_undecodable not in ("drop", "reset_data"):
+            raise ValueError(
+                f"on_undecodable must be 'drop' or 'reset_data', not {on_undecodable!r}"
+            )
         if max_id_collision_retries is not None and max_id_collision_retries < 0:
             raise ValueError("max_id_collision_retries must be >= 0 or None")
         if max_data_bytes <= 0:
@@ -128,6 +154,15 @@ class SessionStore(Generic[T]):
             default_factory if default_factory is not None else data_type
         )
         self.on_event = on_event
+        self.on_undecodable: OnUndecodable = on_undecodable
+        if on_undecodable == "reset_data":
+            try:  # a reset that cannot make fresh data would fail a request instead
+                self._default_factory()
+            except Exception as error:
+                raise TypeError(
+                    f"on_undecodable='reset_data' needs fresh data, but {data_type!r}() failed;"
+                    " pass default_factory="
+                ) from error
 
     def now(self) -> datetime:
         """The store's clock, in UTC."""
@@ -150,7 +185,7 @@ class SessionStore(Generic[T]):
             policy=self.expiry,
             created_at=now,
             expires_at=self.expiry.initial_expiry(now),
-            assigned=data is not None,
+            state=SessionState.NEW_UNCHANGED if data is None else SessionState.NEW_CHANGED,
         )
 
     async def load(self, cookie_value: str | None) -> Session[T] | None:
@@ -169,7 +204,7 @@ class SessionStore(Generic[T]):
             try:
                 record = await self.backend.read(id_hash)
             except UnreadableRecordError as error:
-                emit(self.on_event, EventKind.UNDECODABLE, _short(error))
+                emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
                 return None
             if record is None:
                 emit(self.on_event, EventKind.UNKNOWN_ID)
@@ -178,11 +213,15 @@ class SessionStore(Generic[T]):
             if not self._is_live(record, now):
                 emit(self.on_event, EventKind.EXPIRED)
                 return None
+            state = SessionState.UNCHANGED
             try:
                 data = self.codec.decode(record.data)
             except DecodeError as error:
-                emit(self.on_event, EventKind.UNDECODABLE, _short(error))
-                return None
+                if self.on_undecodable == "drop":
+                    emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
+                    return None
+                emit(self.on_event, EventKind.DATA_RESET, describe_error(error))
+                data, state = self._default_factory(), SessionState.CHANGED
             emit(self.on_event, EventKind.LOADED)
             renewal = self.expiry.renewal_due(record.created_at, record.expires_at, now)
             return Session(
@@ -193,6 +232,7 @@ class SessionStore(Generic[T]):
                 policy=self.expiry,
                 created_at=record.created_at,
                 expires_at=renewal if renewal is not None else record.expires_at,
+                state=state,
                 cookie_value=cookie_value,
                 id_hash=id_hash,
                 version=record.version,
@@ -201,46 +241,42 @@ class SessionStore(Generic[T]):
                 authenticated_at=record.authenticated_at,
             )
 
-    def _is_live(self, record: Record | Listed, now: datetime) -> bool:
+    def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
             return False
         # The policy's absolute bound holds even for rows written under a laxer policy.
         absolute = self.expiry.absolute
-        return absolute is None or now < record.created_at + absolute
+        return absolute is None or now < later_by(record.created_at, absolute)
 
     # -- saving -------------------------------------------------------------------------
 
-    async def save(self, session: Session[T]) -> SaveResult:
-        """Write what changed, in one backend call, and say what to do with the cookie.
+    async def save(self, session: Session[T]) -> CookieCommand:
+        """Write what the session says it needs, in one backend call, and say what to do
+        with the cookie.
 
-        Raises :class:`SessionTooLargeError` (nothing written), :class:`SessionConflictError`
-        (a concurrent write won and the change could not be replayed; nothing written),
-        :class:`SessionDeletedError` (the session was deleted meanwhile; nothing written),
-        :class:`IdCollisionError` and :class:`StoreUnavailableError`.
+        Raises :class:`SessionTooLargeError` and :class:`EncodeError` (nothing written),
+        :class:`SessionConflictError` (a concurrent write won and the change could not be
+        replayed; nothing written), :class:`SessionDeletedError` (the session was deleted
+        or rotated away meanwhile; nothing written), :class:`IdCollisionError` and
+        :class:`StoreUnavailableError`.
         """
         with self._reporting_failures():
-            if session._deleted:
-                return await self._delete(session)
-            data = self.codec.encode(session._data)
-            data_changed = session._assigned or data != session._snapshot
-            if session._id_hash is None:
-                if not data_changed and not session._signing_in:
-                    return (
-                        DoNothing()
-                    )  # an expiry-only change never makes a new session worth storing
-                return await self._create(session, data)
-            if data_changed or session._rotate or session._expiry_set or session._signing_in:
-                return await self._update(session, data)
-            if session._renewal is not None:
-                return await self._touch(session, session._id_hash, session._renewal)
-            return DoNothing()
+            pending = session.pending_write()
+            match pending:
+                case PendingCreate():
+                    return await self._create(session, pending)
+                case PendingUpdate():
+                    return await self._update(session, pending)
+                case PendingTouch():
+                    return await self._touch(session, pending)
+                case PendingDelete():
+                    return await self._delete(session, pending)
+                case None:
+                    return DoNothing()
 
-    async def _delete(self, session: Session[T]) -> SaveResult:
-        if session._id_hash is None:
-            return DoNothing()
-        await self.backend.delete(session._id_hash)
-        session._id_hash = None
-        session._cookie_value = None
+    async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
+        await self.backend.delete(pending.id_hash)
+        session.removed()
         emit(self.on_event, EventKind.DELETED)
         return DeleteCookie()
 
@@ -251,142 +287,124 @@ class SessionStore(Generic[T]):
     def _fresh_ids(self) -> _FreshIds:
         return _FreshIds(self._hash, self.max_id_collision_retries)
 
-    async def _create(self, session: Session[T], data: bytes) -> SaveResult:
-        self._check_size(data)
-        record = Record(
-            data,
-            1,
-            session._created_at,
-            session._expires_at,
-            session._principal,
-            session._authenticated_at,
-        )
+    async def _create(self, session: Session[T], pending: PendingCreate) -> CookieCommand:
+        record = pending.record
+        self._check_size(record.data)
         fresh = self._fresh_ids()
         while True:
             cookie_value, id_hash = fresh.next()
             if await self.backend.create(id_hash, record):
                 break
-        session._cookie_value, session._id_hash = cookie_value, id_hash
-        self._saved(session, data, version=1)
+        session.stored_as(1, record.data, identity=(cookie_value, id_hash))
         emit(self.on_event, EventKind.CREATED)
-        return SetCookie(cookie_value, session._expires_at)
+        return SetCookie(cookie_value, record.expires_at)
 
-    async def _update(self, session: Session[T], data: bytes) -> SaveResult:
-        self._check_size(data)
-        assert session._id_hash is not None
-        assert session._version is not None
-        old_hash, version = session._id_hash, session._version
-        replayable = session._modifiers and session._replayable and data == session._last_modified
-        fresh = self._fresh_ids() if session._rotate else None
-        cookie_value, new_hash = fresh.next() if fresh is not None else (None, None)
-        sign_in = None
-        if session._signing_in:
-            assert session._principal is not None
-            assert session._authenticated_at is not None
-            sign_in = SignIn(session._principal, session._authenticated_at)
-        conflicts = 0
+    async def _update(self, session: Session[T], pending: PendingUpdate) -> CookieCommand:
+        self._check_size(pending.update.data)
+        old_hash = pending.update.id_hash
+        fresh = self._fresh_ids() if pending.rotate else None
+        identity = fresh.next() if fresh is not None else None
+        retries = 0
         while True:
-            outcome = await self.backend.update(
-                Update(old_hash, version, data, session._expires_at, new_hash, sign_in)
-            )
+            change = pending.update
+            if identity is not None:
+                change = replace(change, new_id_hash=identity[1])
+            outcome = await self.backend.update(change)
             if outcome is UpdateOutcome.UPDATED:
                 break
             if outcome is UpdateOutcome.ID_TAKEN:
                 assert fresh is not None
-                cookie_value, new_hash = fresh.next()
+                identity = fresh.next()
                 continue
-            # STALE: another request wrote (or deleted) this session since it was loaded.
-            if not replayable or conflicts >= self.max_conflict_retries:
-                await self._raise_conflict(old_hash, replayable=bool(replayable))
-            conflicts += 1
-            await anyio.sleep(_backoff(conflicts))
-            record = await self.backend.read(old_hash)
+            # STALE: another request wrote (or deleted, or rotated) this session since it
+            # was loaded. Replay on what it wrote, if every data change went through modify().
+            if not pending.replayable or retries >= self.max_conflict_retries:
+                await self._raise_conflict(old_hash, replayable=pending.replayable, retries=retries)
+            retries += 1
+            await anyio.sleep(_backoff(retries))
+            record = await self._reread(old_hash, retries)
             if record is None or not self._is_live(record, self.now()):
-                emit(self.on_event, EventKind.CONFLICT, "deleted meanwhile")
+                emit(self.on_event, EventKind.CONFLICT, "deleted", retries=retries)
                 raise SessionDeletedError("the session was deleted or expired by another request")
-            data, version = self._replay(session, record), record.version
-            self._check_size(data)
-        if conflicts:
-            emit(self.on_event, EventKind.CONFLICT, f"replayed after {conflicts} lost race(s)")
-        rotated = new_hash is not None
-        if rotated:
-            session._cookie_value, session._id_hash = cookie_value, new_hash
+            pending = session.rebase(record, self._decode_stored(record, retries))
+            self._check_size(pending.update.data)
+        if retries:
+            emit(self.on_event, EventKind.CONFLICT, "replayed", retries=retries)
+        if identity is not None:
             emit(self.on_event, EventKind.ROTATED)
-        expiry_moved = session._expiry_set or session._renewal is not None
-        self._saved(session, data, version=version + 1)
-        if rotated or expiry_moved:
-            assert session._cookie_value is not None
-            return SetCookie(session._cookie_value, session._expires_at, value_changed=rotated)
+        session.stored_as(change.expected_version + 1, change.data, identity=identity)
+        if identity is not None:
+            return SetCookie(identity[0], change.expires_at)
+        if pending.expiry_moved:
+            return SetCookie(pending.cookie_value, change.expires_at, value_changed=False)
         return DoNothing()
 
-    async def _raise_conflict(self, id_hash: bytes, *, replayable: bool) -> None:
-        emit(self.on_event, EventKind.CONFLICT, "raised")
-        if not replayable and await self.backend.read(id_hash) is None:
+    async def _raise_conflict(self, id_hash: bytes, *, replayable: bool, retries: int) -> None:
+        if not replayable and await self._reread(id_hash, retries) is None:
+            emit(self.on_event, EventKind.CONFLICT, "deleted", retries=retries)
             raise SessionDeletedError("the session was deleted by another request")
+        emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
         raise SessionConflictError(
             "the session was changed by another request since it was loaded"
             + ("" if replayable else "; make every change with Session.modify() to replay it")
         )
 
-    def _replay(self, session: Session[T], record: Record) -> bytes:
-        """Apply the session's ``modify`` functions to the stored data; return its encoding."""
+    async def _reread(self, id_hash: bytes, retries: int) -> Record | None:
+        """The row as a concurrent writer left it, after a lost race."""
         try:
-            session._data = self.codec.decode(record.data)
-        except DecodeError as error:
-            emit(self.on_event, EventKind.UNDECODABLE, _short(error))
-            raise SessionConflictError("the concurrently stored data no longer decodes") from error
-        for fn in session._modifiers:
-            session._apply(fn)
-        session._created_at = record.created_at
-        if not session._signing_in:  # a sign-in of this request is replayed as it was
-            session._principal = record.principal
-            session._authenticated_at = record.authenticated_at
-        if not session._expiry_set:
-            session._expires_at = _later(session._expires_at, record.expires_at)
-        data = self.codec.encode(session._data)
-        session._last_modified = data
-        return data
+            return await self.backend.read(id_hash)
+        except UnreadableRecordError as error:
+            emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
+            emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
+            raise SessionConflictError("the concurrently stored session cannot be read") from None
 
-    async def _touch(self, session: Session[T], id_hash: bytes, expires_at: datetime) -> SaveResult:
+    def _decode_stored(self, record: Record, retries: int) -> T:
+        """The data a concurrent writer stored, to replay ``modify`` functions on."""
+        try:
+            return self.codec.decode(record.data)
+        except DecodeError as error:
+            if self.on_undecodable == "reset_data":
+                emit(self.on_event, EventKind.DATA_RESET, describe_error(error))
+                return self._default_factory()
+            emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
+            emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
+            raise SessionConflictError("the concurrently stored data no longer decodes") from None
+
+    async def _touch(self, session: Session[T], pending: PendingTouch) -> CookieCommand:
         # A lost touch (row gone or rotated away, written since it was read, or a concurrent
         # renewal went further) is harmless, but then there is nothing to tell the client:
         # re-sending this value could overwrite a newer cookie another request just set.
-        assert session._version is not None
-        touched = await self.backend.touch(id_hash, session._version, expires_at, self.now())
-        session._renewal = None
+        touched = await self.backend.touch(
+            pending.id_hash, pending.version, pending.expires_at, self.now()
+        )
+        session.stored_as(pending.version)
         if not touched:
             return DoNothing()
         emit(self.on_event, EventKind.RENEWED)
-        assert session._cookie_value is not None
-        return SetCookie(session._cookie_value, expires_at, value_changed=False)
-
-    def _saved(self, session: Session[T], data: bytes, *, version: int) -> None:
-        session._snapshot = data
-        session._version = version
-        session._assigned = False
-        session._rotate = False
-        session._expiry_set = False
-        session._renewal = None
-        session._signing_in = False
-        session._modifiers.clear()
-        session._last_modified = None
-        session._replayable = True
+        return SetCookie(pending.cookie_value, pending.expires_at, value_changed=False)
 
     # -- a principal's sessions ---------------------------------------------------------
 
     async def sessions_of(self, principal: str, *, limit: int = 100) -> list[SessionInfo]:
         """The live sessions (by the store's clock) ``principal`` signed in on, newest first,
-        at most ``limit`` of them.
+        at most ``limit`` (1 to 10,000) of them.
 
-        One backend call. Raises :class:`StoreUnavailableError`.
+        One backend call. Raises TypeError or ValueError for a principal ``sign_in`` would
+        refuse or a bad ``limit`` (before any backend call), and
+        :class:`StoreUnavailableError`.
         """
+        check_principal(principal)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if not 1 <= limit <= MAX_LISTED:
+            raise ValueError(f"limit must be between 1 and {MAX_LISTED}, got {limit}")
         with self._reporting_failures():
             now = self.now()
             absolute = self.expiry.absolute
             listed = await self.backend.list_by_principal(
                 principal,
                 live_at=now,
-                created_after=None if absolute is None else now - absolute,
+                created_after=None if absolute is None else later_by(now, -absolute),
                 limit=limit,
             )
             return [
@@ -398,28 +416,31 @@ class SessionStore(Generic[T]):
     async def revoke(self, principal: str, handle: str) -> bool:
         """Delete the session ``handle`` names if it is one of ``principal``'s; return whether
         one was. A handle of another principal's session deletes nothing, so a user can only
-        ever revoke their own. A malformed handle costs no backend call."""
+        ever revoke their own. Anything but 64 lowercase hex characters is no handle: False,
+        with no backend call. A bad principal raises as in :meth:`sessions_of`."""
+        check_principal(principal)
+        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+            return False
         with self._reporting_failures():
-            id_hash = _parse_handle(handle)
-            if id_hash is None:
-                return False
-            removed = await self.backend.delete_by_principal(principal, only=id_hash)
+            removed = await self.backend.delete_by_principal(principal, only=bytes.fromhex(handle))
             if removed:
-                emit(self.on_event, EventKind.REVOKED, "one", removed)
+                emit(self.on_event, EventKind.REVOKED, "one", removed, scope="one")
             return removed == 1
 
     async def revoke_all(self, principal: str, *, keep: Session[T] | None = None) -> int:
         """Delete every session of ``principal`` ("sign out everywhere"), except ``keep``
         ("everywhere else"; pass the current session); return how many went, in one
         backend call. A later save of a revoked session raises :class:`SessionDeletedError`:
-        it never brings the session back."""
+        it never brings the session back. A bad principal raises as in :meth:`sessions_of`."""
+        check_principal(principal)
+        if keep is not None and keep.principal != principal:
+            raise ValueError("keep is not a session of that principal")
+        kept = None if keep is None or keep.handle is None else bytes.fromhex(keep.handle)
         with self._reporting_failures():
-            if keep is not None and keep.principal != principal:
-                raise ValueError("keep is not a session of that principal")
-            kept = keep._id_hash if keep is not None else None
             removed = await self.backend.delete_by_principal(principal, keep=kept)
             if removed:
-                emit(self.on_event, EventKind.REVOKED, "others" if kept else "all", removed)
+                scope: RevokeScope = "others" if kept else "all"
+                emit(self.on_event, EventKind.REVOKED, scope, removed, scope=scope)
             return removed
 
     # -- housekeeping -------------------------------------------------------------------
@@ -486,24 +507,6 @@ class _FreshIds:
         return value, self._hash(value)
 
 
-def _parse_handle(handle: str) -> bytes | None:
-    if len(handle) != 2 * ids.HASH_BYTES:
-        return None
-    try:
-        return bytes.fromhex(handle)
-    except ValueError:
-        return None
-
-
 def _backoff(attempt: int) -> float:
     """Full jitter, exponential from 1 ms, capped at 50 ms: losers of a race spread out."""
     return random.uniform(0, min(0.05, 0.001 * 2**attempt))  # noqa: S311 - jitter, not secrets
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    """The later of two expiries, where None means never."""
-    return None if a is None or b is None else max(a, b)
-
-
-def _short(error: Exception) -> str:
-    return str(error).splitlines()[0][:200]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from typed_session_sql.backend import Listed, Record, Update, UpdateOutcome
+from typed_session_sql.backend import PrincipalRow, Record, Update, UpdateOutcome
 
 OperationKind = Literal[
     "create", "read", "update", "touch", "delete", "purge", "clear", "list", "delete_by_principal"
@@ -96,10 +96,10 @@ class MemoryBackend:
 
     async def list_by_principal(
         self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[Listed]:
+    ) -> list[PrincipalRow]:
         self.operations.append(Operation("list"))
         listed = [
-            Listed(key, record.created_at, record.expires_at, record.authenticated_at)
+            PrincipalRow(key, record.created_at, record.expires_at, record.authenticated_at)
             for key, record in self.rows.items()
             if record.principal == principal
             and (record.expires_at is None or record.expires_at > live_at)

@@ -20,6 +20,8 @@ from typed_session_sql.scheduler import PurgeScheduler
 from typed_session_sql.session import Session
 from typed_session_sql.store import SessionInfo, SessionStore
 
+__version__ = "0.1.0"
+
 __all__ = [
     "Backend",
     "Codec",

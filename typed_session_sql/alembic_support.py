@@ -225,8 +225,8 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
                 raise SessionTableMissingError(
                     f"the version table {version_table(table)!r} records revision "
                     f"{_revisions(after)} but the session table {table!r} does not exist "
-                    "(dropped by hand?); to create it again: "
-                    "typed-session-sql migrate downgrade base, then upgrade head"
+                    f"(dropped by hand?); to create it again, drop {version_table(table)!r} "
+                    "and migrate again"
                 )
             _end(connection, commit=True)
         except BaseException:

@@ -10,7 +10,6 @@ from typed_session_sql.cli.common import (
     EXIT_OK,
     Database,
     MigrationFailedError,
-    UsageError,
     add_database_options,
     check_connection,
     database,
@@ -36,7 +35,8 @@ take turns (an advisory lock on PostgreSQL, SQLite's write lock).
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_database_options(common)
-    common.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    changes = argparse.ArgumentParser(add_help=False, parents=[common])
+    changes.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
 
     parser = subparsers.add_parser(
         "migrate",
@@ -45,9 +45,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    upgrade = actions.add_parser("upgrade", parents=[common], help="upgrade to a revision")
+    upgrade = actions.add_parser("upgrade", parents=[changes], help="upgrade to a revision")
     upgrade.add_argument("revision", nargs="?", default="head", help="default: head")
-    downgrade = actions.add_parser("downgrade", parents=[common], help="downgrade to a revision")
+    downgrade = actions.add_parser("downgrade", parents=[changes], help="downgrade to a revision")
     downgrade.add_argument("revision", help="target revision, e.g. base or -1")
     actions.add_parser("current", parents=[common], help="show the database's revision")
     actions.add_parser("history", help="list the revisions")
@@ -58,7 +58,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "history":
         return _history()
     db = database(args)
-    if args.sql:
+    if getattr(args, "sql", False):
         return run("migrate", db, lambda: _offline(db, args.action, args.revision))
     return run("migrate", db, lambda: _online(db, args))
 
@@ -111,8 +111,6 @@ async def _offline(db: Database, action: str, revision: str) -> int:
 
     from typed_session_sql.alembic_support import make_config
 
-    if action not in ("upgrade", "downgrade"):
-        raise UsageError("--sql prints the SQL of an upgrade or a downgrade")
     config = make_config(db.url, db.table, db.schema)
     try:
         if action == "upgrade":

@@ -205,6 +205,18 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
     tables, _ = run(inspect_db(Target(url, "typed_sessions", None)))
     assert "typed_sessions" not in tables
 
+    # Without the postgres extra, a PostgreSQL URL names the extra to install (exit 2).
+    for words in (["migrate", "upgrade"], ["stats"], ["purge"]):
+        done = subprocess.run(
+            [str(venv / "bin" / "typed-session-sql"), *words, "--url", "postgresql://u@h/db"],
+            cwd=elsewhere, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.endswith(
+            ": error: the driver asyncpg is not installed: "
+            "pip install 'typed-session-sql[postgres]'\n"
+        ), done.stderr
+
 
 def test_cli_reports_a_down_database_without_the_password(
     capsys: pytest.CaptureFixture[str],

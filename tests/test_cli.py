@@ -144,26 +144,39 @@ def pg_table() -> Iterator[str]:
     asyncio.run(drop())
 
 
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command in this process (the real-process runs are in the doc tests)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
-def test_plain_postgres_urls_work_for_every_command(scheme: str, pg_table: str) -> None:
+def test_plain_postgres_urls_work_for_every_command(
+    scheme: str, pg_table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"{scheme}://root@127.0.0.1:5432/test"
-    migrated = cli("migrate", "upgrade", "head", "--url", url, "--table", pg_table)
-    assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout == f"{pg_table}: (none) -> 0001\n"
+    migrated = run_main(capsys, "migrate", "upgrade", "head", "--url", url, "--table", pg_table)
+    assert migrated == (0, f"{pg_table}: (none) -> 0001\n", "")
     for command in (["purge"], ["stats", "--json"], ["migrate", "current"]):
-        done = cli(*command, "--url", url, "--table", pg_table)
-        assert done.returncode == 0, done.stderr
+        code, _, err = run_main(capsys, *command, "--url", url, "--table", pg_table)
+        assert code == 0, err
 
 
-def test_plain_sqlite_urls_work_for_every_command(tmp_path: Path) -> None:
+def test_plain_sqlite_urls_work_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    assert cli("migrate", "upgrade", "--url", url).stdout == "typed_sessions: (none) -> 0001\n"
+    migrated = run_main(capsys, "migrate", "upgrade", "--url", url)
+    assert migrated == (0, "typed_sessions: (none) -> 0001\n", "")
     for command in (["purge"], ["stats"], ["migrate", "current"]):
-        done = cli(*command, "--url", url)
-        assert done.returncode == 0, done.stderr
+        code, _, err = run_main(capsys, *command, "--url", url)
+        assert code == 0, err
 
 
-def test_migrate_prints_one_line_per_change(tmp_path: Path) -> None:
+def test_migrate_prints_one_line_per_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
     steps = [
         (["current"], "current: (none)"),
@@ -174,11 +187,10 @@ def test_migrate_prints_one_line_per_change(tmp_path: Path) -> None:
         (["current"], "current: (none)"),
     ]
     for args, expected in steps:
-        done = cli("migrate", *args, "--url", url)
-        assert (done.returncode, done.stdout, done.stderr) == (0, expected + "\n", "")
-    unknown = cli("migrate", "upgrade", "9999", "--url", url)
-    assert unknown.returncode == EXIT_FAILED
-    assert "9999" in unknown.stderr
+        assert run_main(capsys, "migrate", *args, "--url", url) == (0, expected + "\n", "")
+    code, _, err = run_main(capsys, "migrate", "upgrade", "9999", "--url", url)
+    assert code == EXIT_FAILED
+    assert "9999" in err
 
 
 @pytest.mark.parametrize("command", [["purge"], ["stats"]])

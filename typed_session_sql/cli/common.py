@@ -11,7 +11,8 @@ Exit codes (the same for every command; the README and docs/cleanup.md have the 
   driver does not take, a driver that is not installed;
 - 69 (``EX_UNAVAILABLE``): the database could not be reached, or a statement failed (for
   instance the table does not exist yet);
-- 70 (``EX_SOFTWARE``): an unexpected error, a bug; please report it.
+- 70 (``EX_SOFTWARE``): an unexpected error, a bug; please report it;
+- 130: interrupted (Ctrl+C).
 
 No output ever shows a password: URLs are printed masked.
 """
@@ -38,6 +39,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} done, {EXIT_FAILED} migration failed, {EXIT_USAGE} bad usage "
@@ -224,7 +226,7 @@ def run(command: str, db: Database, main: Callable[[], Awaitable[int]]) -> int:
             )
         return code
     except KeyboardInterrupt:
-        return fail(130, "interrupted")
+        return fail(EXIT_INTERRUPTED, "interrupted")
     except Exception as error:
         return fail(EXIT_BUG, f"unexpected {describe_error(error)} (a bug: please report it)")
 

@@ -66,3 +66,66 @@ def test_the_kubernetes_manifests_call_purge_with_valid_options() -> None:
     purger = next(c for c in sidecar["containers"] if c["name"] == "session-purge")
     accepts(purger["command"][1:])
     assert "--every" in purger["command"]
+
+
+def python_block(marker: str) -> str:
+    (code,) = [b for b in blocks("python") if marker in b]
+    return code
+
+
+async def expired_store() -> Any:
+    """A store with three sessions that expired an hour ago (by its own clock)."""
+    from datetime import timedelta
+
+    from tests.clock import FakeClock
+    from typed_session_sql import ExpiryPolicy, MemoryBackend, SessionStore
+
+    clock = FakeClock()
+    store: Any = SessionStore(
+        dict, MemoryBackend(), expiry=ExpiryPolicy(idle=timedelta(minutes=1)), clock=clock
+    )
+    for _ in range(3):
+        session = store.new()
+        session.data["n"] = 1
+        await store.save(session)
+    clock.advance(timedelta(hours=1))
+    return store
+
+
+async def test_a_pass_without_the_lock_runs_as_written() -> None:
+    store = await expired_store()
+    code = python_block("exclusive=False")
+    namespace: dict[str, Any] = {"store": store}
+    body = "\n".join(f"    {line}" for line in code.splitlines())
+    exec(compile(f"async def _example():\n{body}\n    return result", str(DOC), "exec"), namespace)
+    result = await namespace["_example"]()
+    assert (result.removed, result.skipped) == (3, False)
+
+
+async def test_the_logging_recipe_shows_each_pass(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from typed_session_sql import PurgeResult
+
+    store = await expired_store()
+    library = logging.getLogger("typed_session_sql")
+    handlers, level = list(library.handlers), library.level
+    namespace: dict[str, Any] = {"store": store}
+    try:
+        exec(compile(python_block("log_removals"), str(DOC), "exec"), namespace)
+        assert library.level == logging.INFO
+        assert len(library.handlers) == len(handlers) + 1
+        with caplog.at_level(logging.INFO):
+            await store.purge_expired()
+            namespace["log_removals"](PurgeResult(removed=0, batches=1, seconds=0.1))
+            namespace["log_removals"](PurgeResult(removed=3, batches=1, seconds=0.1))
+    finally:
+        library.handlers[:] = handlers
+        library.setLevel(level)
+    lines = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("typed_session_sql", "session purge_finished: 3 rows in 1 batch(es)") in [
+        (name, message.rsplit(",", 1)[0]) for name, message in lines
+    ]
+    assert lines.count(("app", "purged 3 expired sessions")) == 1
+    assert not any("purged 0" in message for _, message in lines)
+    assert namespace["scheduler"].every.total_seconds() == 300

@@ -1,5 +1,7 @@
-"""The Alembic migrations: both ways on SQLite and PostgreSQL, equal to the backend's table,
-and runnable from a built wheel with no checkout."""
+"""The Alembic migrations on SQLite and PostgreSQL: equal to the backend's table, one version
+record per session table, a record from the shared pre-0.2 version table carried over, a
+table missing after a migration reported, N processes migrating one fresh database at once,
+and the package installed from a checkout into a fresh virtualenv."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from sqlalchemy.engine import Connection
 
 from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql import Record, SqlBackend
-from typed_session_sql.alembic_support import VERSION_TABLE, make_config
+from typed_session_sql.alembic_support import LEGACY_VERSION_TABLE, make_config, version_table
 from typed_session_sql.backends.sql import create_engine, session_table
+from typed_session_sql.cli import main
+from typed_session_sql.errors import SessionTableMissingError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +55,7 @@ async def inspect_db(target: Target) -> tuple[set[str], list[Any]]:
             conn,
             opts={
                 "compare_type": True,
-                "version_table": VERSION_TABLE,
+                "version_table": version_table(target.table),
                 "version_table_schema": target.schema,
                 "include_schemas": target.schema is not None,
                 "include_name": lambda name, kind, parent: (
@@ -69,10 +73,11 @@ async def inspect_db(target: Target) -> tuple[set[str], list[Any]]:
         await engine.dispose()
 
 
-async def use_backend(target: Target) -> Record | None:
+async def use_backend(target: Target, table: str | None = None) -> Record | None:
     """Write and read one row through the backend on the migrated table."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    async with SqlBackend.from_url(target.url, table_name=target.table, schema=target.schema) as b:
+    table = table or target.table
+    async with SqlBackend.from_url(target.url, table_name=table, schema=target.schema) as b:
         assert await b.create(b"k" * 32, Record(b"{}", 1, now, now + timedelta(hours=1)))
         return await b.read(b"k" * 32)
 
@@ -84,27 +89,32 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         return
     url = require_postgres()
     schema = unique_name("mig")
-
-    async def ddl(sql: str) -> None:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    run(ddl(f'CREATE SCHEMA "{schema}"'))
+    run(execute(url, f'CREATE SCHEMA "{schema}"'))
     try:
         yield Target(url, unique_name("sessions"), schema)
     finally:
-        run(ddl(f'DROP SCHEMA "{schema}" CASCADE'))
+        run(execute(url, f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+async def execute(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def qualified(target: Target, name: str) -> str:
+    return f'"{target.schema}"."{name}"' if target.schema else f'"{name}"'
 
 
 def test_upgrade_matches_the_backend_table_and_downgrade_removes_it(target: Target) -> None:
     config = make_config(target.url, target.table, target.schema)
     command.upgrade(config, "head")
     tables, diff = run(inspect_db(target))
-    assert {target.table, VERSION_TABLE} <= tables
+    assert {target.table, version_table(target.table)} <= tables
     assert diff == []
     record = run(use_backend(target))
     assert record is not None
@@ -132,7 +142,7 @@ def test_backend_migrate_upgrades_over_its_own_engine(target: Target) -> None:
     record = run(migrate_twice_and_use())
     assert record is not None
     tables, diff = run(inspect_db(target))
-    assert {target.table, VERSION_TABLE} <= tables
+    assert {target.table, version_table(target.table)} <= tables
     assert diff == []
 
 
@@ -195,6 +205,18 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
     tables, _ = run(inspect_db(Target(url, "typed_sessions", None)))
     assert "typed_sessions" not in tables
 
+    # Without the postgres extra, a PostgreSQL URL names the extra to install (exit 2).
+    for words in (["migrate", "upgrade"], ["stats"], ["purge"]):
+        done = subprocess.run(
+            [str(venv / "bin" / "typed-session-sql"), *words, "--url", "postgresql://u@h/db"],
+            cwd=elsewhere, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.endswith(
+            ": error: the driver asyncpg is not installed: "
+            "pip install 'typed-session-sql[postgres]'\n"
+        ), done.stderr
+
 
 def test_cli_reports_a_down_database_without_the_password(
     capsys: pytest.CaptureFixture[str],
@@ -206,3 +228,152 @@ def test_cli_reports_a_down_database_without_the_password(
     captured = capsys.readouterr()
     assert "typed-session-sql migrate:" in captured.err
     assert "hunter2secret" not in captured.err + captured.out
+
+
+def test_two_session_tables_in_one_schema_each_get_created(target: Target) -> None:
+    # Issue 8.7: with one shared version record, the second table was never created.
+    other = target.table + "_admin"
+
+    async def migrate_both() -> None:
+        for table in (target.table, other):
+            async with SqlBackend.from_url(
+                target.url, table_name=table, schema=target.schema
+            ) as backend:
+                await backend.migrate()
+
+    run(migrate_both())
+    tables, _ = run(inspect_db(target))
+    assert {target.table, other, version_table(target.table), version_table(other)} <= tables
+    assert run(use_backend(target, other)) is not None
+    assert run(use_backend(target)) is not None
+
+
+def cli_options(target: Target) -> list[str]:
+    options = ["--url", target.url, "--table", target.table]
+    return options + (["--schema", target.schema] if target.schema else [])
+
+
+def test_a_table_missing_after_migrating_is_reported(
+    target: Target, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(target.url, target.table, target.schema)
+    command.upgrade(config, "head")
+    run(execute(target.url, f"DROP TABLE {qualified(target, target.table)}"))  # by hand
+
+    async def migrate() -> None:
+        async with SqlBackend.from_url(
+            target.url, table_name=target.table, schema=target.schema
+        ) as backend:
+            await backend.migrate()
+
+    with pytest.raises(SessionTableMissingError, match="does not exist"):
+        run(migrate())
+    assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 1
+    assert f"the session table {target.table!r} does not exist" in capsys.readouterr().err
+    # what the message says to do works
+    run(execute(target.url, f"DROP TABLE {qualified(target, version_table(target.table))}"))
+    assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0
+    assert run(use_backend(target)) is not None
+
+
+def test_a_shared_pre_0_2_record_is_carried_over(
+    target: Target, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database migrated before each table had its own record: the table exists and the
+    shared version table says 0001."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from typed_session_sql.alembic_support import script_location
+
+    async def migrated_the_old_way() -> None:
+        async with SqlBackend.from_url(
+            target.url, table_name=target.table, schema=target.schema
+        ) as backend:
+            await backend.create_schema()
+
+        def stamp(conn: Connection) -> None:
+            opts = {"version_table": LEGACY_VERSION_TABLE, "version_table_schema": target.schema}
+            context = MigrationContext.configure(conn, opts=opts)
+            context.stamp(ScriptDirectory(str(script_location())), "0001")
+
+        engine = create_engine(target.url)
+        async with engine.begin() as conn:
+            await conn.run_sync(stamp)
+        await engine.dispose()
+
+    run(migrated_the_old_way())
+    assert main(["migrate", "current", *cli_options(target)]) == 0
+    assert capsys.readouterr().out == "current: 0001 (head)\n"
+    assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{target.table}: carried the revision over from the shared "
+        f"{LEGACY_VERSION_TABLE} to its own {version_table(target.table)}",
+        f"{target.table}: 0001, nothing to do",
+    ]
+    tables, diff = run(inspect_db(target))
+    assert {version_table(target.table), LEGACY_VERSION_TABLE} <= tables
+    assert [(op, table.name) for op, table in diff] == [("remove_table", LEGACY_VERSION_TABLE)]
+    assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0  # its own now
+    assert capsys.readouterr().out == f"{target.table}: 0001, nothing to do\n"
+
+
+# Each process imports everything, says "ready", waits for "go" on stdin, then migrates:
+# through the CLI's code path, or with SqlBackend.migrate().
+RACER = """
+import asyncio, sys
+import alembic.command, alembic.runtime.migration, alembic.script  # warm: a tight start
+from typed_session_sql import SqlBackend
+from typed_session_sql.cli import main
+url, table, schema, how = sys.argv[1:5]
+print("ready", flush=True)
+sys.stdin.readline()
+if how == "cli":
+    options = ["--url", url, "--table", table] + (["--schema", schema] if schema else [])
+    sys.exit(main(["migrate", "upgrade", "head", *options]))
+async def migrate():
+    async with SqlBackend.from_url(url, table_name=table, schema=schema or None) as backend:
+        await backend.migrate()
+asyncio.run(migrate())
+print("migrated")
+"""
+
+
+def test_processes_migrating_one_fresh_database_at_once_all_succeed(target: Target) -> None:
+    # Issue 10.3: without the lock, two of them both see no table and both create it.
+    hows = ["cli", "backend", "cli", "backend"]
+    args = [target.url, target.table, target.schema or ""]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, *args, how],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for how in hows
+    ]
+    try:
+        for process in processes:  # all started and imported: release them together
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outputs = [p.communicate(timeout=120) for p in processes]
+        results = [(p.returncode, output) for p, output in zip(processes, outputs, strict=True)]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert [code for code, _ in results] == [0] * len(hows), [err for _, (_, err) in results]
+    printed = [out.strip() for _, (out, _) in results]
+    created = f"{target.table}: (none) -> 0001"
+    found = f"{target.table}: 0001, nothing to do"
+    assert printed.count(created) <= 1  # a CLI process created it, or a backend did
+    assert set(printed) <= {created, found, "migrated"}
+    tables, diff = run(inspect_db(target))
+    assert {target.table, version_table(target.table)} <= tables
+    assert diff == []

@@ -41,6 +41,8 @@ from typed_session_sql.scheduler import PurgeScheduler
 from typed_session_sql.session import Session, SessionState
 from typed_session_sql.store import OnUndecodable, SessionInfo, SessionStore
 
+__version__ = "0.1.0"
+
 __all__ = [
     "MAX_PRINCIPAL_LENGTH",
     "Backend",

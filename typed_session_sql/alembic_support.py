@@ -1,34 +1,81 @@
-"""What the Alembic environment needs: where the scripts are, and which URL, table and schema.
+"""Alembic for the session table: where our scripts are, which URL, table and schema they
+run on, one version record per session table, one migrator at a time, and what an
+application's own ``env.py`` needs.
 
-The settings come, first match wins, from ``-x key=value`` on the Alembic command line, from
-``Config.attributes`` (set by ``typed-session-sql migrate`` and by tests), from the
-environment (``TYPED_SESSION_SQL_URL``, ``TYPED_SESSION_SQL_TABLE``,
-``TYPED_SESSION_SQL_SCHEMA``), else the defaults. An application that runs our revisions
-from its own Alembic environment sets the environment variables, or nothing for the
-defaults.
+Settings come, first match wins, from ``-x key=value`` on the Alembic command line, from
+``Config.attributes`` (set by :func:`make_config`), from the environment
+(``TYPED_SESSION_SQL_URL``, ``TYPED_SESSION_SQL_TABLE``, ``TYPED_SESSION_SQL_SCHEMA``), else
+the defaults.
+
+**Version records.** Each session table has its own version table, named by
+:func:`version_table` (``typed_sessions_alembic_version`` for the default table), so any
+number of session tables live in one schema, each migrated on its own. Before 0.2 every
+table shared ``typed_session_sql_alembic_version``; a run finds that old record and carries
+it over to the table's own (if the table exists), leaving the old one in place.
+
+**One migrator at a time.** :func:`upgrade`, :func:`downgrade` and our ``env.py`` run the
+migration in one transaction that first takes a lock: ``pg_advisory_xact_lock`` on
+PostgreSQL (per table, released at commit), ``BEGIN IMMEDIATE`` on SQLite (its write lock;
+others wait up to the engine's ``busy_timeout``). N processes migrating one fresh database
+at once take turns: the first creates the table, the others find it at head.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from alembic.config import Config
+from blake3 import blake3
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
-from typed_session_sql.backends.sql_table import DEFAULT_TABLE
-from typed_session_sql.errors import StoreUnavailableError
+from typed_session_sql.backends.sql_table import DEFAULT_TABLE, EpochMicros
+from typed_session_sql.errors import SessionTableMissingError, StoreUnavailableError
 
-# Our own version table, so our revisions never mix with an application's ``alembic_version``.
-VERSION_TABLE = "typed_session_sql_alembic_version"
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = [
+    "BRANCH_LABEL",
+    "LEGACY_VERSION_TABLE",
+    "SCHEMA_ENV",
+    "TABLE_ENV",
+    "URL_ENV",
+    "MigrationOptions",
+    "Transition",
+    "current",
+    "downgrade",
+    "exclude_session_tables",
+    "head",
+    "include_name",
+    "make_config",
+    "options",
+    "render_item",
+    "script_location",
+    "serialised",
+    "upgrade",
+    "version_table",
+]
+
+TABLE_ENV = "TYPED_SESSION_SQL_TABLE"
+SCHEMA_ENV = "TYPED_SESSION_SQL_SCHEMA"
 BRANCH_LABEL = "typed_session_sql"
+LEGACY_VERSION_TABLE = "typed_session_sql_alembic_version"
+"""The version table every session table shared before 0.2 (see the module docstring)."""
 
-_ENV = {"url": URL_ENV, "table": "TYPED_SESSION_SQL_TABLE", "schema": "TYPED_SESSION_SQL_SCHEMA"}
+_ENV = {"url": URL_ENV, "table": TABLE_ENV, "schema": SCHEMA_ENV}
 _ATTRIBUTE_PREFIX = "typed_session_sql."
+# PostgreSQL truncates identifiers at 63 bytes; Alembic adds "_pkc" for the version
+# table's primary key, so the version table's name stays within 59.
+_MAX_VERSION_TABLE = 59
+_SUFFIX = "_alembic_version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +85,49 @@ class MigrationOptions:
     schema: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one migration run did to one session table's version record."""
+
+    table: str
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    carried_over: bool = False
+    """The record was carried over from the shared pre-0.2 version table first."""
+
+    def __str__(self) -> str:
+        before, after = _revisions(self.before), _revisions(self.after)
+        if before == after:
+            return f"{self.table}: {after}, nothing to do"
+        return f"{self.table}: {before} -> {after}"
+
+
+def _revisions(heads: tuple[str, ...]) -> str:
+    return ", ".join(heads) if heads else "(none)"
+
+
+def version_table(table: str) -> str:
+    """The name of ``table``'s own Alembic version table: ``<table>_alembic_version``,
+    shortened with a hash of the full name where that would exceed 59 characters."""
+    name = table + _SUFFIX
+    if len(name) <= _MAX_VERSION_TABLE:
+        return name
+    digest = blake3(table.encode()).hexdigest(4)
+    keep = _MAX_VERSION_TABLE - len(_SUFFIX) - len(digest) - 1
+    return f"{table[:keep]}_{digest}{_SUFFIX}"
+
+
 def script_location() -> Path:
-    """The migration scripts: shipped in the wheel, or the checkout's top-level directory."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "_migrations", package.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError("the typed-session-sql migration scripts are not installed")
+    """Our migration scripts, inside the package (so in the wheel too)."""
+    return Path(__file__).resolve().parent / "migrations"
 
 
 def make_config(
     url: str | None = None, table: str | None = None, schema: str | None = None
 ) -> Config:
     """An Alembic config for our scripts; None leaves a setting to ``-x``/env/defaults."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     for key, value in (("url", url), ("table", table), ("schema", schema)):
@@ -59,8 +136,8 @@ def make_config(
     return config
 
 
-def options(config: Config, x_arguments: dict[str, str]) -> MigrationOptions:
-    """Resolve the settings for one Alembic run (called from ``env.py``)."""
+def options(config: Config, x_arguments: Mapping[str, str]) -> MigrationOptions:
+    """Resolve the settings for one Alembic run (called from ``env.py`` and revisions)."""
 
     def setting(key: str) -> str | None:
         value = x_arguments.get(key) or config.attributes.get(_ATTRIBUTE_PREFIX + key)
@@ -74,27 +151,205 @@ def options(config: Config, x_arguments: dict[str, str]) -> MigrationOptions:
     )
 
 
+# -- running our migrations ---------------------------------------------------------------
+
+Step = Callable[[Connection], None]
+T = TypeVar("T")
+
+
 async def upgrade(
     engine: AsyncEngine, table: str, schema: str | None, revision: str = "head"
-) -> None:
-    """Upgrade ``table`` to ``revision`` with the packaged migrations, over ``engine``."""
+) -> Transition:
+    """Upgrade ``table`` to ``revision`` with the packaged migrations, over ``engine``.
+
+    Serialised across processes (see the module docstring). Raises
+    :class:`SessionTableMissingError` if the version record says the table exists and it
+    does not, and :class:`StoreUnavailableError` if the database fails.
+    """
     from alembic import command
 
+    return await _run_command(engine, table, schema, lambda c: command.upgrade(c, revision))
+
+
+async def downgrade(
+    engine: AsyncEngine, table: str, schema: str | None, revision: str
+) -> Transition:
+    """Downgrade ``table`` to ``revision`` (``base`` drops it), serialised like :func:`upgrade`."""
+    from alembic import command
+
+    return await _run_command(engine, table, schema, lambda c: command.downgrade(c, revision))
+
+
+async def current(engine: AsyncEngine, table: str, schema: str | None) -> tuple[str, ...]:
+    """The revisions ``table``'s version record holds (or the shared pre-0.2 record's, if
+    that one applies and has not been carried over yet); () if never migrated."""
+
+    def read(connection: Connection) -> tuple[str, ...]:
+        return _recorded(connection, table, schema) or _legacy_record(connection, table, schema)
+
+    return await _on_connection(engine, read)
+
+
+def head() -> str | None:
+    """The newest revision our scripts have."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(script_location())).get_current_head()
+
+
+async def _run_command(
+    engine: AsyncEngine, table: str, schema: str | None, command: Callable[[Config], None]
+) -> Transition:
     config = make_config(table=table, schema=schema)
 
-    def run(connection: Connection) -> None:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    def step(connection: Connection) -> None:
+        config.attributes["connection"] = connection  # env.py runs on it, lock held
+        command(config)
 
-    # Migrations want a transaction (DDL is transactional on PostgreSQL); the backend's
-    # statements run in autocommit, so this one connection switches back.
-    isolation = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    return await serialised(engine, table, schema, step)
+
+
+async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: Step) -> Transition:
+    """Run ``step`` on one connection in one transaction, holding the migration lock for
+    ``table``; carry a pre-0.2 record over first; check the table exists afterwards if the
+    record says it should; commit. Returns the record before and after."""
+
+    def run(connection: Connection) -> Transition:
+        _take_lock(connection, table, schema)
+        try:
+            carried = _carry_over(connection, table, schema)
+            before = _recorded(connection, table, schema)
+            step(connection)
+            after = _recorded(connection, table, schema)
+            if after and not inspect(connection).has_table(table, schema=schema):
+                raise SessionTableMissingError(
+                    f"the version table {version_table(table)!r} records revision "
+                    f"{_revisions(after)} but the session table {table!r} does not exist "
+                    f"(dropped by hand?); to create it again, drop {version_table(table)!r} "
+                    "and migrate again"
+                )
+            _end(connection, commit=True)
+        except BaseException:
+            _end(connection, commit=False)
+            raise
+        return Transition(table, before, after, carried_over=carried)
+
+    return await _on_connection(engine, run)
+
+
+async def _on_connection(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    # Migrations need a transaction; the backend's engine runs in autocommit, so this one
+    # connection switches (SQLite stays in autocommit and gets BEGIN IMMEDIATE instead).
+    isolation = "AUTOCOMMIT" if engine.dialect.name == "sqlite" else "READ COMMITTED"
     try:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level=isolation)
-            await conn.run_sync(run)
-            await conn.commit()
+            return await conn.run_sync(work)
     except (SQLAlchemyError, OSError) as error:
         raise StoreUnavailableError(
             f"could not migrate the session table: {type(error).__name__}"
         ) from error
+
+
+def _lock_key(table: str, schema: str | None) -> int:
+    digest = blake3(f"typed_session_sql migrate {schema}.{table}".encode()).digest(8)
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _take_lock(connection: Connection, table: str, schema: str | None) -> None:
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        # The write lock, taken before the first read, so a second migrator cannot read
+        # "no table yet" while the first is creating it. The driver is in autocommit mode,
+        # so this is the transaction; _end() commits or rolls it back.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        key = _lock_key(table, schema)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _end(connection: Connection, *, commit: bool) -> None:
+    if connection.dialect.name == "sqlite" and not connection.invalidated:
+        try:
+            connection.exec_driver_sql("COMMIT" if commit else "ROLLBACK")
+        except SQLAlchemyError:
+            if commit:
+                raise
+            connection.invalidate()  # never hand back a connection holding the lock
+            return
+    if commit:
+        connection.commit()
+    else:
+        connection.rollback()
+
+
+def _recorded(connection: Connection, table: str, schema: str | None) -> tuple[str, ...]:
+    return _heads(connection, version_table(table), schema)
+
+
+def _heads(connection: Connection, version: str, schema: str | None) -> tuple[str, ...]:
+    from alembic.migration import MigrationContext
+
+    opts = {"version_table": version, "version_table_schema": schema}
+    return MigrationContext.configure(connection, opts=opts).get_current_heads()
+
+
+def _legacy_record(connection: Connection, table: str, schema: str | None) -> tuple[str, ...]:
+    """The shared pre-0.2 record, if ``table`` has none of its own and exists (a record for
+    a table that does not exist belonged to another table)."""
+    inspector = inspect(connection)
+    if inspector.has_table(version_table(table), schema=schema):
+        return ()
+    if not inspector.has_table(LEGACY_VERSION_TABLE, schema=schema):
+        return ()
+    if not inspector.has_table(table, schema=schema):
+        return ()
+    return _heads(connection, LEGACY_VERSION_TABLE, schema)
+
+
+def _carry_over(connection: Connection, table: str, schema: str | None) -> bool:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    legacy = _legacy_record(connection, table, schema)
+    if not legacy:
+        return False
+    opts = {"version_table": version_table(table), "version_table_schema": schema}
+    context = MigrationContext.configure(connection, opts=opts)
+    scripts = ScriptDirectory(str(script_location()))
+    for revision in legacy:
+        context.stamp(scripts, revision)
+    return True
+
+
+# -- for an application's own env.py ------------------------------------------------------
+
+IncludeName = Callable[[str | None, str, Mapping[str, str | None]], bool]
+
+
+def exclude_session_tables(*tables: str) -> IncludeName:
+    """An ``include_name`` hook for ``context.configure(...)`` that hides ``tables`` (the
+    session tables; default: ``$TYPED_SESSION_SQL_TABLE`` or ``typed_sessions``), their
+    version tables and the pre-0.2 shared one from autogenerate, so it never writes a
+    ``drop_table`` for them. Everything else is included."""
+
+    def include(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
+        if type_ != "table" or name is None:
+            return True
+        names = tables or (os.environ.get(TABLE_ENV) or DEFAULT_TABLE,)
+        hidden = {LEGACY_VERSION_TABLE, *names, *(version_table(t) for t in names)}
+        return name not in hidden
+
+    return include
+
+
+include_name: IncludeName = exclude_session_tables()
+"""``include_name`` for the default table (or ``$TYPED_SESSION_SQL_TABLE``)."""
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """A ``render_item`` hook: writes our timestamp type as ``sa.BigInteger()`` (the column
+    it is), so a generated revision needs no import of this package."""
+    if type_ == "type" and isinstance(obj, EpochMicros):
+        return "sa.BigInteger()"
+    return False

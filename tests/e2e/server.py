@@ -76,6 +76,7 @@ def serve(
         process.terminate()
         process.wait(timeout=30)
         drain.join(timeout=30)
+        process.stderr.close()
 
 
 def uvicorn(*arguments: str) -> Callable[[int], list[str]]:

@@ -251,7 +251,9 @@ class SqlBackend:
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
         over this backend's engine (no second engine, no URL needed): the one call an app
-        makes at start-up. See :func:`typed_session_sql.alembic_support.upgrade`."""
+        makes at start-up. Concurrent callers, in any number of processes, take turns under
+        a lock (PostgreSQL advisory lock, SQLite write lock). See
+        :func:`typed_session_sql.alembic_support.upgrade`."""
         from typed_session_sql.alembic_support import upgrade
 
         await self._release_kept()

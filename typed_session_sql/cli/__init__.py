@@ -1,24 +1,25 @@
-"""The ``typed-session-sql`` command. Each subcommand lives in its own module here and
-registers itself through ``register(subparsers)``; heavy imports happen inside handlers."""
+"""The ``typed-session-sql`` command: ``purge``, ``stats``, ``migrate`` and ``demo``, one
+module each; what the database commands share is in :mod:`typed_session_sql.cli.common`.
+Their heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-# One module per subcommand (or family of subcommands), in the order --help lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("purge", "migrate", "demo")
+from typed_session_sql import __version__
+from typed_session_sql.cli import demo, migrate, purge, stats
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="typed-session-sql", description="Typed server-side sessions stored in SQL."
     )
+    parser.add_argument("--version", action="version", version=f"typed-session-sql {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"typed_session_sql.cli.{name}").register(subparsers)
+    for command in (purge, stats, migrate, demo):  # the order --help lists them in
+        command.register(subparsers)
     return parser
 
 

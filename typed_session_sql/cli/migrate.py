@@ -1,76 +1,131 @@
-"""``typed-session-sql migrate``: run the session table's Alembic migrations.
+"""``typed-session-sql migrate``: run the session table's Alembic migrations."""
 
-Works from the wheel alone (the scripts ship inside the package)::
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from typed_session_sql.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    Database,
+    MigrationFailedError,
+    add_database_options,
+    check_connection,
+    database,
+    make_engine,
+    run,
+)
+
+DESCRIPTION = """\
+Create, upgrade or downgrade the session table with its Alembic migrations (shipped in
+the package, so this works from the wheel alone):
 
     typed-session-sql migrate upgrade head --url postgresql+asyncpg://user@host/db
     typed-session-sql migrate downgrade base --url ...
     typed-session-sql migrate current --url ...
     typed-session-sql migrate history
 
-Exit codes: 0 done, 1 a migration error (such as an unknown revision), 2 bad usage,
-69 (``EX_UNAVAILABLE``) the database could not be reached or failed.
+upgrade and downgrade print one line saying what they did (typed_sessions: (none) -> 0001),
+current the recorded revision. Several processes may migrate one database at once: they
+take turns (an advisory lock on PostgreSQL, SQLite's write lock).
 """
-
-from __future__ import annotations
-
-import argparse
-import sys
-from typing import Any
-
-EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE, as in `purge` and `stats`
 
 
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        help="SQLAlchemy async URL (default: $TYPED_SESSION_SQL_URL, else "
-        "sqlite+aiosqlite:///./sessions.db)",
-    )
-    common.add_argument(
-        "--table", help="table name (default: $TYPED_SESSION_SQL_TABLE or typed_sessions)"
-    )
-    common.add_argument("--schema", help="schema (default: $TYPED_SESSION_SQL_SCHEMA or none)")
-    common.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    add_database_options(common)
+    changes = argparse.ArgumentParser(add_help=False, parents=[common])
+    changes.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
 
     parser = subparsers.add_parser(
         "migrate",
         help="create or upgrade the session table (Alembic)",
-        description=__doc__,
+        description=f"{DESCRIPTION}\n{EXIT_CODES_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    upgrade = actions.add_parser("upgrade", parents=[common], help="upgrade to a revision")
-    upgrade.add_argument("revision", nargs="?", default="head")
-    downgrade = actions.add_parser("downgrade", parents=[common], help="downgrade to a revision")
+    upgrade = actions.add_parser("upgrade", parents=[changes], help="upgrade to a revision")
+    upgrade.add_argument("revision", nargs="?", default="head", help="default: head")
+    downgrade = actions.add_parser("downgrade", parents=[changes], help="downgrade to a revision")
     downgrade.add_argument("revision", help="target revision, e.g. base or -1")
     actions.add_parser("current", parents=[common], help="show the database's revision")
-    actions.add_parser("history", parents=[common], help="list the revisions")
+    actions.add_parser("history", help="list the revisions")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.action == "history":
+        return _history()
+    db = database(args)
+    if getattr(args, "sql", False):
+        return run("migrate", db, lambda: _offline(db, args.action, args.revision))
+    return run("migrate", db, lambda: _online(db, args))
+
+
+def _history() -> int:
+    from alembic import command
+
+    from typed_session_sql.alembic_support import make_config
+
+    command.history(make_config())
+    return EXIT_OK
+
+
+async def _online(db: Database, args: argparse.Namespace) -> int:
+    from alembic.util.exc import CommandError
+    from sqlalchemy.pool import NullPool
+
+    from typed_session_sql import alembic_support
+    from typed_session_sql.errors import SessionTableMissingError
+
+    engine = make_engine(db, poolclass=NullPool)
+    try:
+        await check_connection(engine, db)
+        if args.action == "current":
+            revisions = await alembic_support.current(engine, db.table, db.schema)
+            print(f"current: {_describe(revisions)}")
+            return EXIT_OK
+        try:
+            if args.action == "upgrade":
+                done = await alembic_support.upgrade(engine, db.table, db.schema, args.revision)
+            else:
+                done = await alembic_support.downgrade(engine, db.table, db.schema, args.revision)
+        except (CommandError, SessionTableMissingError) as error:
+            raise MigrationFailedError(str(error)) from error
+        if done.carried_over:
+            print(
+                f"{db.table}: carried the revision over from the shared "
+                f"{alembic_support.LEGACY_VERSION_TABLE} to its own "
+                f"{alembic_support.version_table(db.table)}"
+            )
+        print(done)
+        return EXIT_OK
+    finally:
+        await engine.dispose()
+
+
+async def _offline(db: Database, action: str, revision: str) -> int:
     from alembic import command
     from alembic.util.exc import CommandError
 
     from typed_session_sql.alembic_support import make_config
 
-    config = make_config(args.url, args.table, args.schema)
+    config = make_config(db.url, db.table, db.schema)
     try:
-        if args.action == "upgrade":
-            command.upgrade(config, args.revision, sql=args.sql)
-        elif args.action == "downgrade":
-            command.downgrade(config, args.revision, sql=args.sql)
-        elif args.action == "current":
-            command.current(config, verbose=False)
+        if action == "upgrade":
+            command.upgrade(config, revision, sql=True)
         else:
-            command.history(config)
-    except CommandError as error:  # e.g. an unknown revision
-        print(f"typed-session-sql migrate: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:
-        # A database error: say what, without the URL (it may hold a password). The same
-        # exit code as `purge` and `stats` for a database that cannot be reached.
-        print(f"typed-session-sql migrate: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    return 0
+            command.downgrade(config, revision, sql=True)
+    except CommandError as error:
+        raise MigrationFailedError(str(error)) from error
+    return EXIT_OK
+
+
+def _describe(revisions: tuple[str, ...]) -> str:
+    from typed_session_sql.alembic_support import head
+
+    if not revisions:
+        return "(none)"
+    newest = head()
+    return ", ".join(f"{r} (head)" if r == newest else r for r in revisions)

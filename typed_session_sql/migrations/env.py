@@ -3,6 +3,9 @@
 Settings: ``-x url=... -x table=... -x schema=...``, or TYPED_SESSION_SQL_URL /
 TYPED_SESSION_SQL_TABLE / TYPED_SESSION_SQL_SCHEMA. The table definition (the autogenerate
 target) is the backend's own: :func:`typed_session_sql.backends.sql_table.session_table`.
+Each session table has its own version table (:func:`~typed_session_sql.alembic_support.
+version_table`), and every online run holds the migration lock
+(:func:`~typed_session_sql.alembic_support.serialised`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import asyncio
 from alembic import context
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from typed_session_sql.alembic_support import VERSION_TABLE, options
+from typed_session_sql.alembic_support import options, serialised, version_table
+from typed_session_sql.backends.sql_engine import create_engine
 from typed_session_sql.backends.sql_table import session_table
+from typed_session_sql.urls import async_url
 
 settings = options(context.config, context.get_x_argument(as_dictionary=True))
 target_metadata = MetaData()
@@ -23,30 +27,29 @@ session_table(target_metadata, settings.table, settings.schema)
 
 _CONFIGURE = {
     "target_metadata": target_metadata,
-    "version_table": VERSION_TABLE,
+    "version_table": version_table(settings.table),
     "version_table_schema": settings.schema,
     "compare_type": True,
 }
 
 
 def run_offline() -> None:
-    context.configure(url=settings.url, literal_binds=True, **_CONFIGURE)  # type: ignore[arg-type]
+    context.configure(url=async_url(settings.url), literal_binds=True, **_CONFIGURE)  # type: ignore[arg-type]
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run(connection: Connection) -> None:
+    # The caller holds the lock in a transaction of its own, which Alembic leaves alone.
     context.configure(connection=connection, **_CONFIGURE)  # type: ignore[arg-type]
     with context.begin_transaction():
         context.run_migrations()
 
 
 async def run_online() -> None:
-    engine = create_async_engine(settings.url, poolclass=pool.NullPool)
+    engine = create_engine(settings.url, poolclass=pool.NullPool)
     try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_run)
-            await connection.commit()
+        await serialised(engine, settings.table, settings.schema, _run)
     finally:
         await engine.dispose()
 
@@ -55,6 +58,6 @@ shared = context.config.attributes.get("connection")
 if context.is_offline_mode():
     run_offline()
 elif isinstance(shared, Connection):
-    _run(shared)  # SqlBackend.migrate(): the backend's own engine, already in a greenlet
+    _run(shared)  # alembic_support.upgrade()/downgrade(): lock held, in a greenlet
 else:
-    asyncio.run(run_online())
+    asyncio.run(run_online())  # plain `alembic -c alembic.ini ...` from a checkout

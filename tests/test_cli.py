@@ -1,0 +1,254 @@
+"""What every database command shares: the same exit code for the same mistake and never a
+traceback, plain URLs taken for the async driver, the fallback database named, the hint to
+migrate only for a missing table, ``--version`` and plain-text ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import typed_session_sql
+from tests.sql_backends import require_postgres, unique_name
+from typed_session_sql.backends.sql import create_engine
+from typed_session_sql.cli import build_parser, main
+from typed_session_sql.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
+from typed_session_sql.urls import async_url
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "typed_session_sql.cli"]
+SECRET = "hunter2secret"
+PG = f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:5432"
+
+# Each database command, with what it needs besides --url.
+COMMANDS = [["purge"], ["stats"], ["migrate", "upgrade", "head"], ["migrate", "current"]]
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = env if env is not None else os.environ.copy()
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=environment,
+        check=False,
+    )  # fmt: skip
+
+
+def exit_code(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as exit_:  # argparse's own usage errors
+        return int(exit_.code or 0)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        (f"{PG}/test?timeout=notanumber", EXIT_USAGE),  # the driver refuses the option
+        (f"{PG}/test?sslmode=bogus", EXIT_USAGE),
+        (f"postgres://root:{SECRET}@127.0.0.1:5432/test?sslmode=bogus", EXIT_USAGE),
+        (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:notaport/test", EXIT_USAGE),
+        (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:99999/test", EXIT_USAGE),
+        (f"nosuchdialect://root:{SECRET}@host/db", EXIT_USAGE),
+        (f"mysql://root:{SECRET}@127.0.0.1/db", EXIT_USAGE),  # driver not installed
+        (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:1/test", EXIT_UNAVAILABLE),
+        (f"{PG}/no_such_database_here", EXIT_UNAVAILABLE),
+        (f"postgresql+asyncpg://no_such_role:{SECRET}@127.0.0.1:5432/test", EXIT_UNAVAILABLE),
+    ],
+    ids=lambda value: str(value).split("@")[-1] if isinstance(value, str) else str(value),
+)
+def test_the_same_mistake_gets_the_same_exit_code_from_every_command(
+    command: list[str], url: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "127.0.0.1:5432" in url:
+        require_postgres()
+    assert exit_code([*command, "--url", url]) == code  # no exception: no traceback
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    (line,) = err.splitlines()  # one line, naming the command
+    assert line.startswith(f"typed-session-sql {command[0]}: error: "), line
+    assert "hint:" not in err  # a missing database or role is not a missing table
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["purge", "--every", "99999999999999999999d"],
+        ["purge", "--every", "366d"],
+        ["purge", "--pause", "99999999999999999999d"],
+        ["purge", "--pause", "2h"],
+        ["purge", "--batch-size", "1" + "0" * 30],
+        ["purge", "--every", "soon"],
+        ["purge", "--every", "0s"],
+        ["purge", "--batch-size", "0"],
+        ["purge", "--pause", "-1s"],
+        ["purge", "--bogus"],
+        ["migrate", "current", "--sql", "--url", "sqlite:///x.db"],
+    ],
+)
+def test_out_of_range_and_malformed_options_are_usage_errors(args: list[str]) -> None:
+    assert exit_code(args) == EXIT_USAGE
+
+
+def test_a_command_line_traceback_never_reaches_the_user() -> None:
+    # The same as above through a real process: what a user's terminal shows.
+    done = cli("stats", "--url", f"{PG}/test?timeout=notanumber")
+    assert done.returncode == EXIT_USAGE
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    done = cli("purge", "--every", "99999999999999999999d")
+    assert done.returncode == EXIT_USAGE
+    assert "Traceback" not in done.stderr
+
+
+def test_async_url_maps_sync_and_driverless_urls() -> None:
+    assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert async_url("postgresql://u@h:5/db") == "postgresql+asyncpg://u@h:5/db"
+    assert async_url("postgresql+psycopg2://h/db?sslmode=require&x=1") == (
+        "postgresql+asyncpg://h/db?ssl=require&x=1"
+    )
+    assert async_url("sqlite:///./s.db") == "sqlite+aiosqlite:///./s.db"
+    assert async_url("sqlite://") == "sqlite+aiosqlite://"
+    assert async_url("sqlite+pysqlite:////abs.db") == "sqlite+aiosqlite:////abs.db"
+    for untouched in (
+        "postgresql+asyncpg://h/db?sslmode=x",
+        "sqlite+aiosqlite:///s.db",
+        "postgresql+psycopg://h/db",
+        "mysql://h/db",
+        "not a url",
+    ):
+        assert async_url(untouched) == untouched
+
+
+@pytest.fixture
+def pg_table() -> Iterator[str]:
+    url = require_postgres()
+    table = unique_name("sessions")
+    yield table
+
+    async def drop() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP TABLE IF EXISTS "{table}", "{table}_alembic_version"'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command in this process (the real-process runs are in the doc tests)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
+def test_plain_postgres_urls_work_for_every_command(
+    scheme: str, pg_table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"{scheme}://root@127.0.0.1:5432/test"
+    migrated = run_main(capsys, "migrate", "upgrade", "head", "--url", url, "--table", pg_table)
+    assert migrated == (0, f"{pg_table}: (none) -> 0001\n", "")
+    for command in (["purge"], ["stats", "--json"], ["migrate", "current"]):
+        code, _, err = run_main(capsys, *command, "--url", url, "--table", pg_table)
+        assert code == 0, err
+
+
+def test_plain_sqlite_urls_work_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    migrated = run_main(capsys, "migrate", "upgrade", "--url", url)
+    assert migrated == (0, "typed_sessions: (none) -> 0001\n", "")
+    for command in (["purge"], ["stats"], ["migrate", "current"]):
+        code, _, err = run_main(capsys, *command, "--url", url)
+        assert code == 0, err
+
+
+def test_migrate_prints_one_line_per_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    steps = [
+        (["current"], "current: (none)"),
+        (["upgrade", "head"], "typed_sessions: (none) -> 0001"),
+        (["upgrade", "head"], "typed_sessions: 0001, nothing to do"),
+        (["current"], "current: 0001 (head)"),
+        (["downgrade", "base"], "typed_sessions: 0001 -> (none)"),
+        (["current"], "current: (none)"),
+    ]
+    for args, expected in steps:
+        assert run_main(capsys, "migrate", *args, "--url", url) == (0, expected + "\n", "")
+    code, _, err = run_main(capsys, "migrate", "upgrade", "9999", "--url", url)
+    assert code == EXIT_FAILED
+    assert "9999" in err
+
+
+@pytest.mark.parametrize("command", [["purge"], ["stats"]])
+def test_no_url_names_the_fallback_and_creates_no_database(
+    command: list[str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TYPED_SESSION_SQL_")}
+    done = cli(*command, cwd=tmp_path, env=env)
+    assert done.returncode == EXIT_UNAVAILABLE
+    assert done.stderr.splitlines()[0] == (
+        "note: no --url and no $TYPED_SESSION_SQL_URL: using the default database "
+        "sqlite+aiosqlite:///./sessions.db"
+    )
+    assert "no database file at ./sessions.db" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty sessions.db left behind
+
+
+def test_a_missing_table_and_only_that_gets_the_hint(tmp_path: Path) -> None:
+    database = tmp_path / "empty.db"
+    database.touch()  # a database, without our table
+    for command in ("purge", "stats"):
+        done = cli(command, "--url", f"sqlite+aiosqlite:///{database}", "--table", "t")
+        assert done.returncode == EXIT_UNAVAILABLE
+        assert done.stderr.splitlines()[-1] == (
+            "hint: create the table first: typed-session-sql migrate upgrade head "
+            f"--url 'sqlite+aiosqlite:///{database}' --table t"
+        )
+
+
+def test_a_missing_table_on_postgres_gets_the_hint() -> None:
+    done = cli("stats", "--url", f"{PG}/test", "--table", unique_name("absent"))
+    assert done.returncode == EXIT_UNAVAILABLE
+    assert "hint: create the table first" in done.stderr
+    assert SECRET not in done.stderr
+
+
+def test_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert typed_session_sql.__version__ == project["version"]
+    done = cli("--version")
+    assert (done.returncode, done.stdout) == (0, f"typed-session-sql {project['version']}\n")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def test_help_is_plain_text() -> None:
+    parser = build_parser()
+    helps = [parser.format_help()]
+    for sub in subcommands(parser).values():
+        helps.append(sub.format_help())
+        helps += [action.format_help() for action in subcommands(sub).values()]
+    assert len(helps) == 9  # the command, four subcommands, four migrate actions
+    for text_ in helps:
+        assert "``" not in text_
+        assert "::" not in text_
+        assert ":func:" not in text_

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 MARKER = "<!-- cli-help -->"
-WIDTH = "88"
+WIDTH = "80"
 
 
 def _commands(

@@ -87,13 +87,19 @@ async def count(
 
 
 async def measure_n(contender: Contender, operation: str, ops: int) -> None:
+    """``ops`` operations one after another (a threaded contender's all in one thread, on
+    that thread's one connection)."""
     op = _op(contender, operation)
+    if contender.threaded:
+
+        def in_one_thread() -> None:
+            for i in range(ops):
+                op(0, i % contender.keys)
+
+        await contender.threads(in_one_thread)
+        return
     for i in range(ops):
-        k = i % contender.keys
-        if contender.threaded:
-            await contender.threads(op, 0, k)
-        else:
-            await op(0, k)
+        await op(0, i % contender.keys)
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:

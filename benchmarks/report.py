@@ -24,14 +24,95 @@ APPS = {
     "starsessions": "starsessions (Redis)",
 }
 PLOTS = ("operations.png", "web.png", "growth.png")
+ORDER = (
+    "store", "store-app-engine", "asyncpg-pool", "asyncpg-conn", "django", "flask-session",
+    "advanced-alchemy", "starsessions-redis", "store-sqlite", "aiosqlite",
+)  # fmt: skip
+
+
+def _contenders(ops: dict[str, Any], server: str | None = None) -> list[tuple[str, Any]]:
+    """The contenders in the order the tables list them (results.json keeps keys sorted),
+    of one server kind ("sqlite", or any other when ``server`` is "postgres")."""
+    known = ops["contenders"]
+    keys = [k for k in ORDER if k in known] + sorted(set(known) - set(ORDER))
+    chosen = [(k, known[k]) for k in keys]
+    if server is None:
+        return chosen
+    return [(k, c) for k, c in chosen if (c["server"] == "sqlite") == (server == "sqlite")]
+
+
 QUICK = " (--quick: proves the harness works; the numbers mean nothing)"
 
 
-def write(results: dict[str, Any], out: Path) -> None:
+README_BEGIN = "<!-- benchmark figures: written by benchmarks/run.py from results.json -->"
+README_END = "<!-- end of benchmark figures -->"
+
+
+def write(results: dict[str, Any], out: Path, readme: Path | None = None) -> None:
+    """Write the results into ``out``; with ``readme``, also the figures between its
+    markers (a full run into benchmarks/results/ keeps the README in step)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     plotted = plot(results, out)
     (out / "results.md").write_text(markdown(results, plotted))
+    if readme is not None:
+        text = readme.read_text()
+        if README_BEGIN in text and README_END in text:
+            before, rest = text.split(README_BEGIN, 1)
+            after = rest.split(README_END, 1)[1]
+            figures = readme_figures(results)
+            readme.write_text(f"{before}{README_BEGIN}\n{figures}{README_END}{after}")
+
+
+def readme_figures(results: dict[str, Any]) -> str:
+    """The README's headline table, plot and one line of figures per part."""
+    meta = results["meta"]
+    ops = results["operations"]
+    cells = ops["results"]["postgres"]
+    load, save = cells["load c=16"], cells["load+save c=16"]
+    peers = [k for k in ("django", "flask-session", "advanced-alchemy") if k in load]
+    best = max(peers, key=lambda k: load[k]["ratio"] + save[k]["ratio"])
+    web = results["web"]["cells"]
+    growth = results["growth"]
+    sizes = list(growth["latency"]["load c=16"])
+    g_load, g_save = growth["latency"]["load c=16"], growth["latency"]["load+save c=16"]
+    purge = growth["purge"]
+    star = (
+        f" ({_n(web['starsessions read']['requests_per_s'])} and "
+        f"{_n(web['starsessions write']['requests_per_s'])} with starsessions on Redis)"
+        if "starsessions read" in web
+        else ""
+    )
+    lines = [
+        headline(results),
+        "![operations/s of each store, 1 and 16 concurrent](benchmarks/results/operations.png)",
+        "",
+        f"Measured {meta['date']} in one run of `nox -s bench` ({meta['wall_seconds'] / 60:.0f} "
+        f"min) on {meta['machine']['cpus']} CPUs shared by PostgreSQL, Redis, the client and the "
+        "load generator; ops/s are medians of alternated rounds, ratios (in brackets) are to "
+        "raw asyncpg through its own pool in the same rounds.",
+        "",
+        f"- **Load and save**: at 16 concurrent the store on its own engine ran at "
+        f"{load['store']['ratio']:.2f}x raw asyncpg's pool for loads and "
+        f"{save['store']['ratio']:.2f}x for load+save, on an application's engine at "
+        f"{load['store-app-engine']['ratio']:.2f}x / {save['store-app-engine']['ratio']:.2f}x; "
+        f"the fastest SQL-backed peer, {ops['contenders'][best]['label']}, at "
+        f"{load[best]['ratio']:.2f}x / {save[best]['ratio']:.2f}x.",
+        f"- **Through uvicorn**: with the middleware, a request that does not touch the session "
+        f"ran at {web['store none']['ratio']:.2f}x the requests/s of the same app without it; "
+        "reading the session ran at "
+        f"{_n(web['store read']['requests_per_s'])} requests/s and writing it at "
+        f"{_n(web['store write']['requests_per_s'])}{star}.",
+        f"- **Growth**: from {int(sizes[0]):,} to {int(sizes[-1]):,} rows, load p50 went from "
+        f"{_ms(g_load[sizes[0]]['p50_ms'])} to {_ms(g_load[sizes[-1]]['p50_ms'])} ms and "
+        f"load+save p50 from {_ms(g_save[sizes[0]]['p50_ms'])} to "
+        f"{_ms(g_save[sizes[-1]]['p50_ms'])} ms (16 concurrent); a purge removed "
+        f"{purge['removed']:,} expired rows at {_n(purge['rows_per_s'])} rows/s while the p99 "
+        f"of concurrent loads went from {_ms(purge['loads']['before']['p99_ms'])} to "
+        f"{_ms(purge['loads']['during']['p99_ms'])} ms.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _n(value: float) -> str:
@@ -60,9 +141,7 @@ def headline(results: dict[str, Any]) -> str:
         "| store | load ops/s (c=16) | load+save ops/s (c=16) | round trips load / load+save |",
         "|---|---|---|---|",
     ]
-    for key, info in ops["contenders"].items():
-        if info["server"] == "sqlite":
-            continue
+    for key, info in _contenders(ops, "postgres"):
         load, save = cells["load c=16"][key], cells["load+save c=16"][key]
         wire = info["wire"]
         lines.append(
@@ -79,9 +158,7 @@ def _operations_section(ops: dict[str, Any], server: str, floor_label: str) -> l
         "| store | " + " | ".join(CELLS) + " | round trips load / load+save |",
         "|---|" + "---|" * (len(CELLS) + 1),
     ]
-    for key, info in ops["contenders"].items():
-        if (info["server"] == "sqlite") != (server == "sqlite"):
-            continue
+    for key, info in _contenders(ops, server):
         row = [info["label"]]
         for cell in CELLS:
             c = cells[cell][key]
@@ -95,9 +172,7 @@ def _operations_section(ops: dict[str, Any], server: str, floor_label: str) -> l
         "| store | cell | ops/s | rounds (min-max) | p50 ms | p99 ms | ratio rounds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, info in ops["contenders"].items():
-        if (info["server"] == "sqlite") != (server == "sqlite"):
-            continue
+    for key, info in _contenders(ops, server):
         for cell in CELLS:
             c = cells[cell][key]
             lines.append(
@@ -180,14 +255,16 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
             f"over {webr['connections']} keep-alive connections on loopback, every request "
             "carrying a seeded session's cookie. /none never touches the session, /read reads "
             f"one field, /write adds one to a counter. {plan['web_rounds']} rounds of "
-            f"{plan['web_seconds']:g} s, order rotating.",
+            f"{plan['web_seconds']:g} s; in each round the three apps serve a route back to back "
+            "(the order rotating), and the ratio is to the app without middleware in that round. "
+            "Each app is one uvicorn process (one core at most).",
             "",
         ]
         if "web.png" in plotted:
             lines += ["![requests/s through uvicorn](web.png)", ""]
         lines += [
             "| app | route | requests/s | rounds (min-max) | p50 ms | p99 ms "
-            "| vs no middleware | errors |",
+            "| vs no middleware (rounds) | errors |",
             "|---|---|---|---|---|---|---|---|",
         ]
         cells = webr["cells"]
@@ -196,11 +273,12 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
                 c = cells.get(f"{app} {route}")
                 if c is None:
                     continue
-                base = cells[f"none {route}"]["requests_per_s"]
                 lines.append(
                     f"| {label} | /{route} | {_n(c['requests_per_s'])} "
                     f"| {_spread(c['requests_per_s_rounds'])} | {_ms(c['p50_ms'])} "
-                    f"| {_ms(c['p99_ms'])} | {c['requests_per_s'] / base:.2f}x | {c['errors']} |"
+                    f"| {_ms(c['p99_ms'])} | {c['ratio']:.2f}x "
+                    f"({min(c['ratio_rounds']):.2f}-{max(c['ratio_rounds']):.2f}) "
+                    f"| {c['errors']} |"
                 )
     grow = results.get("growth")
     if grow:
@@ -276,7 +354,7 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
 
 def _plot_operations(plt: Any, ops: dict[str, Any], path: Path) -> None:
     cells = ops["results"]["postgres"]
-    keys = [k for k, info in ops["contenders"].items() if info["server"] != "sqlite"]
+    keys = [k for k, _ in _contenders(ops, "postgres")]
     labels = [ops["contenders"][k]["label"].replace(" (`", "\n(`").replace("`", "") for k in keys]
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.55 * len(keys) + 1.8), sharey=True)
     for ax, operation in zip(axes, ("load", "load+save"), strict=True):
@@ -351,5 +429,8 @@ def _plot_growth(plt: Any, grow: dict[str, Any], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    directory = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
-    write(json.loads((directory / "results.json").read_text()), directory)
+    here = Path(__file__).resolve().parent
+    directory = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "results"
+    published = directory.resolve() == here / "results"
+    readme = here.parent / "README.md" if published else None
+    write(json.loads((directory / "results.json").read_text()), directory, readme)

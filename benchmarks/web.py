@@ -208,23 +208,31 @@ async def run(
                 generator.run(ports[app], route, method, COOKIE[app], files[app], 1)
             runs: dict[str, list[dict[str, Any]]] = {f"{a} {r}": [] for a, r, _ in cases}
             for r in range(rounds):
-                k = (r * 4) % len(cases)
-                for app, route, method in cases[k:] + cases[:k]:
-                    result = generator.run(
-                        ports[app], route, method, COOKIE[app], files[app], seconds
-                    )
-                    runs[f"{app} {route}"].append(result)
+                # The apps serving one route run back to back (the order rotating), so the
+                # ratio to the app without middleware compares runs seconds apart.
+                for route, method in ROUTES:
+                    k = r % len(apps)
+                    for app in apps[k:] + apps[:k]:
+                        result = generator.run(
+                            ports[app], route, method, COOKIE[app], files[app], seconds
+                        )
+                        runs[f"{app} {route}"].append(result)
     cells: dict[str, Any] = {}
     for name, results in runs.items():
+        bare = runs[f"none {name.split()[1]}"]
+        ratios = [x["rate"] / b["rate"] for x, b in zip(results, bare, strict=True)]
         cells[name] = {
             "requests_per_s": median([x["rate"] for x in results]),
             "requests_per_s_rounds": [round(x["rate"], 1) for x in results],
             "p50_ms": median([x["p50_us"] / 1000 for x in results]),
             "p99_ms": median([x["p99_us"] / 1000 for x in results]),
+            "ratio": median(ratios),
+            "ratio_rounds": [round(x, 3) for x in ratios],
             "errors": sum(x["errors"] + x["status_errors"] for x in results),
         }
         c = cells[name]
-        log(f"  {name}: {c['requests_per_s']:,.0f} req/s, p99 {c['p99_ms']:.1f} ms")
+        rate, ratio, p99 = c["requests_per_s"], c["ratio"], c["p99_ms"]
+        log(f"  {name}: {rate:,.0f} req/s ({ratio:.2f}x), p99 {p99:.1f} ms")
     return {"generator": generator.name, "connections": CONCURRENCY_MAX, "cells": cells}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,11 @@ def readme_figures(results: dict[str, Any]) -> str:
         if "starsessions read" in web
         else ""
     )
-    lines = [
-        headline(results),
-        "![operations/s of each store, 1 and 16 concurrent](benchmarks/results/operations.png)",
-        "",
+    paragraphs = [
         f"Measured {meta['date']} in one run of `nox -s bench` ({meta['wall_seconds'] / 60:.0f} "
         f"min) on {meta['machine']['cpus']} CPUs shared by PostgreSQL, Redis, the client and the "
         "load generator; ops/s are medians of alternated rounds, ratios (in brackets) are to "
         "raw asyncpg through its own pool in the same rounds.",
-        "",
         f"- **Load and save**: at 16 concurrent the store on its own engine ran at "
         f"{load['store']['ratio']:.2f}x raw asyncpg's pool for loads and "
         f"{save['store']['ratio']:.2f}x for load+save, on an application's engine at "
@@ -110,9 +107,13 @@ def readme_figures(results: dict[str, Any]) -> str:
         f"{purge['removed']:,} expired rows at {_n(purge['rows_per_s'])} rows/s while the p99 "
         f"of concurrent loads went from {_ms(purge['loads']['before']['p99_ms'])} to "
         f"{_ms(purge['loads']['during']['p99_ms'])} ms.",
-        "",
     ]
-    return "\n".join(lines)
+    wrapped = [
+        textwrap.fill(p, 95, subsequent_indent="  " if p.startswith("- ") else "")
+        for p in paragraphs
+    ]
+    plot = "![operations/s of each store, 1 and 16 concurrent](benchmarks/results/operations.png)"
+    return "\n".join([headline(results), plot, "", wrapped[0], "", *wrapped[1:], ""])
 
 
 def _n(value: float) -> str:

@@ -1,6 +1,10 @@
-"""Developer tasks: `nox` runs tests, lint and typecheck; `nox -s demo` starts the demo."""
+"""Developer tasks: `nox` runs tests, lint and typecheck; `nox -s demo` starts the demo;
+`nox -s docs`, `nox -s release` and `nox -s bench` build the site, check the packages and
+run the published benchmarks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -38,3 +42,97 @@ def demo(session: nox.Session) -> None:
     (`nox -s demo -- --url postgresql+asyncpg://...` works too: asyncpg is installed)."""
     session.install("-e", ".[demo,postgres]")
     session.run("typed-session-sql", "demo", *session.posargs)
+
+
+# The peers and tools the benchmark compares against or draws with: installed into the
+# bench session's virtualenv only, never dependencies of the package. Pinned, so a re-run
+# measures the same code; results.json records every version that ran.
+BENCH_REQUIREMENTS = [
+    "django==5.2.19",
+    "psycopg[binary]==3.3.9",
+    "flask==3.1.3",
+    "flask-session==0.8.0",
+    "flask-sqlalchemy==3.1.1",
+    "advanced-alchemy[uuid]==1.12.0",
+    "litestar==2.25.0",
+    "starsessions==2.2.1",
+    "redis==8.1.0",
+    "matplotlib==3.11.2",
+    "uvloop==0.23.0",  # uvicorn picks uvloop and httptools when installed, as in production
+    "httptools==0.9.0",
+    "mypy>=1.11",
+]
+
+
+# The harness's modules (the other scripts in benchmarks/ are the SQL engineer's tools).
+BENCH_HARNESS = (
+    "run", "operations", "contenders", "peers", "wire", "timing", "web", "web_app", "loadgen",
+    "growth", "pgserver", "report",
+)  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The published benchmarks into benchmarks/results/ (~12 min); `-- --quick` in seconds.
+
+    Type-checks the harness first, then runs benchmarks/run.py on a PostgreSQL server of its
+    own, the shared Redis and a temporary SQLite file.
+    """
+    session.install("-e", ".[postgres,demo]", *BENCH_REQUIREMENTS)
+    session.run("mypy", *(f"benchmarks/{name}.py" for name in BENCH_HARNESS))
+    session.run("python", "benchmarks/run.py", "--require-all", *session.posargs)
+
+
+DOCS_REQUIREMENTS = [
+    "ruff",  # mkdocstrings formats the signatures with it
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.1",
+    "mkdocstrings[python]==1.0.8",
+    "mkdocstrings-python==2.0.11",
+]
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs, Material, mkdocstrings) into site/, warnings as errors.
+
+    `nox -s docs -- serve` serves it on http://127.0.0.1:8000 instead.
+    """
+    session.install("-e", ".[postgres,demo]", *DOCS_REQUIREMENTS)
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # Material's banner about its successor
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=quiet)
+    else:
+        session.run(
+            "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env=quiet
+        )
+
+
+def newest_python() -> str:
+    """Python 3.13 (pyenv's, where the machine has it), else the oldest supported: the
+    release is tested on the newest Python, every other session on the oldest."""
+    pyenv = sorted(Path("~/.pyenv/versions").expanduser().glob("3.13.*/bin/python3.13"))
+    return str(pyenv[-1]) if pyenv else PYTHON
+
+
+@nox.session(python=newest_python())
+def release(session: nox.Session) -> None:
+    """Build the sdist and the wheel, check them with twine, then build and install the
+    package from the unpacked sdist and run the test suite there."""
+    import shutil
+    import tarfile
+
+    session.install("build>=1.2", "twine>=6")
+    work = Path(session.create_tmp()).resolve()
+    dist, unpacked = work / "dist", work / "unpacked"
+    for folder in (dist, unpacked):
+        shutil.rmtree(folder, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *(str(path) for path in sorted(dist.iterdir())))
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked, filter="data")
+    (tree,) = unpacked.iterdir()
+    with session.chdir(tree):
+        session.install(".[postgres,demo]", "--group", "test")  # built from the sdist's tree
+        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)

@@ -1,0 +1,274 @@
+"""Every published benchmark in one run: `nox -s bench`, or
+
+    python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--out DIR] [--require-all]
+
+writes results.json, results.md and PNG plots into benchmarks/results/ (or --out):
+
+1. load and load+save: the store (own engine, app engine) against raw asyncpg (its pool,
+   a connection per worker), the peers (Django, Flask-Session, advanced-alchemy,
+   starsessions on Redis) and, on SQLite, raw aiosqlite; round trips per operation counted
+   at the wire (operations.py, contenders.py, peers.py, wire.py);
+2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
+3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
+
+Everything runs on a PostgreSQL server the run starts for itself (pgserver.py; --url
+uses an existing one instead, in a database created and dropped for the run), Redis keys
+under a prefix of its own (deleted at the end), and a temporary SQLite file. ``--quick`` shrinks
+every duration and size so the whole harness runs in seconds (tests/test_bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import growth
+import operations
+import pgserver
+import report
+import web
+from contenders import Endpoints, Shared
+from peers import delete_redis_keys, json_size
+from sqlalchemy.engine import make_url
+from wire import CountingProxy
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Plan:
+    """How long and how big each part runs."""
+
+    seconds: float = 1.0  # per contender per round
+    rounds: int = 7
+    sessions: int = 2000  # per contender; a multiple of 16
+    count_ops: int = 200
+    warmup: float = 0.3
+    web_seconds: float = 2.0
+    web_rounds: int = 5
+    growth_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    growth_seconds: float = 1.0
+    growth_rounds: int = 3
+    purge_seconds: float = 5.0
+    web_generator: str = "wrk"  # Debian's wrk if installed, else loadgen.py
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            seconds=0.05,
+            rounds=2,
+            sessions=160,
+            count_ops=10,
+            warmup=0.02,
+            web_seconds=0.2,
+            web_rounds=1,
+            growth_sizes=(1_000, 2_000, 3_000),
+            growth_seconds=0.05,
+            growth_rounds=1,
+            purge_seconds=0.2,
+            web_generator="loadgen",  # wrk runs for whole seconds; this proves the fallback
+        )
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in (
+        "typed-session-sql", "sqlalchemy", "asyncpg", "aiosqlite", "starlette", "uvicorn",
+        "uvloop", "httptools", "django", "psycopg", "flask", "flask-session",
+        "flask-sqlalchemy", "advanced-alchemy", "litestar", "starsessions", "redis",
+    ):  # fmt: skip
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.require_all and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("matplotlib is not installed (nox -s bench installs it)")
+    plan = Plan.quick() if args.quick else Plan()
+    if args.rounds:
+        plan.rounds = plan.web_rounds = plan.growth_rounds = args.rounds
+    if args.seconds:
+        plan.seconds = plan.growth_seconds = args.seconds
+        plan.web_seconds = 2 * args.seconds
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+
+    def log(line: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {line}", flush=True)
+
+    with ExitStack() as stack:
+        if args.url:
+            base = make_url(args.url)
+            server = (base.host or "127.0.0.1", base.port or 5432, base.username or "root")
+            maintenance = base.database or "postgres"
+        else:
+            server = stack.enter_context(pgserver.temporary_server())
+            maintenance = "postgres"
+            log(f"started a PostgreSQL server of our own on port {server[1]}")
+        results = asyncio.run(measure(args, plan, server, maintenance, log))
+    results["meta"]["wall_seconds"] = time.perf_counter() - started
+    # Other processes sharing the CPUs move every figure: say how busy the machine was.
+    results["meta"]["load_average"] = {"before": load_before[0], "after": os.getloadavg()[0]}
+    out = Path(args.out)
+    # A full run into the committed results keeps the README's figures in step with them.
+    published = out.resolve() == (HERE / "results").resolve() and not args.quick
+    report.write(results, out, readme=HERE.parent / "README.md" if published else None)
+    log(
+        f"wrote {out}/results.json, results.md and plots in {results['meta']['wall_seconds']:.0f} s"
+    )
+
+
+async def measure(
+    args: argparse.Namespace,
+    plan: Plan,
+    server: tuple[str, int, str],
+    maintenance: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    host, port, user = server
+    database = f"tss_bench_{secrets.token_hex(4)}"
+    admin = f"postgresql://{user}@{host}:{port}/{maintenance}"
+    conn = await asyncpg.connect(admin)
+    try:
+        server_version = await conn.fetchval("SHOW server_version")
+        settings = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("max_connections", "shared_buffers", "fsync", "synchronous_commit")
+        }
+        await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+    pg = CountingProxy("postgres", host, port)
+    rd = CountingProxy("redis", args.redis_host, args.redis_port)
+    results: dict[str, Any] = {}
+    stages: dict[str, float] = {}
+    try:
+        pg_port, redis_port = pg.start(), rd.start()
+        with tempfile.TemporaryDirectory() as tmp:
+            direct = Endpoints(
+                pg_host=host,
+                pg_port=port,
+                pg_user=user,
+                pg_database=database,
+                redis_host=args.redis_host,
+                redis_port=args.redis_port,
+                sqlite_path=Path(tmp) / "sessions.db",
+            )
+            counted = replace(
+                direct,
+                pg_host="127.0.0.1",
+                pg_port=pg_port,
+                redis_host="127.0.0.1",
+                redis_port=redis_port,
+                counted=True,
+            )
+            shared = Shared(table="sessions", sessions=plan.sessions)
+            parts = args.parts.split(",")
+
+            if "operations" in parts:
+                log("1. load and load+save")
+                mark = time.perf_counter()
+                settings_ = operations.Settings(
+                    plan.seconds, plan.rounds, plan.sessions, plan.count_ops, plan.warmup
+                )
+                results["operations"] = await operations.run(
+                    settings_, direct, counted, {"postgres": pg, "redis": rd}, shared, log,
+                    args.require_all,
+                )  # fmt: skip
+                stages["operations"] = time.perf_counter() - mark
+
+            if "web" in parts:
+                log("2. through uvicorn")
+                mark = time.perf_counter()
+                apps = ["none", "store"]
+                if all(importlib.util.find_spec(m) for m in ("starsessions", "redis")):
+                    apps.append("starsessions")
+                    if not shared.redis_prefix:
+                        shared.redis_prefix = f"tss-bench-{secrets.token_hex(4)}:"
+                elif args.require_all:
+                    raise SystemExit("starsessions and redis are not installed")
+                try:
+                    results["web"] = await web.run(
+                        direct, shared, plan.web_seconds, plan.web_rounds, apps, log,
+                        use_wrk=plan.web_generator == "wrk", warmup=not args.quick,
+                    )  # fmt: skip
+                finally:
+                    if shared.redis_prefix:
+                        await delete_redis_keys(direct, shared.redis_prefix)
+                stages["web"] = time.perf_counter() - mark
+
+            if "growth" in parts:
+                log("3. growth and purge")
+                mark = time.perf_counter()
+                results["growth"] = await growth.run(
+                    direct, "g", plan.growth_sizes, plan.growth_seconds, plan.growth_rounds,
+                    plan.purge_seconds, log,
+                )  # fmt: skip
+                stages["growth"] = time.perf_counter() - mark
+    finally:
+        pg.stop()
+        rd.stop()
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    results["meta"] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": args.quick,
+        "plan": asdict(plan),
+        "stage_seconds": stages,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "implementation": sys.implementation.name,
+            "postgresql": server_version,
+            "postgresql_settings": settings,
+            "postgresql_server": "the benchmark's own" if not args.url else "given by --url",
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(terse=True),
+        },
+        "versions": versions(),
+        "payload_json_bytes": json_size(),
+    }
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--url",
+        help="use this PostgreSQL server instead of starting one (a database is created on it)",
+    )
+    parser.add_argument("--redis-host", default="127.0.0.1")
+    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and durations: proves the harness"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds of every part")
+    parser.add_argument("--seconds", type=float, help="seconds per contender per round")
+    parser.add_argument("--parts", default="operations,web,growth")
+    parser.add_argument(
+        "--require-all", action="store_true", help="fail if a peer or matplotlib is missing"
+    )
+    main(parser.parse_args())

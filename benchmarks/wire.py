@@ -1,0 +1,282 @@
+"""Counting what crosses the wire: round trips and statements per operation, measured, not
+assumed.
+
+- PostgreSQL and Redis: :class:`CountingProxy`, a TCP proxy on loopback between a client and
+  the server. For PostgreSQL it counts the server's ReadyForQuery messages (exactly one ends
+  every round trip of the protocol: a simple Query, or an extended-protocol batch up to its
+  Sync) and the client's Query and Execute messages (statements). For Redis it counts the
+  commands the client sends (no contender here pipelines, so each is one round trip).
+- SQLite: :class:`TracedConnection`, a ``sqlite3.Connection`` whose trace callback counts
+  every statement SQLite runs, given to aiosqlite (and so to SQLAlchemy) as the
+  connection ``factory``.
+
+The proxy runs its own event loop in a thread, so it serves async and threaded clients
+alike. It is used only in counting passes, never while timing: it would add a hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Protocol = Literal["postgres", "redis"]
+Counter = Callable[[bytes], None]
+
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+
+
+@dataclass
+class Counts:
+    """What one counting pass saw."""
+
+    round_trips: int = 0
+    statements: int = 0
+
+
+class _PgScanner:
+    """Finds message boundaries in one direction of a PostgreSQL protocol stream.
+
+    Every message is a type byte and a 4-byte length that counts itself; the client's first
+    message (startup) has no type byte. Yields the type byte of each message as its header
+    is complete; payload bytes are skipped without being copied.
+    """
+
+    def __init__(self, *, typed: bool) -> None:
+        self.typed = typed
+        self.header = bytearray()
+        self.skip = 0
+
+    def feed(self, data: bytes) -> list[int]:
+        types: list[int] = []
+        i, n = 0, len(data)
+        while i < n:
+            if self.skip:
+                step = min(self.skip, n - i)
+                self.skip -= step
+                i += step
+                continue
+            need = 5 if self.typed else 4
+            take = min(need - len(self.header), n - i)
+            self.header += data[i : i + take]
+            i += take
+            if len(self.header) < need:
+                break
+            if self.typed:
+                types.append(self.header[0])
+                (length,) = struct.unpack("!I", self.header[1:5])
+            else:
+                (length,) = struct.unpack("!I", self.header[:4])
+                self.typed = True  # the startup message is the only untyped one we forward
+            self.skip = length - 4
+            self.header.clear()
+        return types
+
+
+class _RespScanner:
+    """Counts complete commands (RESP arrays of bulk strings) sent by a Redis client."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> int:
+        self.buffer += data
+        commands = 0
+        pos = 0
+        buf = self.buffer
+        while True:
+            end = _parse_command(buf, pos)
+            if end is None:
+                break
+            pos = end
+            commands += 1
+        del buf[:pos]
+        return commands
+
+
+def _parse_command(buf: bytearray, pos: int) -> int | None:
+    """The end of the command starting at ``pos``, or None if it is not complete yet."""
+    line_end = buf.find(b"\r\n", pos)
+    if line_end < 0:
+        return None
+    if buf[pos : pos + 1] != b"*":  # an inline command: one line
+        return line_end + 2
+    count = int(buf[pos + 1 : line_end])
+    pos = line_end + 2
+    for _ in range(count):
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(buf[pos + 1 : line_end])
+        pos = line_end + 2 + size + 2
+        if pos > len(buf):
+            return None
+    return pos
+
+
+class CountingProxy:
+    """A loopback TCP proxy to ``upstream`` that counts what passes through it.
+
+    ``start()`` returns the port it listens on; :attr:`counts` is what it has seen since
+    the last :meth:`reset`.
+    """
+
+    def __init__(self, protocol: Protocol, upstream_host: str, upstream_port: int) -> None:
+        self.protocol = protocol
+        self.upstream = (upstream_host, upstream_port)
+        self.counts = Counts()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> int:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        return future.result(timeout=10)
+
+    def reset(self) -> None:
+        self.counts = Counts()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _listen(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            startup = b""
+            if self.protocol == "postgres":
+                startup = await self._refuse_encryption(client_r, client_w)
+            server_r, server_w = await asyncio.open_connection(*self.upstream)
+            try:
+                if self.protocol == "postgres":
+                    up, down = self._postgres_counters()
+                else:
+                    up, down = self._redis_counters()
+                await asyncio.gather(
+                    self._pipe(client_r, server_w, up, startup),
+                    self._pipe(server_r, client_w, down, b""),
+                )
+            finally:
+                server_w.close()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a client or the server hung up, or stop() is closing everything
+        finally:
+            client_w.close()
+            self._tasks.discard(task)
+
+    async def _refuse_encryption(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> bytes:
+        """Answer SSL and GSS encryption requests with "no" ourselves, so the stream stays
+        readable (loopback, trust auth); return the head of the startup message that
+        follows, to forward."""
+        while True:
+            head = await client_r.readexactly(8)
+            length, code = struct.unpack("!II", head)
+            if code not in (_SSL_REQUEST, _GSSENC_REQUEST) or length != 8:
+                return head
+            client_w.write(b"N")
+            await client_w.drain()
+
+    def _postgres_counters(self) -> tuple[Counter, Counter]:
+        client = _PgScanner(typed=False)
+        server = _PgScanner(typed=True)
+
+        def up(data: bytes) -> None:
+            for kind in client.feed(data):
+                if kind in (0x51, 0x45):  # 'Q' simple query, 'E' execute
+                    self.counts.statements += 1
+
+        def down(data: bytes) -> None:
+            for kind in server.feed(data):
+                if kind == 0x5A:  # 'Z' ReadyForQuery: one round trip done
+                    self.counts.round_trips += 1
+
+        return up, down
+
+    def _redis_counters(self) -> tuple[Counter, Counter]:
+        scanner = _RespScanner()
+
+        def up(data: bytes) -> None:
+            commands = scanner.feed(data)
+            self.counts.statements += commands
+            self.counts.round_trips += commands
+
+        def down(data: bytes) -> None:
+            return None
+
+        return up, down
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Counter, prefix: bytes
+    ) -> None:
+        if prefix:
+            count(prefix)
+            writer.write(prefix)
+        try:
+            while data := await reader.read(65536):
+                count(data)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            if writer.can_write_eof():
+                with contextlib.suppress(OSError):
+                    writer.write_eof()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class StatementCounter:
+    """Statements SQLite ran on connections made by :class:`TracedConnection`."""
+
+    count = 0
+    lock = threading.Lock()
+
+    @classmethod
+    def seen(cls, statement: str) -> None:
+        with cls.lock:
+            cls.count += 1
+
+
+class TracedConnection(sqlite3.Connection):
+    """A sqlite3 connection that reports every statement it runs to StatementCounter.
+
+    Pass it as ``factory`` to ``aiosqlite.connect`` (or in SQLAlchemy's ``connect_args``):
+    the trace callback is set on aiosqlite's own thread, where the connection lives.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_trace_callback(StatementCounter.seen)

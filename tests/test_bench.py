@@ -1,0 +1,61 @@
+"""The benchmark harness runs end to end: `benchmarks/run.py --quick` in seconds.
+
+It starts a PostgreSQL server of its own, times every contender installed here (the peers
+are installed only by `nox -s bench`, so here they are reported absent), serves the web app
+under uvicorn, fills and purges tables, and writes results.json and results.md. The figures
+of a quick run mean nothing; what this test holds to is the harness working, and the round
+trips it counts at the wire, which are exact: one per load, two per load+save.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) -> None:
+    if shutil.which("pg_config") is None:
+        reason = "the benchmark starts its own PostgreSQL server: pg_config --bindir not found"
+        if os.environ.get("TYPED_SESSION_SQL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+
+    contenders = results["operations"]["contenders"]
+    for key in ("store", "store-app-engine", "asyncpg-pool", "asyncpg-conn", "store-sqlite"):
+        wire = contenders[key]["wire"]
+        assert wire["load"]["round_trips"] == 1, key
+        assert wire["load+save"]["round_trips"] == 2, key
+    cells = results["operations"]["results"]["postgres"]
+    for cell in ("load c=1", "load c=16", "load+save c=1", "load+save c=16"):
+        assert cells[cell]["store"]["ops_per_s"] > 0
+        assert len(cells[cell]["store"]["ops_per_s_rounds"]) == results["meta"]["plan"]["rounds"]
+        assert cells[cell]["asyncpg-pool"]["ratio"] == 1
+    web = results["web"]["cells"]
+    for app in ("none", "store"):
+        for route in ("none", "read", "write"):
+            assert web[f"{app} {route}"]["requests_per_s"] > 0
+            assert web[f"{app} {route}"]["errors"] == 0, f"{app} /{route}"
+    purge = results["growth"]["purge"]
+    assert purge["removed"] == purge["expired_rows"] == results["meta"]["plan"]["growth_sizes"][-1]
+
+    report = (tmp_path / "results.md").read_text()
+    for heading in ("## 1. Load", "## 2. SQLite", "## 3. Through a real server", "## 4. Growth"):
+        assert heading in report
+    if importlib.util.find_spec("matplotlib") is not None:
+        for plot in ("operations.png", "web.png", "growth.png"):
+            assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")

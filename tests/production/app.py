@@ -27,7 +27,7 @@ _config = json.loads(os.environ.get(APP_CONFIG_ENV, "{}"))
 backend = SqlBackend.from_url(
     _config.get("url", "sqlite+aiosqlite://"),
     table_name=_config.get("table", "sessions"),
-    **(ENGINE_OPTIONS if "url" in _config else {}),
+    **(_config.get("engine", ENGINE_OPTIONS) if "url" in _config else {}),
 )
 store = SessionStore(Counts, backend)
 

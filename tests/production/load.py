@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,9 @@ async def shared_sessions(url: str, table: str, count: int) -> list[str]:
 class Load:
     """Worker processes running the load; see the module docstring."""
 
-    def __init__(self, workers: list[Worker], app: asyncio.subprocess.Process | None) -> None:
+    def __init__(self, workers: list[Worker], *, http: bool) -> None:
         self.workers = workers
-        self.app = app
+        self.http = http  # whether an app process serves the HTTP workers
         self.started = time.time()
 
     @property
@@ -129,6 +129,47 @@ async def _read(worker: Worker) -> None:
 
 
 @asynccontextmanager
+async def serving_app(
+    url: str, table: str, logs: Path, engine: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
+    """The app of tests/production/app.py in a real uvicorn on a free port; yields its base
+    URL. ``engine`` replaces the app's engine options. Stopped by pid on the way out."""
+    port = free_port()
+    config: dict[str, Any] = {"url": url, "table": table}
+    if engine is not None:
+        config["engine"] = engine
+    app = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "tests.production.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), APP_CONFIG_ENV: json.dumps(config)},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=(logs / "uvicorn.log").open("wb"),
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port, until=time.monotonic() + 60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if app.returncode is None:
+            app.terminate()
+            try:
+                await asyncio.wait_for(app.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                app.kill()
+                await app.wait()
+
+
+@asynccontextmanager
 async def running_load(
     url: str,
     table: str,
@@ -141,68 +182,40 @@ async def running_load(
 ) -> AsyncIterator[Load]:
     """``processes`` store workers and ``http_processes`` HTTP workers (against one
     uvicorn app process), each with ``tasks`` tasks; all stopped (by pid) on the way out."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    app = None
-    base: dict[str, Any] = {"url": url, "table": table, "cookies": cookies, "tasks": tasks}
-    if http_processes:
-        port = free_port()
-        app = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.production.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            cwd=ROOT,
-            env={**env, APP_CONFIG_ENV: json.dumps({"url": url, "table": table})},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=(logs / "uvicorn.log").open("wb"),
-        )
-        await asyncio.to_thread(wait_for_port, port, until=time.monotonic() + 60)
-        base["http"] = f"http://127.0.0.1:{port}"
-    workers: list[Worker] = []
-    readers: list[asyncio.Task[None]] = []
-    try:
-        for n in range(processes + http_processes):
-            http = n >= processes
-            name = f"{'h' if http else 'p'}{n}"
-            config = {**base, "name": name, "http": base.get("http") if http else None}
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.production.worker",
-                json.dumps(config),
-                cwd=ROOT,
-                env=env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=(logs / f"{name}.log").open("wb"),
-            )
-            worker = Worker(name, process)
-            workers.append(worker)
-            readers.append(asyncio.ensure_future(_read(worker)))
-        yield Load(workers, app)
-    finally:
-        for worker in workers:
-            if worker.process.returncode is None:
-                worker.process.kill()
-                await worker.process.wait()
-        for reader in readers:
-            with suppress(BaseException):
-                await asyncio.wait_for(reader, 10)
-        if app is not None and app.returncode is None:
-            app.terminate()
-            try:
-                await asyncio.wait_for(app.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                app.kill()
-                await app.wait()
+    async with AsyncExitStack() as stack:
+        base: dict[str, Any] = {"url": url, "table": table, "cookies": cookies, "tasks": tasks}
+        if http_processes:
+            base["http"] = await stack.enter_async_context(serving_app(url, table, logs))
+        workers: list[Worker] = []
+        readers: list[asyncio.Task[None]] = []
+        try:
+            for n in range(processes + http_processes):
+                http = n >= processes
+                name = f"{'h' if http else 'p'}{n}"
+                config = {**base, "name": name, "http": base.get("http") if http else None}
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tests.production.worker",
+                    json.dumps(config),
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=(logs / f"{name}.log").open("wb"),
+                )
+                worker = Worker(name, process)
+                workers.append(worker)
+                readers.append(asyncio.ensure_future(_read(worker)))
+            yield Load(workers, http=bool(http_processes))
+        finally:
+            for worker in workers:
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()
+            for reader in readers:
+                with suppress(BaseException):
+                    await asyncio.wait_for(reader, 10)
 
 
 WARM_OPERATIONS = 1000  # successes per process before the fault
@@ -302,8 +315,8 @@ class Figures:
     max_failed_latency: float
     recovered_after: float  # fault start -> every process has succeeded again
     throughput_back_after: float  # fault end -> a second at half the pre-fault rate
-    before_rate: float
-    after_rate: float
+    before_rate: float  # successes per second before the fault
+    after_rate: float  # and once throughput was back
 
     def line(self, scenario: str, fault: str, result: Verdict) -> str:
         others = ", ".join(f"{k} {v}" for k, v in sorted(self.other_failures.items())) or "none"
@@ -341,9 +354,11 @@ def figures(load: Load, fault_start: float, fault_end: float) -> Figures:
     )
     before = [op for op in ops if op.outcome == "ok" and first + 1 <= op.end < fault_start]
     before_rate = len(before) / max(1e-9, fault_start - first - 1)
-    back, after_rate = _throughput_back(ops, fault_end, before_rate / 2)
+    back = _throughput_back(ops, fault_end, before_rate / 2)
+    settled = [op for op in ops if op.outcome == "ok" and op.end >= fault_end + back]
+    after_rate = len(settled) / max(1e-9, last - fault_end - back)
     return Figures(
-        processes=len(load.workers) + (1 if load.app is not None else 0),
+        processes=len(load.workers) + (1 if load.http else 0),
         seconds=last - first,
         operations=len(ops),
         ok=len(ops) - len(failed),
@@ -364,17 +379,17 @@ def _first_success(worker: Worker, since: float, otherwise: float) -> float:
     return min(ends, default=otherwise)
 
 
-def _throughput_back(ops: list[Op], since: float, rate: float) -> tuple[float, float]:
+def _throughput_back(ops: list[Op], since: float, rate: float) -> float:
     """Seconds from ``since`` to the end of the first one-second window with at least
-    ``rate`` successes per second, and that window's rate (inf, 0 if none)."""
+    ``rate`` successes (inf if none)."""
     ends = [op.end for op in ops if op.outcome == "ok" and op.end >= since]
     start = 0
     for index, end in enumerate(ends):
         while ends[start] < end - 1.0:
             start += 1
         if index - start + 1 >= rate:
-            return end - since, float(index - start + 1)
-    return float("inf"), 0.0
+            return end - since
+    return float("inf")
 
 
 def assert_nothing_lost(result: Verdict, seen: Figures) -> None:

@@ -37,3 +37,12 @@ def demo(session: nox.Session) -> None:
     """The demo app on http://127.0.0.1:8000, on ./sessions.db unless --url is given."""
     session.install("-e", ".[demo]")
     session.run("typed-session-sql", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def production(session: nox.Session) -> None:
+    """PostgreSQL as production runs it (tests/production): PgBouncer, a standby that takes
+    over, restarts and running out of connections, under load. Runs as root: the servers
+    it starts run as the postgres user. psycopg is here only to measure its PgBouncer path."""
+    session.install("-e", ".[postgres,demo]", "--group", "test", "psycopg[binary]>=3.1")
+    session.run("python", "-m", "pytest", "-m", "production", *session.posargs)

@@ -221,7 +221,7 @@ host replication all 127.0.0.1/32 trust
 
 def init_cluster(name: str, options: dict[str, str] | None = None) -> Cluster:
     """A new cluster (``initdb``) with trust on loopback, not started."""
-    root = server_dir(f"tss-{name}-")
+    root = server_dir(f"tss-production-{name}-")
     data = root / "data"
     as_server_user(
         [
@@ -247,7 +247,7 @@ def init_cluster(name: str, options: dict[str, str] | None = None) -> Cluster:
 
 def base_backup(primary: Cluster, name: str, application_name: str) -> Cluster:
     """A streaming standby of ``primary`` (``pg_basebackup -R``), not started."""
-    root = server_dir(f"tss-{name}-")
+    root = server_dir(f"tss-production-{name}-")
     data = root / "data"
     as_server_user(
         [
@@ -355,7 +355,7 @@ def pgbouncer(
 ) -> Iterator[PgBouncer]:
     """Debian's PgBouncer in ``pool_mode`` before 127.0.0.1:``upstream_port``; stopped by
     pid (SIGINT: its safe shutdown) when the block ends."""
-    directory = server_dir("tss-pgbouncer-")
+    directory = server_dir("tss-production-pgbouncer-")
     port = free_port()
     settings = {
         "listen_addr": "127.0.0.1",

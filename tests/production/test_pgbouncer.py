@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -47,7 +47,13 @@ from tests.production.contract_plugin import TARGETS_ENV
 from tests.production.servers import PgBouncer, pgbouncer, require_module, require_tools
 from tests.production.wire import WireCounter, wire_counter
 from tests.sql_backends import require_postgres
-from typed_session_sql import ExpiryPolicy, SessionStore, SetCookie, StoreUnavailableError
+from typed_session_sql import (
+    ExpiryPolicy,
+    SessionStore,
+    SetCookie,
+    SqlBackend,
+    StoreUnavailableError,
+)
 from typed_session_sql.backends.sql_engine import create_engine
 from typed_session_sql.purge import lock_key
 
@@ -148,6 +154,7 @@ def test_contract_suite_passes_through_pgbouncer(
                 "-p",
                 "no:cacheprovider",
                 "-q",
+                "-x",  # the first failure tells: an expected failure costs seconds, not minutes
                 "-o",
                 "addopts=",
                 *contract,
@@ -287,13 +294,18 @@ APP_POOL = 20
 
 
 async def concurrent_increments(
-    bouncer: PgBouncer, upstream: str, execution: Execution, settings: Settings
+    bouncer: PgBouncer,
+    upstream: str,
+    execution: Execution,
+    settings: Settings,
+    through_backend: Callable[[str], SqlBackend] | None = None,
 ) -> tuple[int, list[StoreUnavailableError], int, float]:
     """WRITERS concurrent load-modify-save increments spread over SESSIONS sessions, through
     ``bouncer``: (acknowledged, failures, the sum the database holds, seconds).
 
     The sessions are made, and the sum read, straight on the ``upstream`` server, so only
-    the increments depend on the settings under test."""
+    the increments depend on the settings under test (or on ``through_backend``, which
+    makes the backend for a table name)."""
     async with fresh_backend(upstream, "driver") as direct:
         table = direct.table.name
         setup = SessionStore(Tally, direct)
@@ -302,13 +314,17 @@ async def concurrent_increments(
             saved = await setup.save(setup.new(Tally(0)))
             assert isinstance(saved, SetCookie)
             cookies.append(saved.value)
-        through = open_backend(
-            bouncer.url(),
-            execution,
-            settings,
-            table_name=table,
-            pool_size=APP_POOL // 2,
-            max_overflow=APP_POOL // 2,
+        through = (
+            through_backend(table)
+            if through_backend is not None
+            else open_backend(
+                bouncer.url(),
+                execution,
+                settings,
+                table_name=table,
+                pool_size=APP_POOL // 2,
+                max_overflow=APP_POOL // 2,
+            )
         )
         store = SessionStore(Tally, through)
         failures: list[StoreUnavailableError] = []
@@ -450,3 +466,38 @@ async def advisory_locks(key: int) -> list[Any]:
             return list(rows)
     finally:
         await engine.dispose()
+
+
+# -- the guide ------------------------------------------------------------------------------
+
+GUIDE = ROOT / "docs" / "production.md"
+
+
+@pytest.mark.anyio
+async def test_the_guides_transaction_pooling_settings_work_as_written(
+    upstream_port: int, report: Report
+) -> None:
+    """docs/production.md's transaction-pooling example, pointed at our PgBouncer: many
+    concurrent writers over two server connections, nothing lost."""
+    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE.read_text(), flags=re.S | re.M)
+    (block,) = [block for block in blocks if "pgbouncer.internal" in block]
+    with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
+        written = block.replace(
+            "app@pgbouncer.internal:6432/app", f"root@127.0.0.1:{bouncer.port}/test"
+        ).replace("connect_args=", "table_name=table, pool_size=10, connect_args=")
+
+        def the_guides(table: str) -> SqlBackend:
+            namespace: dict[str, Any] = {"table": table}
+            exec(compile(written, str(GUIDE), "exec"), namespace)
+            backend: SqlBackend = namespace["backend"]
+            return backend
+
+        acknowledged, failures, total, seconds = await concurrent_increments(
+            bouncer, UPSTREAM, "driver", ASYNCPG_DEFAULT, the_guides
+        )
+    report(
+        f"pgbouncer transaction, the guide's settings: {WRITERS} concurrent increments in"
+        f" {seconds:.2f} s: {acknowledged} acknowledged, {len(failures)} failed, {total} stored"
+    )
+    assert failures == []
+    assert total == acknowledged == WRITERS

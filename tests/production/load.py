@@ -43,6 +43,7 @@ class Worker:
     process: asyncio.subprocess.Process
     ops: list[Op] = field(default_factory=list)
     ledger: Ledger | None = None
+    reader: asyncio.Task[None] | None = None  # reads its stdout until end of file
 
     def count(self, since: float, outcome: Callable[[str], bool]) -> int:
         return sum(1 for op in self.ops if op.end >= since and outcome(op.outcome))
@@ -111,7 +112,11 @@ class Load:
             await stdin.drain()
         deadline = time.monotonic() + STOP_TIMEOUT
         for worker in self.workers:
-            await asyncio.wait_for(worker.process.wait(), max(1.0, deadline - time.monotonic()))
+            assert worker.reader is not None
+            # Its last line is read once its output ends, which may be after it exits.
+            await asyncio.wait_for(worker.reader, max(1.0, deadline - time.monotonic()))
+            code = await asyncio.wait_for(worker.process.wait(), 10)
+            assert code == 0, f"{worker.name} exited with {code}"
         missing = [worker.name for worker in self.workers if worker.ledger is None]
         assert not missing, f"no ledger from {missing}"
 
@@ -187,7 +192,6 @@ async def running_load(
         if http_processes:
             base["http"] = await stack.enter_async_context(serving_app(url, table, logs))
         workers: list[Worker] = []
-        readers: list[asyncio.Task[None]] = []
         try:
             for n in range(processes + http_processes):
                 http = n >= processes
@@ -205,17 +209,18 @@ async def running_load(
                     stderr=(logs / f"{name}.log").open("wb"),
                 )
                 worker = Worker(name, process)
+                worker.reader = asyncio.ensure_future(_read(worker))
                 workers.append(worker)
-                readers.append(asyncio.ensure_future(_read(worker)))
             yield Load(workers, http=bool(http_processes))
         finally:
             for worker in workers:
                 if worker.process.returncode is None:
                     worker.process.kill()
                     await worker.process.wait()
-            for reader in readers:
-                with suppress(BaseException):
-                    await asyncio.wait_for(reader, 10)
+            for worker in workers:
+                if worker.reader is not None:
+                    with suppress(BaseException):
+                        await asyncio.wait_for(worker.reader, 10)
 
 
 WARM_OPERATIONS = 1000  # successes per process before the fault

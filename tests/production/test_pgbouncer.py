@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.clock import FakeClock
 from tests.production.backends import (
@@ -425,17 +426,27 @@ PURGE_LOCK_LEAKS = (
 async def test_the_purge_lock_is_released_through_transaction_pooling(
     upstream_port: int, report: Report
 ) -> None:
-    # Round robin: each transaction takes the server connection idle the longest, so the
-    # unlock runs on another server connection than the lock (what load does at random).
-    extra = {"server_round_robin": "1"}
-    with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2, extra=extra) as bouncer:
+    with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
         async with fresh_backend(bouncer.url(), "driver", ASYNCPG_UNNAMED, pool_size=2) as backend:
-            # Two server connections, both idle.
-            await asyncio.gather(*(backend.read(bytes(32)) for _ in range(8)))
-            async with backend.purge_lock() as taken:
-                assert taken
             key = lock_key(str(backend.table.fullname))
-            held = await advisory_locks(key)
+            pinner = create_engine(
+                ASYNCPG_UNNAMED.url(bouncer.url()),
+                isolation_level="READ COMMITTED",
+                connect_args=ASYNCPG_UNNAMED.connect_args,
+            )
+            try:
+                async with backend.purge_lock() as taken:
+                    assert taken
+                    # What load does at random, made certain: the server connection that
+                    # holds the lock is busy (a transaction pins it to another client) when
+                    # the unlock comes, so the unlock runs on the other one.
+                    (holder,) = await advisory_locks(key)
+                    pinned = await pin_server_connection(pinner, holder[0])
+                held = await advisory_locks(key)
+                await pinned.rollback()
+                await pinned.close()
+            finally:
+                await pinner.dispose()
             other = open_backend(
                 bouncer.url(), "driver", ASYNCPG_UNNAMED, table_name=backend.table.name
             )
@@ -450,6 +461,19 @@ async def test_the_purge_lock_is_released_through_transaction_pooling(
     )
     assert held == []
     assert taken_again
+
+
+async def pin_server_connection(engine: AsyncEngine, pid: int) -> AsyncConnection:
+    """A client connection through PgBouncer in an open transaction on the server
+    connection (backend) ``pid``: PgBouncer lends that one to no one else meanwhile."""
+    for _ in range(20):
+        conn = await engine.connect()
+        got = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        if got == pid:
+            return conn
+        await conn.rollback()  # the other server connection: give it back, try again
+        await conn.close()
+    raise AssertionError(f"PgBouncer never lent server connection {pid}")
 
 
 async def advisory_locks(key: int) -> list[Any]:

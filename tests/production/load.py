@@ -27,6 +27,7 @@ from typed_session_sql import SessionStore, SetCookie, SqlBackend
 
 ROOT = Path(__file__).parents[2]
 STOP_TIMEOUT = 60.0
+LINE_LIMIT = 1 << 24  # bytes: a ledger (one line) lists every signed-out cookie
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,7 @@ async def running_load(
                     env={**os.environ, "PYTHONPATH": str(ROOT)},
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    limit=LINE_LIMIT,
                     stderr=(logs / f"{name}.log").open("wb"),
                 )
                 worker = Worker(name, process)

@@ -136,3 +136,12 @@ def release(session: nox.Session) -> None:
     with session.chdir(tree):
         session.install(".[postgres,demo]", "--group", "test")  # built from the sdist's tree
         session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def production(session: nox.Session) -> None:
+    """PostgreSQL as production runs it (tests/production): PgBouncer, a standby that takes
+    over, restarts and running out of connections, under load. Runs as root: the servers
+    it starts run as the postgres user. psycopg is here only to measure its PgBouncer path."""
+    session.install("-e", ".[postgres,demo]", "--group", "test", "psycopg[binary]>=3.1")
+    session.run("python", "-m", "pytest", "-m", "production", *session.posargs)

@@ -6,7 +6,6 @@ executemany, not saved one by one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from tests.purge_support import (
     insert_rows,
     rows,
 )
-from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from tests.sql_backends import SqlTarget
 from typed_session_sql import (
     MemoryBackend,
     PurgeScheduler,
@@ -42,17 +41,10 @@ pytestmark = pytest.mark.anyio
 EXPIRED, LIVE, FOREVER, BATCH = 20_000, 1_000, 25, 1_000
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sql_backend(request: pytest.FixtureRequest) -> AsyncIterator[SqlBackend]:
-    opener = sqlite_sql_backend() if request.param == "sqlite" else postgres_sql_backend()
-    async with opener as backend:
-        yield backend
-
-
-def same_table(backend: SqlBackend) -> SqlBackend:
+def same_table(target: SqlTarget, backend: SqlBackend) -> AbstractAsyncContextManager[SqlBackend]:
     """Another backend, with its own engine (another app instance), on the same table."""
     url = backend.engine.url.render_as_string(hide_password=False)
-    return SqlBackend.from_url(url, table_name=backend.table.name)
+    return target.open(url, schema=False, table_name=backend.table.name)
 
 
 class StatementCounter(AbstractAsyncContextManager["StatementCounter"]):
@@ -112,7 +104,7 @@ async def test_rows_expiring_exactly_now_go_and_a_microsecond_later_stay(
 
 @pytest.mark.parametrize("exclusive", [True, False], ids=["advisory-lock", "skip-locked-only"])
 async def test_two_purgers_at_once_neither_fails_nor_double_counts(
-    sql_backend: SqlBackend, clock: FakeClock, exclusive: bool
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock, exclusive: bool
 ) -> None:
     await insert_rows(sql_backend, rows(clock.now, expired=EXPIRED, live=LIVE))
     removed: list[int] = []
@@ -120,7 +112,7 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     async def purge(backend: SqlBackend) -> None:
         removed.append((await purge_pass(backend, clock(), 500, exclusive=exclusive)).removed)
 
-    async with same_table(sql_backend) as other, anyio.create_task_group() as tg:
+    async with same_table(sql_target, sql_backend) as other, anyio.create_task_group() as tg:
         tg.start_soon(purge, sql_backend)
         tg.start_soon(purge, other)
     assert len(removed) == 2
@@ -128,10 +120,12 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     assert await count_rows(sql_backend) == LIVE
 
 
+@pytest.mark.sql(database="postgres")
 async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
-    clock: FakeClock,
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
-    async with postgres_sql_backend() as backend, same_table(backend) as other:
+    backend = sql_backend
+    async with same_table(sql_target, backend) as other:
         await insert_rows(backend, rows(clock.now, expired=30))
         events = Events()
         store = SessionStore(dict, other, clock=clock, on_event=events)
@@ -147,20 +141,22 @@ async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
         assert await store.purge_expired() == 30
 
 
-async def test_sqlite_takes_no_lock(clock: FakeClock) -> None:
+@pytest.mark.sql(database="sqlite")
+async def test_sqlite_takes_no_lock(sql_backend: SqlBackend) -> None:
     async with (
-        sqlite_sql_backend() as backend,
-        pass_lock(backend) as got,
-        pass_lock(backend) as again,
+        pass_lock(sql_backend) as got,
+        pass_lock(sql_backend) as again,
     ):
         assert got
         assert again  # single host: SQLite's own write lock serialises the statements
 
 
+@pytest.mark.sql(database="postgres")
 async def test_postgres_stop_during_a_blocked_batch_is_prompt_and_releases_the_lock(
-    clock: FakeClock,
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
-    async with postgres_sql_backend() as backend, same_table(backend) as other:
+    backend = sql_backend
+    async with same_table(sql_target, backend) as other:
         await insert_rows(backend, rows(clock.now, expired=3_000))
         tracked = _Announcing(backend)
         store = SessionStore(dict, tracked, clock=clock)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
-from tests.sql_backends import require_postgres, unique_name
+from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
     SaveResult,
     Session,
@@ -76,37 +76,12 @@ async def test_sqlite_unopenable_raises_store_unavailable(tmp_path: Path, clock:
     await asyncio.sleep(0)
 
 
-def observe(engine: AsyncEngine) -> None:
-    """A cursor listener: the backend then runs statements through SQLAlchemy."""
-    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: None)
-
-
-@pytest.fixture(params=["direct", "sqlalchemy"])
-def path(request: pytest.FixtureRequest) -> str:
-    """Which way the backend runs its statements (both must recover alike)."""
-    return str(request.param)
-
-
 @pytest.fixture
-async def pg_named(path: str) -> AsyncIterator[tuple[SqlBackend, str]]:
+async def pg_named(sql_target: SqlTarget) -> AsyncIterator[tuple[SqlBackend, str]]:
     """A PostgreSQL backend whose connections carry a unique application_name."""
-    url = require_postgres()
     name = unique_name("app")
-    backend = SqlBackend.from_url(
-        url,
-        table_name=unique_name("sessions"),
-        connect_args={"server_settings": {"application_name": name}},
-    )
-    engine = backend.engine
-    if path == "sqlalchemy":
-        observe(engine)
-    await backend.create_schema()
-    try:
-        yield backend, name
-    finally:
-        async with backend.engine.begin() as conn:
-            await conn.run_sync(backend.metadata.drop_all)
-        await backend.dispose()
+    async with sql_target.open(connect_args={"server_settings": {"application_name": name}}) as b:
+        yield b, name
 
 
 async def admin(url: str, sql: str, **params: Any) -> list[Any]:
@@ -169,6 +144,7 @@ async def save_behind_a_row_lock(
         await blocker.dispose()
 
 
+@pytest.mark.sql(database="postgres")
 async def test_dropped_connections_are_replaced_unseen(
     pg_named: tuple[SqlBackend, str], clock: FakeClock
 ) -> None:
@@ -197,26 +173,24 @@ async def test_dropped_connections_are_replaced_unseen(
     assert final.data.items == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.sql(database="postgres")
 async def test_serialization_failure_is_retried(
-    pg_named: tuple[SqlBackend, str], path: str, clock: FakeClock
+    pg_named: tuple[SqlBackend, str], sql_target: SqlTarget, clock: FakeClock
 ) -> None:
     """Under REPEATABLE READ a single UPDATE of a row another transaction changed meanwhile
     fails with SQLSTATE 40001, as on CockroachDB; the backend runs it again."""
     backend, name = pg_named
     url = require_postgres()
-    rr_backend = SqlBackend.from_url(
+    settings = {
+        "application_name": name + "_rr",
+        "default_transaction_isolation": "repeatable read",
+    }
+    async with sql_target.open(
         url,
+        schema=False,
         table_name=backend.table.name,
-        connect_args={
-            "server_settings": {
-                "application_name": name + "_rr",
-                "default_transaction_isolation": "repeatable read",
-            }
-        },
-    )
-    if path == "sqlalchemy":
-        observe(rr_backend.engine)
-    try:
+        connect_args={"server_settings": settings},
+    ) as rr_backend:
         store = SessionStore(Cart, rr_backend, clock=clock)
         cookie, session = await changed_session(store)
         async with save_behind_a_row_lock(url, name + "_rr", store, session) as (conn, save):
@@ -225,10 +199,9 @@ async def test_serialization_failure_is_retried(
         final = await store.load(cookie)
         assert final is not None
         assert final.data.items == [1, 2]
-    finally:
-        await rr_backend.dispose()
 
 
+@pytest.mark.sql(database="postgres")
 async def test_a_cancelled_save_leaves_a_working_backend(
     pg_named: tuple[SqlBackend, str], clock: FakeClock
 ) -> None:
@@ -246,18 +219,10 @@ async def test_a_cancelled_save_leaves_a_working_backend(
 
 
 @pytest.fixture
-async def sqlite_backend(path: str, tmp_path: Path) -> AsyncIterator[SqlBackend]:
-    """A SQLite backend taking ``path``: direct on aiosqlite, or through SQLAlchemy."""
-    backend = SqlBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
-    if path == "sqlalchemy":
-        observe(backend.engine)
-    await backend.create_schema()
-    direct = backend._direct is not None and backend._direct.available()
-    assert direct is (path == "direct")
-    try:
+async def sqlite_backend(sql_target: SqlTarget, tmp_path: Path) -> AsyncIterator[SqlBackend]:
+    """A SQLite backend on a file of the test's own (``tmp_path``)."""
+    async with sql_target.open(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}") as backend:
         yield backend
-    finally:
-        await backend.dispose()
 
 
 def short_busy_timeout(backend: SqlBackend) -> None:
@@ -284,6 +249,7 @@ def write_locked(backend: SqlBackend) -> Iterator[sqlite3.Connection]:
         blocker.close()
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_missing_table_raises_store_unavailable_with_cause(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -299,6 +265,7 @@ async def test_sqlite_missing_table_raises_store_unavailable_with_cause(
         assert "no such table" in str(caught.value.__cause__)
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_locked_database_raises_store_unavailable(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -312,6 +279,7 @@ async def test_sqlite_locked_database_raises_store_unavailable(
     assert isinstance(await store.save(store.new(Cart(items=[1]))), SetCookie)
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_cancelled_save_leaves_a_working_backend(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -352,7 +320,7 @@ async def test_sqlite_cancelled_save_leaves_a_working_backend(
     await saves_go_on(store, cookie)
 
 
-@pytest.mark.parametrize("path", ["direct"])  # only the direct path keeps connections
+@pytest.mark.sql(database="sqlite", execution="driver")  # only it holds connections
 async def test_sqlite_closed_kept_connection_is_replaced_unseen(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:

@@ -21,12 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from tests.clock import FakeClock
-from tests.sql_backends import (
-    postgres_sql_backend,
-    require_postgres,
-    sqlite_sql_backend,
-    unique_name,
-)
+from tests.sql_backends import SqlTarget, require_postgres, sqlite_sql_backend, unique_name
 from typed_session_sql import (
     EventKind,
     ExpiryPolicy,
@@ -91,16 +86,12 @@ class Trace:
         return [q for q in self.wire if q.strip().upper().startswith(words)]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-direct", "postgres", "postgres-direct"])
-async def traced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlBackend, Trace]]:
-    """Both paths on each database: through SQLAlchemy (whenever a cursor listener is
-    present) and the direct one (no listener: statements are counted on the wire)."""
-    param = str(request.param)
-    factory = sqlite_sql_backend if param.startswith("sqlite") else postgres_sql_backend
-    async with factory() as backend:
-        trace = Trace(backend, cursor_events=not param.endswith("-direct"))
-        direct = backend._direct is not None and backend._direct.available()
-        assert direct is param.endswith("-direct")
+@pytest.fixture
+async def traced(sql_target: SqlTarget) -> AsyncIterator[tuple[SqlBackend, Trace]]:
+    """Each executor on each database: SQLAlchemy's statements are counted by a cursor
+    listener, the driver executor's on the wire."""
+    async with sql_target.open() as backend:
+        trace = Trace(backend, cursor_events=sql_target.execution == "sqlalchemy")
         await backend.engine.dispose()  # new connections, so the driver trace sees them all
         await backend.read(b"\0" * 32)  # warm up: first connect, compiled cache
         await asyncio.sleep(0)  # let asyncpg's query loggers run

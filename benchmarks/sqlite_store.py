@@ -66,17 +66,12 @@ from typing import Any
 
 import aiosqlite
 import aiosqlite.core
-from sqlalchemy import event
 from workload import Op, Profile, timed
 
 from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend
-from typed_session_sql.backends.sql_engine import SQLITE_PRAGMAS
-from typed_session_sql.backends.sql_table import to_micros
+from typed_session_sql.backends.sql import EpochMicros
+from typed_session_sql.backends.sql.engine import SQLITE_PRAGMAS
 from typed_session_sql.ids import IdHasher, new_cookie_value
-
-
-def _nothing(*args: Any) -> None:
-    pass
 
 
 @contextmanager
@@ -107,9 +102,8 @@ class Bench:
         url = f"sqlite+aiosqlite:///{path}"
         self.backend = SqlBackend.from_url(url, pool_size=concurrency)
         self.store = SessionStore(Profile, self.backend)
-        # The same store on SQLAlchemy's path: a cursor listener keeps it off the direct one.
-        self.sqla_backend = SqlBackend.from_url(url, pool_size=concurrency)
-        event.listen(self.sqla_backend.engine.sync_engine, "before_cursor_execute", _nothing)
+        # The same store on SQLAlchemy's executor.
+        self.sqla_backend = SqlBackend.from_url(url, pool_size=concurrency, execution="sqlalchemy")
         self.sqla = SessionStore(Profile, self.sqla_backend)
         self.memory = SessionStore(Profile, MemoryBackend())
         self.cookies: list[str] = []
@@ -132,7 +126,9 @@ class Bench:
         now = self.store.now()
         expires = self.store.expiry.initial_expiry(now)
         assert expires is not None
-        micros = (to_micros(now), to_micros(expires))
+        dialect = self.backend.engine.dialect
+        to_micros = EpochMicros().process_bind_param
+        micros = (to_micros(now, dialect), to_micros(expires, dialect))
         rows = []
         for i in range(self.n):
             cookie = new_cookie_value()

@@ -12,12 +12,13 @@ Without a server, PostgreSQL tests skip with the reason, unless
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend
+from typed_session_sql.backends.sql.driver_executor import statement_logger
 
 POSTGRES_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -54,10 +56,6 @@ def require_postgres() -> str:
             pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_POSTGRES=1")
         pytest.skip(reason)
     return POSTGRES_URL
-
-
-def _observe(*args: object) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,7 @@ class SqlTarget:
         async with self.url() as fresh:
             if self.database == "postgres":
                 options.setdefault("table_name", unique_name("sessions"))
-            backend = SqlBackend.from_url(url or fresh, **options)
-            if self.execution == "sqlalchemy":  # until the executor can be chosen
-                event.listen(backend.engine.sync_engine, "before_cursor_execute", _observe)
+            backend = SqlBackend.from_url(url or fresh, execution=self.execution, **options)
             try:
                 if schema:
                     await backend.create_schema()
@@ -141,3 +137,29 @@ def _factory(target: SqlTarget) -> BackendFactory:
 SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
     target.id: _factory(target) for target in SQL_TARGETS
 }
+
+
+@contextmanager
+def statements_seen(backend: SqlBackend) -> Iterator[list[str]]:
+    """The first word of every statement the backend runs meanwhile, whichever executor
+    runs it: SQLAlchemy's cursor events, or the driver executor's statement logger."""
+    seen: list[str] = []
+
+    def cursor(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage().split(None, 1)[0].upper())
+
+    handler = Handler(logging.DEBUG)
+    previous = statement_logger.level
+    statement_logger.setLevel(logging.DEBUG)
+    statement_logger.addHandler(handler)
+    event.listen(backend.engine.sync_engine, "before_cursor_execute", cursor)
+    try:
+        yield seen
+    finally:
+        event.remove(backend.engine.sync_engine, "before_cursor_execute", cursor)
+        statement_logger.removeHandler(handler)
+        statement_logger.setLevel(previous)

@@ -14,15 +14,16 @@ from sqlalchemy import event, text
 
 from tests.asgi_apps import APP_FACTORIES, Cart
 from tests.clock import FakeClock
-from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from tests.sql_backends import SqlTarget
 from typed_session_sql import SessionStore, SqlBackend
 from typed_session_sql.asgi import CookieSettings
 
 pytestmark = pytest.mark.anyio
 
+# SQLAlchemy's executor: the statements are counted by a cursor listener attached later.
 SQL_BACKENDS: dict[str, Callable[[], AbstractAsyncContextManager[SqlBackend]]] = {
-    "sqlite": sqlite_sql_backend,
-    "postgres": postgres_sql_backend,
+    "sqlite": SqlTarget("sqlite", "sqlalchemy").open,
+    "postgres": SqlTarget("postgres", "sqlalchemy").open,
 }
 SET_COOKIE = re.compile(r"__Host-id=([A-Za-z0-9_-]{43}); Path=/; Secure; HttpOnly; SameSite=Lax")
 

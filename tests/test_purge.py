@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from tests.clock import FakeClock
 from tests.purge_support import (
@@ -24,7 +24,7 @@ from tests.purge_support import (
     insert_rows,
     rows,
 )
-from tests.sql_backends import SqlTarget
+from tests.sql_backends import SqlTarget, statements_seen
 from typed_session_sql import (
     MemoryBackend,
     PurgeScheduler,
@@ -33,8 +33,7 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.purge import PurgeProgress, pass_lock, purge_pass
-from typed_session_sql.stats import table_stats
+from typed_session_sql.purge import PurgeProgress, purge_pass
 
 pytestmark = pytest.mark.anyio
 
@@ -47,25 +46,6 @@ def same_table(target: SqlTarget, backend: SqlBackend) -> AbstractAsyncContextMa
     return target.open(url, schema=False, table_name=backend.table.name)
 
 
-class StatementCounter(AbstractAsyncContextManager["StatementCounter"]):
-    """Counts the DELETE statements a backend's engine sends."""
-
-    def __init__(self, backend: SqlBackend) -> None:
-        self.engine = backend.engine.sync_engine
-        self.deletes = 0
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("DELETE"):
-            self.deletes += 1
-
-    async def __aenter__(self) -> StatementCounter:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-
 async def test_removes_exactly_the_expired_rows_in_the_expected_batches(
     sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -73,12 +53,12 @@ async def test_removes_exactly_the_expired_rows_in_the_expected_batches(
     events = Events()
     store = SessionStore(dict, sql_backend, clock=clock, on_event=events)
     progress: list[PurgeProgress] = []
-    async with StatementCounter(sql_backend) as counter:
+    with statements_seen(sql_backend) as seen:
         removed = await store.purge_expired(batch_size=BATCH, on_batch=progress.append)
     assert removed == EXPIRED
     # 20 full batches, then one that finds nothing and ends the pass; one statement each.
     assert len(progress) == EXPIRED // BATCH + 1
-    assert counter.deletes == len(progress)
+    assert seen.count("DELETE") == len(progress)
     assert [p.removed for p in progress] == [BATCH] * (EXPIRED // BATCH) + [0]
     assert progress[-1].total == EXPIRED
     async with sql_backend.engine.connect() as conn:
@@ -129,7 +109,7 @@ async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
         await insert_rows(backend, rows(clock.now, expired=30))
         events = Events()
         store = SessionStore(dict, other, clock=clock, on_event=events)
-        async with pass_lock(backend) as got:
+        async with backend.purge_lock() as got:
             assert got
             result = await purge_pass(other, clock(), on_event=events)
             assert result.skipped
@@ -144,8 +124,8 @@ async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
 @pytest.mark.sql(database="sqlite")
 async def test_sqlite_takes_no_lock(sql_backend: SqlBackend) -> None:
     async with (
-        pass_lock(sql_backend) as got,
-        pass_lock(sql_backend) as again,
+        sql_backend.purge_lock() as got,
+        sql_backend.purge_lock() as again,
     ):
         assert got
         assert again  # single host: SQLite's own write lock serialises the statements
@@ -171,7 +151,7 @@ async def test_postgres_stop_during_a_blocked_batch_is_prompt_and_releases_the_l
                     await _wait_until_blocked(other)
             await blocker.execute(text("ROLLBACK"))
         assert await count_rows(backend) == 3_000  # the cancelled statement did nothing
-        async with pass_lock(other) as got:
+        async with other.purge_lock() as got:
             assert got  # the purge lock went with the cancelled pass
         assert await store.purge_expired() == 3_000  # and the backend still works
 
@@ -183,13 +163,9 @@ class _Announcing(StuckBackend):
         self.entered.set()
         return await self.inner.purge(now, batch_size)
 
-    @property
-    def engine(self) -> Any:  # so the pass takes the purge lock as on the real backend
-        return self.inner.engine  # type: ignore[attr-defined]
-
-    @property
-    def table(self) -> Any:
-        return self.inner.table  # type: ignore[attr-defined]
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:  # as on the real backend
+        lock: AbstractAsyncContextManager[bool] = self.inner.purge_lock()  # type: ignore[attr-defined]
+        return lock
 
 
 async def _wait_until_blocked(observer: SqlBackend) -> None:
@@ -219,13 +195,13 @@ async def test_purge_failure_raises_store_unavailable_and_emits_an_event(
 
 async def test_table_stats_counts_and_sizes(sql_backend: SqlBackend, clock: FakeClock) -> None:
     await insert_rows(sql_backend, rows(clock.now, expired=40, live=7, forever=3))
-    stats = await table_stats(sql_backend, clock.now)
+    stats = await sql_backend.stats(clock.now)
     assert (stats.live, stats.never_expire, stats.expired) == (10, 3, 40)
     assert stats.oldest_expiry == clock.now - timedelta(seconds=40)
     assert stats.size_bytes is not None
     assert stats.size_bytes > 0
     await SessionStore(dict, sql_backend, clock=clock).purge_expired()
-    stats = await table_stats(sql_backend, clock.now)
+    stats = await sql_backend.stats(clock.now)
     assert (stats.live, stats.expired) == (10, 0)
     assert stats.oldest_expiry == clock.now + timedelta(hours=1)
 

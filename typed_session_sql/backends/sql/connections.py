@@ -1,0 +1,216 @@
+"""Where a driver executor gets its connections: held for the backend, or one per statement.
+
+A checkout from SQLAlchemy's pool and the check-in after it cost about as much, at 16
+concurrent requests, as the primary-key read they wrap. A backend that owns its engine
+therefore *holds* a fixed number of the pool's connections for its own statements
+(:class:`HeldConnections`); everything else using the engine (DDL, migrations, the purge
+lock, stats, an application's own queries) uses the rest of the pool. An engine passed in
+by the application is shared: the backend holds none of its connections unless told to,
+and takes one from the pool for each statement (:class:`PerStatement`).
+
+Held connections are treated as the pool treats its own: replaced when older than
+``recycle`` (``pool_recycle``), pinged before use with ``pre_ping`` (``pool_pre_ping``),
+replaced when the driver says the server closed them, and dropped when the engine is
+disposed, by the backend or by anyone else (SQLAlchemy's public ``engine_disposed`` event),
+so no connection outlives its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+__all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
+
+_BORN = "typed_session_sql.connected_at"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldConnections:
+    """How many of the engine's connections a backend holds for its statements."""
+
+    count: int
+    """How many connections are held, at most: the backend's statements run on these alone
+    (up to ``count`` at once; more wait for one to be free)."""
+    recycle: float | None = None
+    """Replace a connection older than this many seconds (as ``pool_recycle`` does)."""
+    pre_ping: bool = False
+    """Check that a connection is alive with a round trip before each use (as
+    ``pool_pre_ping`` does). Rarely worth it: a connection the server closed is noticed by
+    the driver at no cost, and a read that fails on a dead connection is run again."""
+    timeout: float = 30.0
+    """How long a statement waits for a free connection (as ``pool_timeout``) before the
+    store is reported unavailable."""
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError("count must be at least 1")
+        if self.recycle is not None and self.recycle <= 0:
+            raise ValueError("recycle must be positive (or None)")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+
+class DriverConnections(Protocol):
+    """What a connection source asks of the driver: the little it can't ask SQLAlchemy."""
+
+    def is_closed(self, driver: Any) -> bool:
+        """Whether the driver knows the connection is closed (no I/O)."""
+        ...
+
+    def ping(self, driver: Any) -> Awaitable[object]:
+        """One round trip that fails on a dead connection."""
+        ...
+
+    def close(self, driver: Any) -> Awaitable[object]:
+        """Close the connection gracefully."""
+        ...
+
+
+class ConnectionSource(Protocol):
+    """Pooled connections for a driver executor's statements."""
+
+    async def acquire(self) -> PoolProxiedConnection:
+        """A connection to run one statement on. Raises what the pool or driver raises
+        when none can be had (refused, timed out, ...)."""
+        ...
+
+    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        """Give ``pooled`` back; unless ``reusable``, close it (it failed, or a statement
+        on it was cancelled midway)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what is held. The engine stays usable."""
+        ...
+
+
+class PerStatement:
+    """One connection from the engine's pool for each statement, back right after it."""
+
+    held = 0
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def acquire(self) -> PoolProxiedConnection:
+        return await self._engine.raw_connection()
+
+    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        # The statement ran in autocommit on the driver itself: no transaction is open, so
+        # the pool's check-in has no I/O to do here.
+        if reusable:
+            pooled.close()
+        else:
+            pooled.invalidate()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Holder:
+    """Up to ``config.count`` connections taken from the engine's pool and kept checked out
+    for the backend's own statements; the most recently used first."""
+
+    def __init__(
+        self, engine: AsyncEngine, config: HeldConnections, driver: DriverConnections
+    ) -> None:
+        self.config = config
+        self.held = config.count
+        self._engine = engine
+        self._driver = driver
+        self._free = asyncio.Semaphore(config.count)
+        self._idle: list[PoolProxiedConnection] = []
+        self._busy: set[PoolProxiedConnection] = set()
+        self._stale: set[PoolProxiedConnection] = set()
+        sync_engine = engine.sync_engine
+        event.listen(sync_engine, "engine_disposed", self._on_engine_disposed)
+        event.listen(sync_engine, "connect", _stamp_birth)
+
+    async def acquire(self) -> PoolProxiedConnection:
+        if self._free.locked():
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    await self._free.acquire()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no held connection was free within {self.config.timeout} s"
+                ) from None
+        else:
+            await self._free.acquire()
+        try:
+            pooled = await self._usable_idle() or await self._engine.raw_connection()
+        except BaseException:
+            self._free.release()
+            raise
+        pooled.info.setdefault(_BORN, time.monotonic())
+        self._busy.add(pooled)
+        return pooled
+
+    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        self._busy.discard(pooled)
+        if reusable and pooled not in self._stale and pooled.is_valid:
+            self._idle.append(pooled)
+        else:
+            self._stale.discard(pooled)
+            pooled.invalidate()  # outside SQLAlchemy's greenlet: closed at once, no I/O
+        self._free.release()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            await self._retire(pooled)
+        sync_engine = self._engine.sync_engine
+        for name, listener in (
+            ("engine_disposed", self._on_engine_disposed),
+            ("connect", _stamp_birth),
+        ):
+            if event.contains(sync_engine, name, listener):
+                event.remove(sync_engine, name, listener)
+
+    async def _usable_idle(self) -> PoolProxiedConnection | None:
+        recycle, now = self.config.recycle, time.monotonic()
+        while self._idle:
+            pooled = self._idle.pop()
+            driver = pooled.driver_connection
+            if self._driver.is_closed(driver):
+                pooled.invalidate()
+                continue
+            if recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
+                await self._retire(pooled)
+                continue
+            if self.config.pre_ping:
+                try:
+                    await self._driver.ping(driver)
+                except Exception:
+                    pooled.invalidate()
+                    continue
+            return pooled
+        return None
+
+    async def _retire(self, pooled: PoolProxiedConnection) -> None:
+        """Close ``pooled`` gracefully, and give its place in the pool back."""
+        with contextlib.suppress(Exception):  # broken already: invalidating it is all that's left
+            await self._driver.close(pooled.driver_connection)
+        pooled.invalidate()
+
+    def _on_engine_disposed(self, engine: Any) -> None:
+        # Someone disposed the engine: its pool, which these connections belong to, is
+        # gone. Close the idle ones now (this runs inside SQLAlchemy's greenlet, so the
+        # close is graceful); the busy ones when their statement ends.
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            pooled.invalidate()
+        self._stale |= self._busy
+
+
+def _stamp_birth(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_BORN] = time.monotonic()

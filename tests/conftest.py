@@ -23,12 +23,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every test that takes `sql_target` (or `sql_backend`) runs once per database x
     # executor, or on those a `sql(database=..., execution=...)` mark keeps.
     if "sql_target" in metafunc.fixturenames:
-        mark = metafunc.definition.get_closest_marker("sql")
-        wanted = dict(mark.kwargs) if mark is not None else {}
+        marks = list(metafunc.definition.iter_markers("sql"))  # the test's, its module's
         targets = [
             target
             for target in SQL_TARGETS
-            if all(getattr(target, key) in _as_tuple(value) for key, value in wanted.items())
+            if all(
+                getattr(target, key) in _as_tuple(value)
+                for mark in marks
+                for key, value in mark.kwargs.items()
+            )
         ]
         metafunc.parametrize("sql_target", targets, ids=[target.id for target in targets])
 

@@ -107,7 +107,7 @@ class SqlBackend:
         else:
             driver = _DRIVERS[chosen]()
             connections: ConnectionSource = (
-                PerStatement(engine)
+                PerStatement(engine, driver)
                 if held_connections is None
                 else Holder(engine, held_connections, driver)
             )

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 __all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
 
@@ -83,9 +83,9 @@ class ConnectionSource(Protocol):
         when none can be had (refused, timed out, ...)."""
         ...
 
-    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
-        """Give ``pooled`` back; unless ``reusable``, close it (it failed, or a statement
-        on it was cancelled midway)."""
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        """Give ``pooled`` back; unless ``reusable``, close it at once, without I/O (it
+        failed, or a statement on it was cancelled midway)."""
         ...
 
     async def aclose(self) -> None:
@@ -98,22 +98,31 @@ class PerStatement:
 
     held = 0
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, driver: DriverConnections) -> None:
         self._engine = engine
+        self._driver = driver
 
     async def acquire(self) -> PoolProxiedConnection:
         return await self._engine.raw_connection()
 
-    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
-        # The statement ran in autocommit on the driver itself: no transaction is open, so
-        # the pool's check-in has no I/O to do here.
-        if reusable:
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        if not reusable:
+            pooled.invalidate()  # outside SQLAlchemy's greenlet: closed at once, no I/O
+        elif self._pool_keeps_it():
+            # The statement ran in autocommit on the driver itself: no transaction is open,
+            # so checking it in has no I/O to do.
             pooled.close()
         else:
-            pooled.invalidate()
+            # The pool would close it (an overflow connection): close it here, where I/O
+            # can be awaited, and hand back an empty place.
+            await _close(self._driver, pooled)
 
     async def aclose(self) -> None:
         pass
+
+    def _pool_keeps_it(self) -> bool:
+        pool = self._engine.sync_engine.pool
+        return isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
 
 
 class Holder:
@@ -151,11 +160,11 @@ class Holder:
         except BaseException:
             self._free.release()
             raise
-        pooled.info.setdefault(_BORN, time.monotonic())
+        pooled.info.setdefault(_BORN, monotonic())
         self._busy.add(pooled)
         return pooled
 
-    def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         self._busy.discard(pooled)
         if reusable and pooled not in self._stale and pooled.is_valid:
             self._idle.append(pooled)
@@ -167,7 +176,7 @@ class Holder:
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for pooled in idle:
-            await self._retire(pooled)
+            await _close(self._driver, pooled)
         sync_engine = self._engine.sync_engine
         for name, listener in (
             ("engine_disposed", self._on_engine_disposed),
@@ -177,7 +186,7 @@ class Holder:
                 event.remove(sync_engine, name, listener)
 
     async def _usable_idle(self) -> PoolProxiedConnection | None:
-        recycle, now = self.config.recycle, time.monotonic()
+        recycle, now = self.config.recycle, monotonic()
         while self._idle:
             pooled = self._idle.pop()
             driver = pooled.driver_connection
@@ -185,7 +194,7 @@ class Holder:
                 pooled.invalidate()
                 continue
             if recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
-                await self._retire(pooled)
+                await _close(self._driver, pooled)
                 continue
             if self.config.pre_ping:
                 try:
@@ -195,12 +204,6 @@ class Holder:
                     continue
             return pooled
         return None
-
-    async def _retire(self, pooled: PoolProxiedConnection) -> None:
-        """Close ``pooled`` gracefully, and give its place in the pool back."""
-        with contextlib.suppress(Exception):  # broken already: invalidating it is all that's left
-            await self._driver.close(pooled.driver_connection)
-        pooled.invalidate()
 
     def _on_engine_disposed(self, engine: Any) -> None:
         # Someone disposed the engine: its pool, which these connections belong to, is
@@ -212,5 +215,12 @@ class Holder:
         self._stale |= self._busy
 
 
+async def _close(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+    """Close ``pooled`` gracefully, and give its place in the pool back."""
+    with contextlib.suppress(Exception):  # broken already: invalidating it is all that's left
+        await driver.close(pooled.driver_connection)
+    pooled.invalidate()
+
+
 def _stamp_birth(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    record.info[_BORN] = time.monotonic()
+    record.info[_BORN] = monotonic()

@@ -77,4 +77,4 @@ class DriverExecutor:
             raise StatementFailed(failure) from error
         finally:
             # Cancelled midway (reusable still False): the connection's state is unknown.
-            self._connections.release(pooled, reusable=reusable)
+            await self._connections.release(pooled, reusable=reusable)

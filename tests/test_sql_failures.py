@@ -214,6 +214,15 @@ async def test_a_cancelled_save_leaves_a_working_backend(
         with pytest.raises(asyncio.CancelledError):
             await save
         await conn.rollback()
+    # The server notices the closed connection only once its UPDATE has the lock: that
+    # UPDATE may still land. Wait until it has ended, one way or the other.
+    while await admin(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = :n AND state = 'active'"
+        " AND query LIKE 'UPDATE%'",
+        n=name,
+    ):
+        pass
     # The connection the cancelled statement used is gone, not handed out again mid-query.
     await saves_go_on(store, cookie)
 

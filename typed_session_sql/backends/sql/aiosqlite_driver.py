@@ -50,3 +50,6 @@ class AiosqliteDriver:
 
     async def close(self, driver: Any) -> object:
         return await driver.close()
+
+    def terminate(self, driver: Any) -> None:
+        driver.stop()  # the worker thread closes the connection and ends

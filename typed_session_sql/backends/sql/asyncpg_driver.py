@@ -44,3 +44,6 @@ class AsyncpgDriver:
 
     async def close(self, driver: Any) -> object:
         return await driver.close(timeout=5)
+
+    def terminate(self, driver: Any) -> None:
+        driver.terminate()

@@ -18,7 +18,6 @@ so no connection outlives its pool.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import monotonic
@@ -74,6 +73,10 @@ class DriverConnections(Protocol):
         """Close the connection gracefully."""
         ...
 
+    def terminate(self, driver: Any) -> None:
+        """Close the connection at once, without awaiting anything."""
+        ...
+
 
 class ConnectionSource(Protocol):
     """Pooled connections for a driver executor's statements."""
@@ -107,7 +110,7 @@ class PerStatement:
 
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         if not reusable:
-            pooled.invalidate()  # outside SQLAlchemy's greenlet: closed at once, no I/O
+            _discard(self._driver, pooled)
         elif self._pool_keeps_it():
             # The statement ran in autocommit on the driver itself: no transaction is open,
             # so checking it in has no I/O to do.
@@ -166,11 +169,11 @@ class Holder:
 
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         self._busy.discard(pooled)
-        if reusable and pooled not in self._stale and pooled.is_valid:
+        if reusable and pooled not in self._stale:
             self._idle.append(pooled)
         else:
             self._stale.discard(pooled)
-            pooled.invalidate()  # outside SQLAlchemy's greenlet: closed at once, no I/O
+            _discard(self._driver, pooled)
         self._free.release()
 
     async def aclose(self) -> None:
@@ -191,7 +194,7 @@ class Holder:
             pooled = self._idle.pop()
             driver = pooled.driver_connection
             if self._driver.is_closed(driver):
-                pooled.invalidate()
+                _discard(self._driver, pooled)
                 continue
             if recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
                 await _close(self._driver, pooled)
@@ -200,26 +203,38 @@ class Holder:
                 try:
                     await self._driver.ping(driver)
                 except Exception:
-                    pooled.invalidate()
+                    _discard(self._driver, pooled)
                     continue
             return pooled
         return None
 
     def _on_engine_disposed(self, engine: Any) -> None:
         # Someone disposed the engine: its pool, which these connections belong to, is
-        # gone. Close the idle ones now (this runs inside SQLAlchemy's greenlet, so the
-        # close is graceful); the busy ones when their statement ends.
+        # gone. Close the idle ones now; the busy ones when their statement ends.
         idle, self._idle = self._idle, []
         for pooled in idle:
-            pooled.invalidate()
+            _discard(self._driver, pooled)
         self._stale |= self._busy
+
+
+# A connection the backend closes itself is then detached from its pool: the pool forgets
+# it and gives its place to a new one, without closing it once more (which would need
+# SQLAlchemy's greenlet for I/O, and terminates differently across its versions).
 
 
 async def _close(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
     """Close ``pooled`` gracefully, and give its place in the pool back."""
-    with contextlib.suppress(Exception):  # broken already: invalidating it is all that's left
+    try:
         await driver.close(pooled.driver_connection)
-    pooled.invalidate()
+    except Exception:  # broken already
+        driver.terminate(pooled.driver_connection)
+    pooled.detach()
+
+
+def _discard(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+    """Close ``pooled`` at once (no I/O awaited), and give its place in the pool back."""
+    driver.terminate(pooled.driver_connection)
+    pooled.detach()
 
 
 def _stamp_birth(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event
+from sqlalchemy import MetaData, Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -32,12 +32,7 @@ from typed_session_sql.backends.sql.connections import (
     PerStatement,
 )
 from typed_session_sql.backends.sql.driver_executor import Driver, DriverExecutor
-from typed_session_sql.backends.sql.engine import (
-    DEFAULT_URL,
-    URL_ENV,
-    create_engine,
-    reject_closed_connections,
-)
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV, create_engine
 from typed_session_sql.backends.sql.executor import Execution, Executor, choose
 from typed_session_sql.backends.sql.failures import (
     Failure,
@@ -92,8 +87,6 @@ class SqlBackend:
         held_connections: HeldConnections | None = None,
         owns_engine: bool = False,
     ) -> None:
-        if not event.contains(engine.sync_engine.pool, "checkout", reject_closed_connections):
-            event.listen(engine.sync_engine.pool, "checkout", reject_closed_connections)
         self.engine: AsyncEngine = engine
         self.metadata = MetaData()
         self.table: Table = session_table(self.metadata, table_name, schema)

@@ -106,7 +106,7 @@ class PerStatement:
         self._driver = driver
 
     async def acquire(self) -> PoolProxiedConnection:
-        return await self._engine.raw_connection()
+        return await _open_from_pool(self._engine, self._driver)
 
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         if not reusable:
@@ -159,7 +159,7 @@ class Holder:
         else:
             await self._free.acquire()
         try:
-            pooled = await self._usable_idle() or await self._engine.raw_connection()
+            pooled = await self._usable_idle() or await _open_from_pool(self._engine, self._driver)
         except BaseException:
             self._free.release()
             raise
@@ -220,6 +220,16 @@ class Holder:
 # A connection the backend closes itself is then detached from its pool: the pool forgets
 # it and gives its place to a new one, without closing it once more (which would need
 # SQLAlchemy's greenlet for I/O, and terminates differently across its versions).
+
+
+async def _open_from_pool(engine: AsyncEngine, driver: DriverConnections) -> PoolProxiedConnection:
+    """A connection from ``engine``'s pool that the server has not closed (the driver
+    notices a close at no cost, unlike ``pool_pre_ping``)."""
+    while True:
+        pooled = await engine.raw_connection()
+        if not driver.is_closed(pooled.driver_connection):
+            return pooled
+        _discard(driver, pooled)  # closed while it sat in the pool: take another
 
 
 async def _close(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:

@@ -1,9 +1,11 @@
 """Statements run by SQLAlchemy's own execution, on any dialect.
 
-Each statement checks a connection out of the engine's pool, runs in autocommit (no
-BEGIN/COMMIT around it) and goes back. Everything SQLAlchemy offers around a statement
-applies: engine events, ``echo`` and logging, execution options such as
-``schema_translate_map``, the compiled cache (the statements are built once).
+Each statement checks a connection out of the engine's pool (one the server closed while
+it sat in the pool is replaced at checkout, at no round trip: a pool ``checkout`` listener
+asks the driver), runs in autocommit (no BEGIN/COMMIT around it) and goes back. Everything
+SQLAlchemy offers around a statement applies: engine events, ``echo`` and logging,
+execution options such as ``schema_translate_map``, the compiled cache (the statements are
+built once).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from typed_session_sql.backends.sql.engine import reject_closed_connections
 from typed_session_sql.backends.sql.failures import Failure, StatementFailed, classify
 from typed_session_sql.backends.sql.statements import Prepared
 
@@ -27,6 +31,9 @@ class SqlAlchemyExecutor:
     held = 0
 
     def __init__(self, engine: AsyncEngine) -> None:
+        pool = engine.sync_engine.pool
+        if not event.contains(pool, "checkout", reject_closed_connections):
+            event.listen(pool, "checkout", reject_closed_connections)
         if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._engine = engine

@@ -57,31 +57,30 @@ class Prepared:
     """Each positional parameter's fixed value, where ``arguments_order`` has None."""
     binders: tuple[_Processor | None, ...]
     """Each positional parameter's conversion to what the driver takes."""
-    readers: tuple[_Processor | None, ...]
-    """Each selected column's conversion from what the driver returns (queries only)."""
-
-    @property
-    def returns_rows(self) -> bool:
-        """Whether this is a query (rows back) rather than a write (a row count back)."""
-        return bool(self.readers)
+    returns_rows: bool
+    """Whether this is a query (rows back) rather than a write (a row count back)."""
+    readers: tuple[tuple[int, _Processor], ...]
+    """(position, conversion) of each selected column whose value the driver returns needs
+    converting (queries only)."""
 
     def arguments(self, params: Mapping[str, object]) -> list[object]:
         """The driver's positional arguments for ``params`` (converted)."""
-        values: list[object] = []
-        for name, constant, binder in zip(
-            self.arguments_order, self.constants, self.binders, strict=True
-        ):
-            value = constant if name is None else params[name]
-            values.append(value if binder is None else binder(value))
-        return values
+        return [
+            (constant if name is None else params[name])
+            if binder is None
+            else binder(constant if name is None else params[name])
+            for name, constant, binder in zip(
+                self.arguments_order, self.constants, self.binders, strict=True
+            )
+        ]
 
-    def decode(self, row: Sequence[Any]) -> tuple[Any, ...]:
+    def decode(self, row: Sequence[Any]) -> list[Any]:
         """One row of this query, converted. Raises what a conversion raises (say,
         :class:`OverflowError` for a timestamp out of range)."""
-        return tuple(
-            value if reader is None else reader(value)
-            for value, reader in zip(row, self.readers, strict=True)
-        )
+        values = list(row)
+        for position, reader in self.readers:
+            values[position] = reader(values[position])
+        return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +131,19 @@ def build_statements(
             constants.append(None if bind.required else bind.value)
             binders.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
         readers = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            (position, reader)
+            for position, column in enumerate(columns)
+            if (reader := column.type.dialect_impl(dialect).result_processor(dialect, None))
         )
         return Prepared(
-            name, clause, str(compiled), tuple(order), tuple(constants), tuple(binders), readers
+            name,
+            clause,
+            str(compiled),
+            tuple(order),
+            tuple(constants),
+            tuple(binders),
+            returns_rows=bool(columns),
+            readers=readers,
         )
 
     def query(

@@ -348,3 +348,31 @@ async def test_sqlite_closed_held_connection_is_replaced_unseen(
         await driver.close()
     assert await store.load(saved.value) is not None
     assert isinstance(await store.save(store.new(Cart())), SetCookie)  # a write too: unsent
+
+
+@pytest.mark.sql(database="postgres", execution="driver")
+async def test_a_statement_waits_for_a_held_connection_up_to_the_pool_timeout(
+    sql_target: SqlTarget, clock: FakeClock
+) -> None:
+    name = unique_name("app")
+    async with sql_target.open(
+        pool_size=1,
+        pool_timeout=0.2,
+        connect_args={"server_settings": {"application_name": name}},
+    ) as backend:
+        assert "held_connections=1" in repr(backend)
+        store = SessionStore(Cart, backend, clock=clock)
+        cookie, session = await changed_session(store)
+        async with save_behind_a_row_lock(require_postgres(), name, store, session) as (
+            conn,
+            save,
+        ):
+            # The one held connection is busy with the blocked save: a load waits for it,
+            # then gives up.
+            with pytest.raises(StoreUnavailableError, match="no held connection was free"):
+                await store.load(cookie)
+            await conn.rollback()
+            await save
+        loaded = await store.load(cookie)  # and the backend goes on
+        assert loaded is not None
+        assert loaded.data.items == [1, 2]

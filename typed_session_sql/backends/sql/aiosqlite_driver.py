@@ -13,7 +13,7 @@ write and leave it open.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from typed_session_sql.backends.sql.failures import Failure, classify
@@ -24,9 +24,9 @@ __all__ = ["AiosqliteDriver"]
 class AiosqliteDriver:
     name = "aiosqlite"
 
-    async def rows(self, driver: Any, sql: str, args: list[object]) -> Sequence[Any]:
-        rows: Sequence[Any] = await driver.execute_fetchall(sql, args)
-        return rows
+    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+        fetched: Awaitable[Sequence[Any]] = driver.execute_fetchall(sql, args)
+        return fetched
 
     async def count(self, driver: Any, sql: str, args: list[object]) -> int:
         # The statement ran to completion on the thread; the cursor, dropped here, holds

@@ -6,7 +6,7 @@ asyncpg use does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from typed_session_sql.backends.sql.failures import Failure, classify
@@ -17,9 +17,9 @@ __all__ = ["AsyncpgDriver"]
 class AsyncpgDriver:
     name = "asyncpg"
 
-    async def rows(self, driver: Any, sql: str, args: list[object]) -> Sequence[Any]:
-        rows: Sequence[Any] = await driver.fetch(sql, *args)
-        return rows
+    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+        fetched: Awaitable[Sequence[Any]] = driver.fetch(sql, *args)
+        return fetched
 
     async def count(self, driver: Any, sql: str, args: list[object]) -> int:
         status: str = await driver.execute(sql, *args)  # "UPDATE 1"

@@ -205,11 +205,12 @@ class SqlBackend:
         :class:`RetryBudget` allows. A taken id raises :class:`StatementFailed` for the
         caller to judge; any other failure the library's error (:func:`store_error`).
         Queries are idempotent."""
-        budget = RetryBudget(idempotent=idempotent)
+        budget = None
         while True:
             try:
                 return await self.executor.run(statement, params)
             except StatementFailed as failed:
+                budget = budget or RetryBudget(idempotent=idempotent)
                 await self._after(failed, budget)
 
     async def _count(

@@ -18,6 +18,7 @@ so no connection outlives its pool.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import monotonic
@@ -139,31 +140,33 @@ class Holder:
         self.held = config.count
         self._engine = engine
         self._driver = driver
-        self._free = asyncio.Semaphore(config.count)
+        self._in_use = 0  # slots taken, of `held`
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._idle: list[PoolProxiedConnection] = []
         self._busy: set[PoolProxiedConnection] = set()
         self._stale: set[PoolProxiedConnection] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         sync_engine = engine.sync_engine
         event.listen(sync_engine, "engine_disposed", self._on_engine_disposed)
         event.listen(sync_engine, "connect", _stamp_birth)
 
     async def acquire(self) -> PoolProxiedConnection:
-        if self._free.locked():
-            try:
-                async with asyncio.timeout(self.config.timeout):
-                    await self._free.acquire()
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no held connection was free within {self.config.timeout} s"
-                ) from None
+        if self._in_use < self.held:
+            self._in_use += 1
         else:
-            await self._free.acquire()
+            await self._wait_for_a_slot()
         try:
-            pooled = await self._usable_idle() or await _open_from_pool(self._engine, self._driver)
+            while True:
+                pooled = self._take_idle()
+                if pooled is None:
+                    pooled = await _open_from_pool(self._engine, self._driver)
+                    pooled.info.setdefault(_BORN, monotonic())
+                    break
+                if not self.config.pre_ping or await self._answers(pooled):
+                    break
         except BaseException:
-            self._free.release()
+            self._free_a_slot()
             raise
-        pooled.info.setdefault(_BORN, monotonic())
         self._busy.add(pooled)
         return pooled
 
@@ -174,12 +177,13 @@ class Holder:
         else:
             self._stale.discard(pooled)
             _discard(self._driver, pooled)
-        self._free.release()
+        self._free_a_slot()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for pooled in idle:
             await _close(self._driver, pooled)
+        await asyncio.gather(*self._closing)
         sync_engine = self._engine.sync_engine
         for name, listener in (
             ("engine_disposed", self._on_engine_disposed),
@@ -188,25 +192,54 @@ class Holder:
             if event.contains(sync_engine, name, listener):
                 event.remove(sync_engine, name, listener)
 
-    async def _usable_idle(self) -> PoolProxiedConnection | None:
+    def _take_idle(self) -> PoolProxiedConnection | None:
+        """The most recently used idle connection still fit for use, if any."""
         recycle, now = self.config.recycle, monotonic()
         while self._idle:
             pooled = self._idle.pop()
-            driver = pooled.driver_connection
-            if self._driver.is_closed(driver):
+            if self._driver.is_closed(pooled.driver_connection):
                 _discard(self._driver, pooled)
-                continue
-            if recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
-                await _close(self._driver, pooled)
-                continue
-            if self.config.pre_ping:
-                try:
-                    await self._driver.ping(driver)
-                except Exception:
-                    _discard(self._driver, pooled)
-                    continue
-            return pooled
+            elif recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
+                closing = asyncio.get_running_loop().create_task(_close(self._driver, pooled))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+            else:
+                return pooled
         return None
+
+    async def _answers(self, pooled: PoolProxiedConnection) -> bool:
+        """Whether ``pooled`` answers a ping (``pre_ping``); if not, it is discarded."""
+        try:
+            await self._driver.ping(pooled.driver_connection)
+        except Exception:
+            _discard(self._driver, pooled)
+            return False
+        return True
+
+    async def _wait_for_a_slot(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                await waiter
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled():
+                self._free_a_slot()  # handed over just as the wait ended: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(error, TimeoutError):
+                raise TimeoutError(
+                    f"no held connection was free within {self.config.timeout} s"
+                ) from None
+            raise
+
+    def _free_a_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the first in line
+                return
+        self._in_use -= 1
 
     def _on_engine_disposed(self, engine: Any) -> None:
         # Someone disposed the engine: its pool, which these connections belong to, is

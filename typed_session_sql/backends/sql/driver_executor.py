@@ -12,7 +12,7 @@ parameters): the driver executor's counterpart of the ``sqlalchemy.engine`` logg
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from typed_session_sql.backends.sql.connections import ConnectionSource, DriverConnections
@@ -29,7 +29,7 @@ class Driver(DriverConnections, Protocol):
 
     name: str
 
-    async def rows(self, driver: Any, sql: str, args: list[object]) -> Sequence[Any]:
+    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
         """Run a query; all its rows."""
         ...
 

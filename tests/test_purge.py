@@ -33,7 +33,8 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.purge import PurgeProgress, purge_pass
+from typed_session_sql.purge import PurgeLocking, PurgeProgress, purge_pass
+from typed_session_sql.stats import ReportsStats
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +231,21 @@ async def test_scheduler_on_a_failing_database_keeps_going_and_purges_once_it_is
             await sleep.step()
     assert await count_rows(sql_backend) == 5
     assert (scheduler.failures, scheduler.passes, scheduler.removed) == (3, 1, 2_500)
+
+
+@pytest.mark.sql(execution="driver")
+async def test_lock_and_stats_are_capabilities_every_backend_here_offers(
+    sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    memory = MemoryBackend()
+    await insert_rows(memory, rows(clock.now, expired=4, live=2, forever=1))
+    for backend in (memory, sql_backend):
+        assert isinstance(backend, PurgeLocking)
+        assert isinstance(backend, ReportsStats)
+    async with memory.purge_lock() as got:
+        assert got
+    stats = await memory.stats(clock.now)
+    assert (stats.live, stats.never_expire, stats.expired) == (3, 1, 4)
+    assert stats.oldest_expiry == clock.now - timedelta(seconds=4)
+    assert stats.size_bytes is None
+    assert not isinstance(StuckBackend(memory), PurgeLocking)  # a wrapper offers none

@@ -23,17 +23,15 @@ from sqlalchemy.pool import QueuePool
 
 from typed_session_sql.backend import Listed, Record, UnreadableRecordError, Update, UpdateOutcome
 from typed_session_sql.backends.sql import maintenance
-from typed_session_sql.backends.sql.aiosqlite_driver import AiosqliteDriver
-from typed_session_sql.backends.sql.asyncpg_driver import AsyncpgDriver
 from typed_session_sql.backends.sql.connections import (
     ConnectionSource,
     HeldConnections,
     Holder,
     PerStatement,
 )
-from typed_session_sql.backends.sql.driver_executor import Driver, DriverExecutor
+from typed_session_sql.backends.sql.driver_executor import DriverExecutor
 from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV, create_engine
-from typed_session_sql.backends.sql.executor import Execution, Executor, choose
+from typed_session_sql.backends.sql.executor import DRIVERS, Execution, Executor, choose
 from typed_session_sql.backends.sql.failures import (
     Failure,
     RetryBudget,
@@ -53,8 +51,6 @@ _log = logging.getLogger("typed_session_sql")
 
 # "No lower bound" for created_at, as a value: one statement serves both cases.
 _LONG_AGO = datetime(1, 1, 1, tzinfo=UTC)
-
-_DRIVERS: Mapping[str, type[Driver]] = {"asyncpg": AsyncpgDriver, "aiosqlite": AiosqliteDriver}
 
 
 class SqlBackend:
@@ -98,7 +94,7 @@ class SqlBackend:
         if chosen == "sqlalchemy":
             self.executor = SqlAlchemyExecutor(engine)
         else:
-            driver = _DRIVERS[chosen]()
+            driver = DRIVERS[chosen]()
             connections: ConnectionSource = (
                 PerStatement(engine, driver)
                 if held_connections is None

@@ -21,11 +21,14 @@ execution; see its docstring.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from typed_session_sql.backends.sql.aiosqlite_driver import AiosqliteDriver
+from typed_session_sql.backends.sql.asyncpg_driver import AsyncpgDriver
+from typed_session_sql.backends.sql.driver_executor import Driver
 from typed_session_sql.backends.sql.engine import autocommit_on_connect
 from typed_session_sql.backends.sql.statements import Prepared
 
@@ -33,9 +36,13 @@ __all__ = ["DRIVERS", "Execution", "Executor", "choose"]
 
 Execution = Literal["auto", "driver", "sqlalchemy"]
 
-# The drivers a driver executor exists for (the engine's ``dialect.driver``); each module
-# holds the few calls that differ (running, error codes, closed connections).
-DRIVERS = ("asyncpg", "aiosqlite")
+# The drivers a driver executor exists for, by the engine's ``dialect.driver``; each module
+# holds the few calls that differ (running, error codes, closed connections). Another
+# driver is one more module and one more entry here.
+DRIVERS: Mapping[str, Callable[[], Driver]] = {
+    "asyncpg": AsyncpgDriver,
+    "aiosqlite": AiosqliteDriver,
+}
 
 # The engine events that fire around a statement SQLAlchemy runs: a listener on any of them
 # expects to see the backend's statements.

@@ -10,7 +10,7 @@ the same process, alternating round by round so machine drift cancels; the ratio
 store/raw per round is reported, and the median of the rounds.
 
 "conn" is a stricter floor: one dedicated asyncpg connection per worker, no pool at all.
-The store keeps idle connections itself (see SqlBackend.from_url), which costs less than
+The store holds its connections itself (see SqlBackend.from_url), which costs less than
 asyncpg's pool acquire/release, so it can beat "raw"; "conn" shows what pooling costs.
 
 "app" is the same store over ``SqlBackend(engine)`` on an engine the application made

@@ -65,7 +65,7 @@ class Trace:
 
     def _on_wire(self, query: str) -> None:
         self.wire.append(query)
-        if not self.cursor_events:  # the direct path: count what went on the wire
+        if not self.cursor_events:  # the driver executor: count what went on the wire
             self.statements.append(query.split(None, 1)[0].upper())
 
     def clear(self) -> None:

@@ -22,15 +22,15 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.purge import PurgeProgress, purge_pass
-from typed_session_sql.stats import table_stats
 
 DEFAULT_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -129,40 +129,30 @@ async def make_live(store: SessionStore[Any], count: int) -> list[str]:
     return cookies
 
 
-class StatementTimer:
-    """The wall time of each DELETE statement, from cursor execute to its return."""
+class StatementTimer(SqlBackend):
+    """The backend, timing each purge batch (one DELETE statement) from call to return."""
 
-    def __init__(self, backend: SqlBackend) -> None:
-        self.engine = backend.engine.sync_engine
-        self.durations: list[float] = []
-        self._started: dict[int, float] = {}
-        event.listen(self.engine, "before_cursor_execute", self._before)
-        event.listen(self.engine, "after_cursor_execute", self._after)
+    durations: list[float]
 
-    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("DELETE"):
-            self._started[id(cursor)] = time.perf_counter()
-
-    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        started = self._started.pop(id(cursor), None)
-        if started is not None:
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        started = time.perf_counter()
+        try:
+            return await super().purge(now, batch_size)
+        finally:
             self.durations.append(time.perf_counter() - started)
-
-    def close(self) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._before)
-        event.remove(self.engine, "after_cursor_execute", self._after)
 
 
 async def main(args: argparse.Namespace) -> None:
     name = f"bench_purge_{os.getpid()}"
     engine = create_engine(args.url, pool_size=args.concurrency + 4)
-    backend = SqlBackend(engine, table_name=name)
+    backend = StatementTimer(engine, table_name=name)
+    backend.durations = []
     store: SessionStore[dict[str, Any]] = SessionStore(dict, backend)
     try:
         await backend.create_schema()
         fill_seconds = await fill(backend, args.rows)
         cookies = await make_live(store, args.live)
-        stats = await table_stats(backend, store.now())
+        stats = await backend.stats(store.now())
         print(
             f"table: {stats.expired:,} expired + {stats.live:,} live rows, "
             f"{(stats.size_bytes or 0) / 2**20:,.0f} MiB (filled in {fill_seconds:.1f} s)"
@@ -175,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
         before = await timed_loads(store, cookies, args.concurrency, args.seconds)
         print(f"loads without purge:        {before.summary()}")
 
-        timer = StatementTimer(backend)
+        timer = backend
         batches: list[PurgeProgress] = []
         stop = anyio.Event()
         during: list[Loads] = []
@@ -196,7 +186,6 @@ async def main(args: argparse.Namespace) -> None:
             removed = result.removed
             purge_seconds = time.perf_counter() - started
             stop.set()
-        timer.close()
         print(f"loads during purge:         {during[0].summary()}")
         durations = sorted(timer.durations)
         longest = durations[-1] * 1000

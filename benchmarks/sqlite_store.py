@@ -18,25 +18,30 @@ medians of ratios mean anything):
     load+save c=16            0.79 / 0.82     0.12 / 0.11    0.048 / 0.047  4.2 / 3.5
 
 (ops/s: store ~5-8k load / ~2-3k load+save; raw aiosqlite 7-10k / 2.5-4k; sqlite3
-100-140k / 20-27k.) Before the direct path (SQLAlchemy's, now "store-sqla"), the same runs
+100-140k / 20-27k.) After the executor redesign (2026-12-01, a machine busy with other
+work: +-80% between rounds) three runs gave store/aiosqlite 0.23-0.59 (load c=1), 0.66-0.98
+(load c=16), 0.38-0.64 (load+save c=1), 0.89-1.06 (load+save c=16), the code before it
+0.59 / 0.69 / 0.36 / 1.00 in the same conditions; the same hops.
+
+Before the driver executor (SQLAlchemy's execution, now "store-sqla"), the same runs
 gave store/aiosqlite 0.10-0.14 for loads and 0.11-0.23 for load+save. Where the time goes:
 the store's own work (hash, decode, encode, Session) is a few % of a store op; the sqlite3
 floor is ~7 us a read. The rest is the thread hops (~60 us each here: aiosqlite hands every
 call to the connection's thread and back): the store makes one a statement
-(typed_session_sql.backends.aiosqlite_direct), as raw aiosqlite does; SQLAlchemy's aiosqlite
-adapter makes four (cursor(), execute, fetchall, cursor.close; a write skips fetchall) plus
-its execution layer around them. The kept idle connections (SqlBackend.from_url) are worth
-1.3-1.6x over a pool checkout and checkin per statement (measured once, both runs).
+(typed_session_sql.backends.sql.aiosqlite_driver), as raw aiosqlite does; SQLAlchemy's
+aiosqlite adapter makes four (cursor(), execute, fetchall, cursor.close; a write skips
+fetchall) plus its execution layer around them. The held connections (SqlBackend.from_url)
+are worth 1.3-1.6x over a pool checkout and checkin per statement (measured once, both runs).
 
 A temp SQLite file holds --sessions sessions (~160-byte payloads), bulk-inserted into the
 table the backend creates. Per operation ("load"; "load+save" = load, change one field,
 save) and per concurrency, in the same process, alternating round by round:
 
 - "store": SessionStore over SqlBackend.from_url("sqlite+aiosqlite:///...") (pool_size =
-  the highest concurrency, as in store_vs_driver.py): cookie check, blake3, the direct path
-  (precompiled SQL on the pooled aiosqlite connection), decoding, change detection.
-- "store-sqla": the same with a cursor listener attached, so every statement takes
-  SQLAlchemy's execution layer over its aiosqlite adapter (what instrumentation sees).
+  the highest concurrency, as in store_vs_driver.py): cookie check, blake3, the driver
+  executor (precompiled SQL on a held aiosqlite connection), decoding, change detection.
+- "store-sqla": the same with ``execution="sqlalchemy"``: every statement takes
+  SQLAlchemy's execution layer over its aiosqlite adapter (what its instrumentation sees).
 - "aiosqlite": one dedicated aiosqlite connection per worker (autocommit, the engine's
   pragmas) running the statements the store issues, as SQLAlchemy renders them: the PK
   SELECT of the six columns the store reads, and the conditional UPDATE (version guard,
@@ -66,17 +71,12 @@ from typing import Any
 
 import aiosqlite
 import aiosqlite.core
-from sqlalchemy import event
 from workload import Op, Profile, timed
 
 from typed_session_sql import MemoryBackend, Record, SessionStore, SqlBackend
-from typed_session_sql.backends.sql_engine import SQLITE_PRAGMAS
-from typed_session_sql.backends.sql_table import to_micros
+from typed_session_sql.backends.sql import EpochMicros
+from typed_session_sql.backends.sql.engine import SQLITE_PRAGMAS
 from typed_session_sql.ids import IdHasher, new_cookie_value
-
-
-def _nothing(*args: Any) -> None:
-    pass
 
 
 @contextmanager
@@ -107,9 +107,8 @@ class Bench:
         url = f"sqlite+aiosqlite:///{path}"
         self.backend = SqlBackend.from_url(url, pool_size=concurrency)
         self.store = SessionStore(Profile, self.backend)
-        # The same store on SQLAlchemy's path: a cursor listener keeps it off the direct one.
-        self.sqla_backend = SqlBackend.from_url(url, pool_size=concurrency)
-        event.listen(self.sqla_backend.engine.sync_engine, "before_cursor_execute", _nothing)
+        # The same store on SQLAlchemy's executor.
+        self.sqla_backend = SqlBackend.from_url(url, pool_size=concurrency, execution="sqlalchemy")
         self.sqla = SessionStore(Profile, self.sqla_backend)
         self.memory = SessionStore(Profile, MemoryBackend())
         self.cookies: list[str] = []
@@ -132,7 +131,9 @@ class Bench:
         now = self.store.now()
         expires = self.store.expiry.initial_expiry(now)
         assert expires is not None
-        micros = (to_micros(now), to_micros(expires))
+        dialect = self.backend.engine.dialect
+        to_micros = EpochMicros().process_bind_param
+        micros = (to_micros(now, dialect), to_micros(expires, dialect))
         rows = []
         for i in range(self.n):
             cookie = new_cookie_value()

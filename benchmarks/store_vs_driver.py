@@ -10,8 +10,12 @@ the same process, alternating round by round so machine drift cancels; the ratio
 store/raw per round is reported, and the median of the rounds.
 
 "conn" is a stricter floor: one dedicated asyncpg connection per worker, no pool at all.
-The store keeps idle connections itself (see SqlBackend.from_url), which costs less than
+The store holds its connections itself (see SqlBackend.from_url), which costs less than
 asyncpg's pool acquire/release, so it can beat "raw"; "conn" shows what pooling costs.
+
+"app" is the same store over ``SqlBackend(engine)`` on an engine the application made
+itself (``create_async_engine(url, pool_size=concurrency)``, nothing tuned): the backend
+holds none of the app's connections, so every statement goes through the app's pool.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from workload import Profile, timed
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
@@ -46,6 +51,8 @@ async def main() -> None:
     backend = SqlBackend.from_url(args.url, table_name=table, pool_size=args.concurrency)
     await backend.create_schema()
     store = SessionStore(Profile, backend)
+    app_engine = create_async_engine(args.url, pool_size=args.concurrency)
+    app_store = SessionStore(Profile, SqlBackend(app_engine, table_name=table))
     hasher = IdHasher(None)
     cookies: list[str] = []
     for i in range(args.sessions):
@@ -104,34 +111,54 @@ async def main() -> None:
         session.data.counter += 1
         await store.save(session)
 
+    async def app_load(w: int, i: int) -> None:
+        assert await app_store.load(cookies[key(w, i)]) is not None
+
+    async def app_modify(w: int, i: int) -> None:
+        session = await app_store.load(cookies[key(w, i)])
+        assert session is not None
+        session.data.counter += 1
+        await app_store.save(session)
+
     try:
-        for label, raw, dedicated, ours in (
-            ("load", raw_load, conn_load, store_load),
-            ("load+save", raw_modify, conn_modify, store_modify),
+        for label, raw, dedicated, ours, apps in (
+            ("load", raw_load, conn_load, store_load, app_load),
+            ("load+save", raw_modify, conn_modify, store_modify, app_modify),
         ):
-            variants = [("raw", raw), ("conn", dedicated), ("store", ours)]
+            variants = [("raw", raw), ("conn", dedicated), ("store", ours), ("app", apps)]
             for _, op in variants:  # warm up: connections, prepared statements, caches
                 await timed(c, 50, op)
-            ratios: dict[str, list[float]] = {"raw": [], "conn": []}
+            # (numerator, denominator) of each reported ratio of rates
+            pairs = {
+                "store/raw": ("store", "raw"),
+                "store/conn": ("store", "conn"),
+                "app/raw": ("app", "raw"),
+            }
+            ratios: dict[str, list[float]] = {name: [] for name in pairs}
             for r in range(args.rounds):
-                order = variants[r % 3 :] + variants[: r % 3]  # rotate who goes first
+                k = r % len(variants)
+                order = variants[k:] + variants[:k]  # rotate who goes first
                 rates = {name: await timed(c, args.ops, op) for name, op in order}
-                for floor in ratios:
-                    ratios[floor].append(rates["store"] / rates[floor])
+                for name, (a, b) in pairs.items():
+                    ratios[name].append(rates[a] / rates[b])
                 print(
-                    f"{label:10} round {r + 1}: raw {rates['raw']:7.0f}  conn {rates['conn']:7.0f}"
-                    f"  store {rates['store']:7.0f} ops/s  store/raw {ratios['raw'][-1]:.2f}"
-                    f"  store/conn {ratios['conn'][-1]:.2f}"
+                    f"{label:10} round {r + 1}: "
+                    + "  ".join(f"{name} {rates[name]:7.0f}" for name, _ in variants)
+                    + " ops/s  "
+                    + "  ".join(f"{name} {values[-1]:.2f}" for name, values in ratios.items())
                 )
             print(
-                f"{label:10} median at {c} concurrent: store/raw "
-                f"{statistics.median(ratios['raw']):.2f}x, store/conn "
-                f"{statistics.median(ratios['conn']):.2f}x\n"
+                f"{label:10} median at {c} concurrent: "
+                + ", ".join(
+                    f"{name} {statistics.median(values):.2f}x" for name, values in ratios.items()
+                )
+                + "\n"
             )
     finally:
         for connection in conns:
             await connection.close()
         await pool.close()
+        await app_engine.dispose()
         async with backend.engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
         await backend.dispose()

@@ -1,30 +1,43 @@
-"""SQL backends for tests: a fresh SQLite file, or a fresh table on the real PostgreSQL server.
+"""SQL backends for tests: every database x executor, each on a fresh table.
 
-Each PostgreSQL backend gets its own randomly named table (dropped afterwards), so test
-runs in parallel never collide. Without a server, PostgreSQL tests skip with the reason,
-unless ``TYPED_SESSION_SQL_REQUIRE_POSTGRES=1`` (CI), where they fail instead.
+A :class:`SqlTarget` is one database (a fresh SQLite file, or a randomly named table on the
+real PostgreSQL server, so parallel runs never collide) run by one executor (the driver's,
+or SQLAlchemy's). ``SQL_TARGETS`` lists all of them; the contract suite gets one backend
+factory per target (``SQL_BACKEND_FACTORIES``) and the SQL test modules the ``sql_target``
+and ``sql_backend`` fixtures (tests/conftest.py), parametrised with the same ids.
+
+Without a server, PostgreSQL tests skip with the reason, unless
+``TYPED_SESSION_SQL_REQUIRE_POSTGRES=1`` (CI), where they fail instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend
+from typed_session_sql.backends.sql.driver_executor import statement_logger
 
 POSTGRES_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("TYPED_SESSION_SQL_REQUIRE_POSTGRES") == "1"
+
+Database = Literal["sqlite", "postgres"]
+Execution = Literal["driver", "sqlalchemy"]
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -45,46 +58,108 @@ def require_postgres() -> str:
     return POSTGRES_URL
 
 
-@asynccontextmanager
-async def sqlite_sql_backend() -> AsyncIterator[SqlBackend]:
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "sessions.db"
-        backend = SqlBackend.from_url(f"sqlite+aiosqlite:///{path}")
-        try:
-            await backend.create_schema()
-            yield backend
-        finally:
-            await backend.dispose()
+@dataclass(frozen=True)
+class SqlTarget:
+    """One database run by one executor."""
+
+    database: Database
+    execution: Execution
+
+    @property
+    def id(self) -> str:
+        return f"{self.database}-{self.execution}"
+
+    @asynccontextmanager
+    async def url(self) -> AsyncIterator[str]:
+        """A URL for this database: a file in a fresh directory, or the test server."""
+        if self.database == "postgres":
+            yield require_postgres()
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            yield f"sqlite+aiosqlite:///{Path(directory) / 'sessions.db'}"
+
+    @asynccontextmanager
+    async def open(
+        self, url: str | None = None, *, schema: bool = True, **options: Any
+    ) -> AsyncIterator[SqlBackend]:
+        """A backend with an engine of its own (``from_url``) on a fresh table (created
+        unless ``schema`` is False; dropped afterwards on PostgreSQL); ``options`` go to
+        ``from_url``. With ``url``, that database instead of a fresh one.
+
+        SQLite's table has the default name (the file is fresh); PostgreSQL's a random one.
+        """
+        async with self.url() as fresh:
+            if self.database == "postgres":
+                options.setdefault("table_name", unique_name("sessions"))
+            backend = SqlBackend.from_url(url or fresh, execution=self.execution, **options)
+            try:
+                if schema:
+                    await backend.create_schema()
+                yield backend
+            finally:
+                if schema and self.database == "postgres":
+                    async with backend.engine.begin() as conn:
+                        await conn.run_sync(backend.metadata.drop_all)
+                await backend.dispose()
 
 
-@asynccontextmanager
-async def postgres_sql_backend() -> AsyncIterator[SqlBackend]:
-    backend = SqlBackend.from_url(require_postgres(), table_name=unique_name("sessions"))
-    try:
-        await backend.create_schema()
-        yield backend
-    finally:
-        async with backend.engine.begin() as conn:
-            await conn.run_sync(backend.metadata.drop_all)
-        await backend.dispose()
+SQL_TARGETS = [
+    SqlTarget("sqlite", "driver"),
+    SqlTarget("sqlite", "sqlalchemy"),
+    SqlTarget("postgres", "driver"),
+    SqlTarget("postgres", "sqlalchemy"),
+]
 
 
-@asynccontextmanager
-async def sqlite_backend() -> AsyncIterator[Backend]:
-    async with sqlite_sql_backend() as backend:
-        yield backend
+def sqlite_sql_backend() -> AbstractAsyncContextManager[SqlBackend]:
+    """A SQLite backend as an application gets it by default (``execution="auto"``)."""
+    return SqlTarget("sqlite", "driver").open()
 
 
-@asynccontextmanager
-async def postgres_backend() -> AsyncIterator[Backend]:
-    async with postgres_sql_backend() as backend:
-        yield backend
+def postgres_sql_backend() -> AbstractAsyncContextManager[SqlBackend]:
+    """A PostgreSQL backend as an application gets it by default."""
+    return SqlTarget("postgres", "driver").open()
 
 
 BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
 
+
+def _factory(target: SqlTarget) -> BackendFactory:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Backend]:
+        async with target.open() as backend:
+            yield backend
+
+    return opened
+
+
 # The SQL entries of the contract suite's backends (tests/backends.py), by name.
 SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
-    "sqlite": sqlite_backend,
-    "postgres": postgres_backend,
+    target.id: _factory(target) for target in SQL_TARGETS
 }
+
+
+@contextmanager
+def statements_seen(backend: SqlBackend) -> Iterator[list[str]]:
+    """The first word of every statement the backend runs meanwhile, whichever executor
+    runs it: SQLAlchemy's cursor events, or the driver executor's statement logger."""
+    seen: list[str] = []
+
+    def cursor(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage().split(None, 1)[0].upper())
+
+    handler = Handler(logging.DEBUG)
+    previous = statement_logger.level
+    statement_logger.setLevel(logging.DEBUG)
+    statement_logger.addHandler(handler)
+    event.listen(backend.engine.sync_engine, "before_cursor_execute", cursor)
+    try:
+        yield seen
+    finally:
+        event.remove(backend.engine.sync_engine, "before_cursor_execute", cursor)
+        statement_logger.removeHandler(handler)
+        statement_logger.setLevel(previous)

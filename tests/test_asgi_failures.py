@@ -114,7 +114,7 @@ async def test_a_store_failure_is_a_503_logged_once_and_never_re_raised(
     (line,) = store_log.lines()  # one line per failing request: the store's
     assert line == (
         "session store_unavailable: StoreUnavailableError: session store unavailable: "
-        "ConnectionRefusedError (ConnectionRefusedError: [Errno 111] Connect call failed "
+        "ConnectionRefusedError: [Errno 111] Connect call failed "
         f"('127.0.0.1', {line.rsplit(', ', 1)[1]}"
     )
     assert_no_secret(store_log.text + response.text, cookie)
@@ -202,9 +202,12 @@ async def test_an_unmigrated_database_names_the_table_in_one_log_line(
             response = await client.post("/add")
     finally:
         await backend.dispose()
-    assert response.status_code in (500, 503)  # 500 once the backend names the table missing
+    assert response.status_code == 500  # not transient: no Retry-After either
+    assert "retry-after" not in response.headers
     (line,) = store_log.lines()
+    assert line.startswith("session table_missing: SessionTableMissingError: "), line
     assert re.search(rf"\b{table}\b", line), line
+    assert "typed-session-sql migrate upgrade head" in line
 
 
 async def test_a_session_the_store_refuses_is_a_500_logged_with_its_cause(

@@ -6,14 +6,13 @@ executemany, not saved one by one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from tests.clock import FakeClock
 from tests.purge_support import (
@@ -25,7 +24,7 @@ from tests.purge_support import (
     insert_rows,
     rows,
 )
-from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
+from tests.sql_backends import SqlTarget, statements_seen
 from typed_session_sql import (
     MemoryBackend,
     PurgeScheduler,
@@ -34,44 +33,18 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.purge import PurgeProgress, pass_lock, purge_pass
-from typed_session_sql.stats import table_stats
+from typed_session_sql.purge import PurgeLocking, PurgeProgress, purge_pass
+from typed_session_sql.stats import ReportsStats
 
 pytestmark = pytest.mark.anyio
 
 EXPIRED, LIVE, FOREVER, BATCH = 20_000, 1_000, 25, 1_000
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sql_backend(request: pytest.FixtureRequest) -> AsyncIterator[SqlBackend]:
-    opener = sqlite_sql_backend() if request.param == "sqlite" else postgres_sql_backend()
-    async with opener as backend:
-        yield backend
-
-
-def same_table(backend: SqlBackend) -> SqlBackend:
+def same_table(target: SqlTarget, backend: SqlBackend) -> AbstractAsyncContextManager[SqlBackend]:
     """Another backend, with its own engine (another app instance), on the same table."""
     url = backend.engine.url.render_as_string(hide_password=False)
-    return SqlBackend.from_url(url, table_name=backend.table.name)
-
-
-class StatementCounter(AbstractAsyncContextManager["StatementCounter"]):
-    """Counts the DELETE statements a backend's engine sends."""
-
-    def __init__(self, backend: SqlBackend) -> None:
-        self.engine = backend.engine.sync_engine
-        self.deletes = 0
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("DELETE"):
-            self.deletes += 1
-
-    async def __aenter__(self) -> StatementCounter:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
+    return target.open(url, schema=False, table_name=backend.table.name)
 
 
 async def test_removes_exactly_the_expired_rows_in_the_expected_batches(
@@ -81,12 +54,12 @@ async def test_removes_exactly_the_expired_rows_in_the_expected_batches(
     events = Events()
     store = SessionStore(dict, sql_backend, clock=clock, on_event=events)
     progress: list[PurgeProgress] = []
-    async with StatementCounter(sql_backend) as counter:
+    with statements_seen(sql_backend) as seen:
         removed = await store.purge_expired(batch_size=BATCH, on_batch=progress.append)
     assert removed == EXPIRED
     # 20 full batches, then one that finds nothing and ends the pass; one statement each.
     assert len(progress) == EXPIRED // BATCH + 1
-    assert counter.deletes == len(progress)
+    assert seen.count("DELETE") == len(progress)
     assert [p.removed for p in progress] == [BATCH] * (EXPIRED // BATCH) + [0]
     assert progress[-1].total == EXPIRED
     async with sql_backend.engine.connect() as conn:
@@ -112,7 +85,7 @@ async def test_rows_expiring_exactly_now_go_and_a_microsecond_later_stay(
 
 @pytest.mark.parametrize("exclusive", [True, False], ids=["advisory-lock", "skip-locked-only"])
 async def test_two_purgers_at_once_neither_fails_nor_double_counts(
-    sql_backend: SqlBackend, clock: FakeClock, exclusive: bool
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock, exclusive: bool
 ) -> None:
     await insert_rows(sql_backend, rows(clock.now, expired=EXPIRED, live=LIVE))
     removed: list[int] = []
@@ -120,7 +93,7 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     async def purge(backend: SqlBackend) -> None:
         removed.append((await purge_pass(backend, clock(), 500, exclusive=exclusive)).removed)
 
-    async with same_table(sql_backend) as other, anyio.create_task_group() as tg:
+    async with same_table(sql_target, sql_backend) as other, anyio.create_task_group() as tg:
         tg.start_soon(purge, sql_backend)
         tg.start_soon(purge, other)
     assert len(removed) == 2
@@ -128,14 +101,16 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     assert await count_rows(sql_backend) == LIVE
 
 
+@pytest.mark.sql(database="postgres")
 async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
-    clock: FakeClock,
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
-    async with postgres_sql_backend() as backend, same_table(backend) as other:
+    backend = sql_backend
+    async with same_table(sql_target, backend) as other:
         await insert_rows(backend, rows(clock.now, expired=30))
         events = Events()
         store = SessionStore(dict, other, clock=clock, on_event=events)
-        async with pass_lock(backend) as got:
+        async with backend.purge_lock() as got:
             assert got
             result = await purge_pass(other, clock(), on_event=events)
             assert result.skipped
@@ -147,20 +122,22 @@ async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
         assert await store.purge_expired() == 30
 
 
-async def test_sqlite_takes_no_lock(clock: FakeClock) -> None:
+@pytest.mark.sql(database="sqlite")
+async def test_sqlite_takes_no_lock(sql_backend: SqlBackend) -> None:
     async with (
-        sqlite_sql_backend() as backend,
-        pass_lock(backend) as got,
-        pass_lock(backend) as again,
+        sql_backend.purge_lock() as got,
+        sql_backend.purge_lock() as again,
     ):
         assert got
         assert again  # single host: SQLite's own write lock serialises the statements
 
 
+@pytest.mark.sql(database="postgres")
 async def test_postgres_stop_during_a_blocked_batch_is_prompt_and_releases_the_lock(
-    clock: FakeClock,
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
-    async with postgres_sql_backend() as backend, same_table(backend) as other:
+    backend = sql_backend
+    async with same_table(sql_target, backend) as other:
         await insert_rows(backend, rows(clock.now, expired=3_000))
         tracked = _Announcing(backend)
         store = SessionStore(dict, tracked, clock=clock)
@@ -175,7 +152,7 @@ async def test_postgres_stop_during_a_blocked_batch_is_prompt_and_releases_the_l
                     await _wait_until_blocked(other)
             await blocker.execute(text("ROLLBACK"))
         assert await count_rows(backend) == 3_000  # the cancelled statement did nothing
-        async with pass_lock(other) as got:
+        async with other.purge_lock() as got:
             assert got  # the purge lock went with the cancelled pass
         assert await store.purge_expired() == 3_000  # and the backend still works
 
@@ -187,13 +164,9 @@ class _Announcing(StuckBackend):
         self.entered.set()
         return await self.inner.purge(now, batch_size)
 
-    @property
-    def engine(self) -> Any:  # so the pass takes the purge lock as on the real backend
-        return self.inner.engine  # type: ignore[attr-defined]
-
-    @property
-    def table(self) -> Any:
-        return self.inner.table  # type: ignore[attr-defined]
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:  # as on the real backend
+        lock: AbstractAsyncContextManager[bool] = self.inner.purge_lock()  # type: ignore[attr-defined]
+        return lock
 
 
 async def _wait_until_blocked(observer: SqlBackend) -> None:
@@ -223,13 +196,13 @@ async def test_purge_failure_raises_store_unavailable_and_emits_an_event(
 
 async def test_table_stats_counts_and_sizes(sql_backend: SqlBackend, clock: FakeClock) -> None:
     await insert_rows(sql_backend, rows(clock.now, expired=40, live=7, forever=3))
-    stats = await table_stats(sql_backend, clock.now)
+    stats = await sql_backend.stats(clock.now)
     assert (stats.live, stats.never_expire, stats.expired) == (10, 3, 40)
     assert stats.oldest_expiry == clock.now - timedelta(seconds=40)
     assert stats.size_bytes is not None
     assert stats.size_bytes > 0
     await SessionStore(dict, sql_backend, clock=clock).purge_expired()
-    stats = await table_stats(sql_backend, clock.now)
+    stats = await sql_backend.stats(clock.now)
     assert (stats.live, stats.expired) == (10, 0)
     assert stats.oldest_expiry == clock.now + timedelta(hours=1)
 
@@ -258,3 +231,21 @@ async def test_scheduler_on_a_failing_database_keeps_going_and_purges_once_it_is
             await sleep.step()
     assert await count_rows(sql_backend) == 5
     assert (scheduler.failures, scheduler.passes, scheduler.removed) == (3, 1, 2_500)
+
+
+@pytest.mark.sql(execution="driver")
+async def test_lock_and_stats_are_capabilities_every_backend_here_offers(
+    sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    memory = MemoryBackend()
+    await insert_rows(memory, rows(clock.now, expired=4, live=2, forever=1))
+    for backend in (memory, sql_backend):
+        assert isinstance(backend, PurgeLocking)
+        assert isinstance(backend, ReportsStats)
+    async with memory.purge_lock() as got:
+        assert got
+    stats = await memory.stats(clock.now)
+    assert (stats.live, stats.never_expire, stats.expired) == (3, 1, 4)
+    assert stats.oldest_expiry == clock.now - timedelta(seconds=4)
+    assert stats.size_bytes is None
+    assert not isinstance(StuckBackend(memory), PurgeLocking)  # a wrapper offers none

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.clock import FakeClock
-from tests.sql_backends import postgres_sql_backend, sqlite_sql_backend
 from typed_session_sql import (
     SessionConflictError,
     SessionDeletedError,
@@ -34,13 +32,9 @@ class Counter:
     tags: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock
-) -> AsyncIterator[SessionStore[Counter]]:
-    factory = postgres_sql_backend if request.param == "postgres" else sqlite_sql_backend
-    async with factory() as backend:
-        yield SessionStore(Counter, backend, clock=clock)
+@pytest.fixture
+def store(sql_backend: SqlBackend, clock: FakeClock) -> SessionStore[Counter]:
+    return SessionStore(Counter, sql_backend, clock=clock)
 
 
 async def stored(store: SessionStore[Counter]) -> str:

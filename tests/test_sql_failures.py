@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
-from tests.sql_backends import require_postgres, unique_name
+from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
-    SaveResult,
+    CookieCommand,
     Session,
     SessionStore,
     SetCookie,
@@ -76,37 +76,12 @@ async def test_sqlite_unopenable_raises_store_unavailable(tmp_path: Path, clock:
     await asyncio.sleep(0)
 
 
-def observe(engine: AsyncEngine) -> None:
-    """A cursor listener: the backend then runs statements through SQLAlchemy."""
-    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: None)
-
-
-@pytest.fixture(params=["direct", "sqlalchemy"])
-def path(request: pytest.FixtureRequest) -> str:
-    """Which way the backend runs its statements (both must recover alike)."""
-    return str(request.param)
-
-
 @pytest.fixture
-async def pg_named(path: str) -> AsyncIterator[tuple[SqlBackend, str]]:
+async def pg_named(sql_target: SqlTarget) -> AsyncIterator[tuple[SqlBackend, str]]:
     """A PostgreSQL backend whose connections carry a unique application_name."""
-    url = require_postgres()
     name = unique_name("app")
-    backend = SqlBackend.from_url(
-        url,
-        table_name=unique_name("sessions"),
-        connect_args={"server_settings": {"application_name": name}},
-    )
-    engine = backend.engine
-    if path == "sqlalchemy":
-        observe(engine)
-    await backend.create_schema()
-    try:
-        yield backend, name
-    finally:
-        async with backend.engine.begin() as conn:
-            await conn.run_sync(backend.metadata.drop_all)
-        await backend.dispose()
+    async with sql_target.open(connect_args={"server_settings": {"application_name": name}}) as b:
+        yield b, name
 
 
 async def admin(url: str, sql: str, **params: Any) -> list[Any]:
@@ -154,7 +129,7 @@ async def saves_go_on(store: SessionStore[Cart], cookie: str) -> None:
 @asynccontextmanager
 async def save_behind_a_row_lock(
     url: str, application_name: str, store: SessionStore[Cart], session: Session[Cart]
-) -> AsyncIterator[tuple[AsyncConnection, asyncio.Task[SaveResult]]]:
+) -> AsyncIterator[tuple[AsyncConnection, asyncio.Task[CookieCommand]]]:
     """Lock the session's row in another transaction (changing no version), start saving
     ``session``, and yield once that save waits for the lock."""
     assert isinstance(store.backend, SqlBackend)
@@ -169,6 +144,7 @@ async def save_behind_a_row_lock(
         await blocker.dispose()
 
 
+@pytest.mark.sql(database="postgres")
 async def test_dropped_connections_are_replaced_unseen(
     pg_named: tuple[SqlBackend, str], clock: FakeClock
 ) -> None:
@@ -197,26 +173,24 @@ async def test_dropped_connections_are_replaced_unseen(
     assert final.data.items == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.sql(database="postgres")
 async def test_serialization_failure_is_retried(
-    pg_named: tuple[SqlBackend, str], path: str, clock: FakeClock
+    pg_named: tuple[SqlBackend, str], sql_target: SqlTarget, clock: FakeClock
 ) -> None:
     """Under REPEATABLE READ a single UPDATE of a row another transaction changed meanwhile
     fails with SQLSTATE 40001, as on CockroachDB; the backend runs it again."""
     backend, name = pg_named
     url = require_postgres()
-    rr_backend = SqlBackend.from_url(
+    settings = {
+        "application_name": name + "_rr",
+        "default_transaction_isolation": "repeatable read",
+    }
+    async with sql_target.open(
         url,
+        schema=False,
         table_name=backend.table.name,
-        connect_args={
-            "server_settings": {
-                "application_name": name + "_rr",
-                "default_transaction_isolation": "repeatable read",
-            }
-        },
-    )
-    if path == "sqlalchemy":
-        observe(rr_backend.engine)
-    try:
+        connect_args={"server_settings": settings},
+    ) as rr_backend:
         store = SessionStore(Cart, rr_backend, clock=clock)
         cookie, session = await changed_session(store)
         async with save_behind_a_row_lock(url, name + "_rr", store, session) as (conn, save):
@@ -225,10 +199,9 @@ async def test_serialization_failure_is_retried(
         final = await store.load(cookie)
         assert final is not None
         assert final.data.items == [1, 2]
-    finally:
-        await rr_backend.dispose()
 
 
+@pytest.mark.sql(database="postgres")
 async def test_a_cancelled_save_leaves_a_working_backend(
     pg_named: tuple[SqlBackend, str], clock: FakeClock
 ) -> None:
@@ -241,23 +214,24 @@ async def test_a_cancelled_save_leaves_a_working_backend(
         with pytest.raises(asyncio.CancelledError):
             await save
         await conn.rollback()
+    # The server notices the closed connection only once its UPDATE has the lock: that
+    # UPDATE may still land. Wait until it has ended, one way or the other.
+    while await admin(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = :n AND state = 'active'"
+        " AND query LIKE 'UPDATE%'",
+        n=name,
+    ):
+        pass
     # The connection the cancelled statement used is gone, not handed out again mid-query.
     await saves_go_on(store, cookie)
 
 
 @pytest.fixture
-async def sqlite_backend(path: str, tmp_path: Path) -> AsyncIterator[SqlBackend]:
-    """A SQLite backend taking ``path``: direct on aiosqlite, or through SQLAlchemy."""
-    backend = SqlBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
-    if path == "sqlalchemy":
-        observe(backend.engine)
-    await backend.create_schema()
-    direct = backend._direct is not None and backend._direct.available()
-    assert direct is (path == "direct")
-    try:
+async def sqlite_backend(sql_target: SqlTarget, tmp_path: Path) -> AsyncIterator[SqlBackend]:
+    """A SQLite backend on a file of the test's own (``tmp_path``)."""
+    async with sql_target.open(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}") as backend:
         yield backend
-    finally:
-        await backend.dispose()
 
 
 def short_busy_timeout(backend: SqlBackend) -> None:
@@ -284,6 +258,7 @@ def write_locked(backend: SqlBackend) -> Iterator[sqlite3.Connection]:
         blocker.close()
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_missing_table_raises_store_unavailable_with_cause(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -299,6 +274,7 @@ async def test_sqlite_missing_table_raises_store_unavailable_with_cause(
         assert "no such table" in str(caught.value.__cause__)
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_locked_database_raises_store_unavailable(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -312,6 +288,7 @@ async def test_sqlite_locked_database_raises_store_unavailable(
     assert isinstance(await store.save(store.new(Cart(items=[1]))), SetCookie)
 
 
+@pytest.mark.sql(database="sqlite")
 async def test_sqlite_cancelled_save_leaves_a_working_backend(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
@@ -352,17 +329,50 @@ async def test_sqlite_cancelled_save_leaves_a_working_backend(
     await saves_go_on(store, cookie)
 
 
-@pytest.mark.parametrize("path", ["direct"])  # only the direct path keeps connections
-async def test_sqlite_closed_kept_connection_is_replaced_unseen(
+@pytest.mark.sql(database="sqlite", execution="driver")  # only it holds connections
+async def test_sqlite_closed_held_connection_is_replaced_unseen(
     sqlite_backend: SqlBackend, clock: FakeClock
 ) -> None:
-    direct = sqlite_backend._direct
-    assert direct is not None
+    drivers: list[Any] = []
+    await sqlite_backend.engine.dispose()  # so every connection is made after this
+    event.listen(
+        sqlite_backend.engine.sync_engine,
+        "connect",
+        lambda dbapi_connection, record: drivers.append(dbapi_connection.driver_connection),
+    )
     store = SessionStore(Cart, sqlite_backend, clock=clock)
     saved = await store.save(store.new(Cart(items=[1])))
     assert isinstance(saved, SetCookie)
-    assert direct.keeps_any()
-    for pooled in direct._kept:
-        await pooled.driver_connection.close()
+    assert drivers  # the backend's held connection
+    for driver in drivers:
+        await driver.close()
     assert await store.load(saved.value) is not None
-    assert isinstance(await store.save(store.new(Cart())), SetCookie)
+    assert isinstance(await store.save(store.new(Cart())), SetCookie)  # a write too: unsent
+
+
+@pytest.mark.sql(database="postgres", execution="driver")
+async def test_a_statement_waits_for_a_held_connection_up_to_the_pool_timeout(
+    sql_target: SqlTarget, clock: FakeClock
+) -> None:
+    name = unique_name("app")
+    async with sql_target.open(
+        pool_size=1,
+        pool_timeout=0.2,
+        connect_args={"server_settings": {"application_name": name}},
+    ) as backend:
+        assert "held_connections=1" in repr(backend)
+        store = SessionStore(Cart, backend, clock=clock)
+        cookie, session = await changed_session(store)
+        async with save_behind_a_row_lock(require_postgres(), name, store, session) as (
+            conn,
+            save,
+        ):
+            # The one held connection is busy with the blocked save: a load waits for it,
+            # then gives up.
+            with pytest.raises(StoreUnavailableError, match="no held connection was free"):
+                await store.load(cookie)
+            await conn.rollback()
+            await save
+        loaded = await store.load(cookie)  # and the backend goes on
+        assert loaded is not None
+        assert loaded.data.items == [1, 2]

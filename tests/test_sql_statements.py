@@ -18,15 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import QueuePool
 
 from tests.clock import FakeClock
-from tests.sql_backends import (
-    postgres_sql_backend,
-    require_postgres,
-    sqlite_sql_backend,
-    unique_name,
-)
+from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
     EventKind,
     ExpiryPolicy,
@@ -71,7 +65,7 @@ class Trace:
 
     def _on_wire(self, query: str) -> None:
         self.wire.append(query)
-        if not self.cursor_events:  # the direct path: count what went on the wire
+        if not self.cursor_events:  # the driver executor: count what went on the wire
             self.statements.append(query.split(None, 1)[0].upper())
 
     def clear(self) -> None:
@@ -91,16 +85,12 @@ class Trace:
         return [q for q in self.wire if q.strip().upper().startswith(words)]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-direct", "postgres", "postgres-direct"])
-async def traced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlBackend, Trace]]:
-    """Both paths on each database: through SQLAlchemy (whenever a cursor listener is
-    present) and the direct one (no listener: statements are counted on the wire)."""
-    param = str(request.param)
-    factory = sqlite_sql_backend if param.startswith("sqlite") else postgres_sql_backend
-    async with factory() as backend:
-        trace = Trace(backend, cursor_events=not param.endswith("-direct"))
-        direct = backend._direct is not None and backend._direct.available()
-        assert direct is param.endswith("-direct")
+@pytest.fixture
+async def traced(sql_target: SqlTarget) -> AsyncIterator[tuple[SqlBackend, Trace]]:
+    """Each executor on each database: SQLAlchemy's statements are counted by a cursor
+    listener, the driver executor's on the wire."""
+    async with sql_target.open() as backend:
+        trace = Trace(backend, cursor_events=sql_target.execution == "sqlalchemy")
         await backend.engine.dispose()  # new connections, so the driver trace sees them all
         await backend.read(b"\0" * 32)  # warm up: first connect, compiled cache
         await asyncio.sleep(0)  # let asyncpg's query loggers run
@@ -205,8 +195,9 @@ async def test_listing_a_principals_sessions_uses_the_principal_index(
 ) -> None:
     backend, _ = traced
     moment = datetime(2026, 1, 1, tzinfo=UTC)
-    bound = backend._list.params(
-        p_principal="alice", p_now=moment, p_created=moment - timedelta(days=1), p_limit=100
+    clause: Any = backend.statements.list_by_principal.clause
+    bound = clause.params(
+        signed_in_as="alice", now=moment, created_after=moment - timedelta(days=1), max_rows=100
     )
     listing = str(
         bound.compile(dialect=backend.engine.dialect, compile_kwargs={"literal_binds": True})
@@ -222,11 +213,9 @@ async def test_listing_a_principals_sessions_uses_the_principal_index(
     assert index in text, text
 
 
+@pytest.mark.sql(execution="sqlalchemy")  # the driver executor compiled its SQL when made
 async def test_statements_are_compiled_once(traced: tuple[SqlBackend, Trace]) -> None:
-    backend, trace = traced
-    if not trace.cursor_events:  # the direct path compiled its SQL once, at construction
-        assert backend._direct is not None
-        return
+    backend, _ = traced
     hits: list[bool] = []
 
     def cache(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
@@ -253,16 +242,16 @@ async def test_undecodable_row_loads_as_none(
     assert events[-1].kind is EventKind.UNDECODABLE
 
 
-@pytest.mark.parametrize("observed", [True, False], ids=["sqlalchemy-path", "direct-path"])
+@pytest.mark.sql(database="postgres")
 async def test_an_apps_own_engine_runs_without_transaction_control(
-    observed: bool, clock: FakeClock
+    sql_target: SqlTarget, clock: FakeClock
 ) -> None:
     # A plain engine as an application makes it: no autocommit, the pool's reset on.
     engine = create_async_engine(require_postgres())
-    backend = SqlBackend(engine, table_name=unique_name("sessions"))
+    backend = SqlBackend(engine, table_name=unique_name("sessions"), execution=sql_target.execution)
     try:
         await backend.create_schema()
-        trace = Trace(backend, cursor_events=observed)
+        trace = Trace(backend, cursor_events=sql_target.execution == "sqlalchemy")
         await engine.dispose()
         store = store_on(backend, clock)
         created = await store.save(store.new(Cart(items=[1])))
@@ -278,32 +267,6 @@ async def test_an_apps_own_engine_runs_without_transaction_control(
         async with engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
         await engine.dispose()
-
-
-async def test_kept_connections_go_back_to_the_pool_when_needed() -> None:
-    # The backend keeps idle asyncpg connections checked out for itself; SQLAlchemy's own
-    # path (a listener is attached) and dispose() give them back, so nothing starves.
-    backend = SqlBackend.from_url(
-        require_postgres(),
-        table_name=unique_name("sessions"),
-        pool_size=2,
-        max_overflow=0,
-        pool_timeout=5,
-    )
-    pool = backend.engine.sync_engine.pool
-    assert isinstance(pool, QueuePool)
-    try:
-        await backend.create_schema()
-        await asyncio.gather(*(backend.read(b"\0" * 32) for _ in range(8)))
-        assert pool.checkedout() == 1  # kept: pool_size - 1, since there is no overflow
-        event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
-        await asyncio.gather(*(backend.read(b"\0" * 32) for _ in range(8)))
-        assert pool.checkedout() == 0
-    finally:
-        async with backend.engine.begin() as conn:
-            await conn.run_sync(backend.metadata.drop_all)
-        await backend.dispose()
-    assert pool.checkedout() == 0
 
 
 @contextmanager
@@ -323,27 +286,25 @@ def counting_hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield hops
 
 
-@pytest.mark.parametrize("observed", [True, False], ids=["sqlalchemy-path", "direct-path"])
-async def test_sqlite_statements_take_one_thread_hop_on_the_direct_path(
-    observed: bool, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+@pytest.mark.sql(database="sqlite")
+async def test_sqlite_statements_take_one_thread_hop_on_the_driver_executor(
+    sql_backend: SqlBackend, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     # SQLAlchemy's aiosqlite adapter makes four hops a statement (cursor(), execute,
-    # fetchall, close; a write skips fetchall); the direct path one: execute_fetchall, or
-    # execute for a write.
-    async with sqlite_sql_backend() as backend:
-        if observed:
-            event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
-        store = store_on(backend, clock)
-        created = await store.save(store.new(Cart(items=[1])))
-        assert isinstance(created, SetCookie)
-        await store.load(created.value)  # warm up: connections, compiled cache
-        with counting_hops(monkeypatch) as hops:
-            loaded = await store.load(created.value)
-            assert loaded is not None
-            loaded_hops = len(hops)
-            loaded.data.items.append(2)
-            await store.save(loaded)
-        assert (loaded_hops, len(hops)) == ((4, 7) if observed else (1, 2))
+    # fetchall, close; a write skips fetchall); the driver executor one: execute_fetchall,
+    # or execute for a write.
+    store = store_on(sql_backend, clock)
+    created = await store.save(store.new(Cart(items=[1])))
+    assert isinstance(created, SetCookie)
+    await store.load(created.value)  # warm up: connections, compiled cache
+    with counting_hops(monkeypatch) as hops:
+        loaded = await store.load(created.value)
+        assert loaded is not None
+        loaded_hops = len(hops)
+        loaded.data.items.append(2)
+        await store.save(loaded)
+    sqlalchemy = sql_backend.executor.name == "sqlalchemy"
+    assert (loaded_hops, len(hops)) == ((4, 7) if sqlalchemy else (1, 2))
 
 
 async def test_sqlite_skips_the_drivers_no_op_rollback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,23 +320,23 @@ async def test_sqlite_skips_the_drivers_no_op_rollback(monkeypatch: pytest.Monke
         await original(self)
 
     monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
-    async with sqlite_sql_backend() as backend:
-        # Observed, so statements take SQLAlchemy's path (the direct one never closes a
-        # SQLAlchemy Connection).
-        event.listen(backend.engine.sync_engine, "before_cursor_execute", lambda *a: None)
+    # SQLAlchemy's executor: the driver executor never closes a SQLAlchemy Connection.
+    async with SqlTarget("sqlite", "sqlalchemy").open() as backend:
         for _ in range(3):
             await backend.read(b"\1" * 32)
     assert rollbacks == []
 
 
-async def test_an_apps_own_sqlite_engine_takes_sqlalchemys_path(tmp_path: Path) -> None:
+async def test_an_apps_own_sqlite_engine_takes_sqlalchemys_executor(tmp_path: Path) -> None:
     # Its connections are not in autocommit: sqlite3 would open a transaction before each
-    # write, and the direct path would leave it open. SQLAlchemy's path switches them.
+    # write, and the driver executor would leave it open. SQLAlchemy's switches them.
     url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
     engine, ours = create_async_engine(url), create_engine(url)
     try:
-        assert SqlBackend(engine)._direct is None
-        assert SqlBackend(ours)._direct is not None
+        assert SqlBackend(engine).executor.name == "sqlalchemy"
+        assert SqlBackend(ours).executor.name == "aiosqlite"
+        with pytest.raises(ValueError, match="not in autocommit"):
+            SqlBackend(engine, execution="driver")
     finally:
         await engine.dispose()
         await ours.dispose()

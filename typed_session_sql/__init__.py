@@ -21,7 +21,6 @@ from typed_session_sql.commands import (
     CookieCommand,
     DeleteCookie,
     DoNothing,
-    SaveResult,
     SetCookie,
 )
 from typed_session_sql.errors import (
@@ -68,7 +67,6 @@ __all__ = [
     "PydanticCodec",
     "Record",
     "RevokeScope",
-    "SaveResult",  # the old name of CookieCommand, while other modules still import it
     "Session",
     "SessionConflictError",
     "SessionDeletedError",

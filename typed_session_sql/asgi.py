@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, get_origin
 
 import anyio
 
-from typed_session_sql.commands import DeleteCookie, SaveResult, SetCookie
+from typed_session_sql.commands import CookieCommand, DeleteCookie, SetCookie
 from typed_session_sql.cookies import CookieSettings, Headers
 from typed_session_sql.errors import (
     SessionConflictError,
@@ -308,7 +308,7 @@ class SessionMiddleware:
         message["headers"] = headers
         return None
 
-    def _cookie_header(self, result: SaveResult) -> bytes | None:
+    def _cookie_header(self, result: CookieCommand) -> bytes | None:
         if isinstance(result, DeleteCookie):
             return self.cookie.delete_cookie()
         if not isinstance(result, SetCookie):

@@ -99,10 +99,6 @@ class PrincipalRow:
     authenticated_at: datetime | None
 
 
-Listed = PrincipalRow
-"""The old name, kept only while the SQL backend (rewritten in parallel) still imports it."""
-
-
 class UpdateOutcome(enum.Enum):
     """What a conditional update did."""
 

@@ -35,6 +35,3 @@ class DoNothing:
 
 CookieCommand = SetCookie | DeleteCookie | DoNothing
 """What :meth:`SessionStore.save` returns: one of the three commands."""
-
-SaveResult = CookieCommand
-"""The old name of :data:`CookieCommand`, kept while asgi.py (changed in parallel) imports it."""

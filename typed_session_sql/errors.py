@@ -68,7 +68,9 @@ def describe_error(error: BaseException) -> str:
     text = f"{type(error).__name__}: {_first_line(error)}"
     cause = error.__cause__
     if cause is not None:
-        text += f" ({type(cause).__name__}: {_first_line(cause)})"
+        described = f"{type(cause).__name__}: {_first_line(cause)}"
+        if described not in text:  # the library's own errors already name their cause
+            text += f" ({described})"
     return text
 
 

@@ -6,12 +6,13 @@ statement on SQL backends, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so no
 held for long, live traffic keeps flowing between batches, and a cancelled pass leaves
 nothing half done. The pass ends with the first batch that comes back short.
 
-Only one purger works at a time across every instance of the application: on PostgreSQL
-a pass first takes a session-level advisory lock (``pg_try_advisory_lock``) on a
-connection of its own and holds it until the pass ends. A purger that cannot take it
-skips the pass at once instead of queueing behind the other one, so N instances never
-pile up on the same rows. SQLite is a single-host database whose writers are already
-serialised by its file lock, so no extra lock is taken there.
+Only one purger works at a time across every instance of the application, where the
+backend offers a purge lock (:class:`PurgeLocking`): on PostgreSQL a pass first takes a
+session-level advisory lock (``pg_try_advisory_lock``) on a connection of its own and holds
+it until the pass ends. A purger that cannot take it skips the pass at once instead of
+queueing behind the other one, so N instances never pile up on the same rows. SQLite is a
+single-host database whose writers are already serialised by its file lock, so its lock is
+always free, as is the memory backend's.
 
 :class:`~typed_session_sql.scheduler.PurgeScheduler` runs passes in the background (e.g.
 in an ASGI lifespan); :mod:`typed_session_sql.stats` tells what a table holds.
@@ -21,19 +22,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
-from blake3 import blake3
 
 from typed_session_sql.backend import Backend
-from typed_session_sql.errors import StoreUnavailableError, describe_error
-from typed_session_sql.events import EventHook, EventKind, emit, logger
+from typed_session_sql.errors import describe_error
+from typed_session_sql.events import EventHook, EventKind, emit
 
-__all__ = ["PurgeProgress", "PurgeResult", "pass_lock", "purge_pass"]
+__all__ = ["PurgeLocking", "PurgeProgress", "PurgeResult", "purge_pass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ async def purge_pass(
     started = time.perf_counter()
     total = batches = 0
     try:
-        async with pass_lock(backend) if exclusive else _unlocked() as acquired:
+        async with _lock_of(backend) if exclusive else _unlocked() as acquired:
             if not acquired:
                 emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
                 return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
@@ -148,55 +149,15 @@ async def _unlocked() -> AsyncIterator[bool]:
     yield True
 
 
-def lock_key(table_name: str) -> int:
-    """The advisory-lock key (a signed 64-bit int) for purging ``table_name``."""
-    digest = blake3(f"typed_session_sql purge {table_name}".encode()).digest(8)
-    return int.from_bytes(digest, "big", signed=True)
+@runtime_checkable
+class PurgeLocking(Protocol):
+    """A backend with a cross-instance purge lock (an optional capability)."""
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        """Hold the lock while the ``async with`` block runs; it yields whether it was
+        taken (False: another purger holds it, skip this pass)."""
+        ...
 
 
-@asynccontextmanager
-async def pass_lock(backend: Backend) -> AsyncIterator[bool]:
-    """Hold the cross-instance purge lock for ``backend``'s table; yield whether we got it.
-
-    On PostgreSQL: ``pg_try_advisory_lock`` on a dedicated autocommit connection, so the
-    lock lives exactly as long as the pass (a crashed purger's lock dies with its
-    connection) and no transaction stays open meanwhile. Elsewhere (SQLite, memory): always
-    yields True. Needs a session-pooling connection path: behind PgBouncer in transaction
-    mode a session-level advisory lock is not reliable.
-    """
-    engine, table = getattr(backend, "engine", None), getattr(backend, "table", None)
-    if engine is None or table is None or engine.dialect.name != "postgresql":
-        yield True
-        return
-    from sqlalchemy import text  # only SQL backends get here
-
-    key = lock_key(str(table.fullname))
-    try:
-        conn = await engine.connect()
-    except Exception as error:
-        raise StoreUnavailableError("could not take the purge lock") from error
-    got = released = False
-    try:
-        try:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            lock = text("SELECT pg_try_advisory_lock(:k)")
-            got = bool((await conn.execute(lock, {"k": key})).scalar())
-        except Exception as error:
-            raise StoreUnavailableError("could not take the purge lock") from error
-        released = not got
-        yield got
-    finally:
-        with anyio.CancelScope(shield=True):
-            if got:
-                with anyio.move_on_after(10):
-                    try:
-                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                        released = True
-                    except Exception:
-                        logger.debug("could not release the purge lock", exc_info=True)
-            if not released:
-                # Never hand a connection that may hold the lock back to the pool (a failure
-                # or a cancellation while taking it, or an unlock that failed): closing it
-                # ends its database session, which releases the lock.
-                await conn.invalidate()
-            await conn.close()
+def _lock_of(backend: Backend) -> AbstractAsyncContextManager[bool]:
+    return backend.purge_lock() if isinstance(backend, PurgeLocking) else _unlocked()

@@ -1,15 +1,18 @@
 """What a session table holds: live and expired rows, the oldest expiry, its size.
 
-Backs ``typed-session-sql stats``; SQL backends only.
+Table statistics are a capability a backend may offer (:class:`ReportsStats`):
+:meth:`SqlBackend.stats <typed_session_sql.backends.sql.SqlBackend.stats>` counts its
+table, :meth:`MemoryBackend.stats <typed_session_sql.MemoryBackend.stats>` its dict. They
+back ``typed-session-sql stats``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol, runtime_checkable
 
-__all__ = ["TableStats", "table_stats"]
+__all__ = ["ReportsStats", "TableStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,51 +32,10 @@ class TableStats:
     size_of: str
 
 
-async def table_stats(backend: Any, now: datetime) -> TableStats:
-    """Count ``backend``'s rows (an :class:`SqlBackend`: it needs ``engine`` and ``table``).
+@runtime_checkable
+class ReportsStats(Protocol):
+    """A backend that can say what it holds."""
 
-    One aggregate statement for the counts; the size comes from ``pg_total_relation_size``
-    (table, indexes and TOAST) on PostgreSQL and from the ``dbstat`` table on SQLite, or the
-    whole database file where SQLite was built without it.
-    """
-    from sqlalchemy import case, func, select, text
-
-    engine, table = backend.engine, backend.table
-    c = table.c
-    counts = select(
-        func.count(),
-        func.count(case((c.expires_at <= now, 1))),
-        func.count(case((c.expires_at.is_(None), 1))),
-        func.min(c.expires_at),
-    ).select_from(table)
-    size: int | None = None
-    size_of = "unknown"
-    async with engine.connect() as conn:
-        total, expired, never, oldest = (await conn.execute(counts)).one()
-        dialect = engine.dialect.name
-        if dialect == "postgresql":
-            name = engine.dialect.identifier_preparer.format_table(table)
-            query = text("SELECT pg_total_relation_size(CAST(:t AS regclass))")
-            size, size_of = (await conn.execute(query, {"t": name})).scalar(), "table + indexes"
-        elif dialect == "sqlite":
-            try:
-                query = text(
-                    "SELECT SUM(pgsize) FROM dbstat WHERE name = :t OR name IN "
-                    "(SELECT name FROM sqlite_master WHERE tbl_name = :t)"
-                )
-                size, size_of = (
-                    (await conn.execute(query, {"t": table.name})).scalar(),
-                    "table + indexes",
-                )
-            except Exception:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
-                pages = (await conn.execute(text("PRAGMA page_count"))).scalar()
-                page_size = (await conn.execute(text("PRAGMA page_size"))).scalar()
-                size, size_of = int(pages) * int(page_size), "whole database file"
-    return TableStats(
-        live=int(total) - int(expired),
-        never_expire=int(never),
-        expired=int(expired),
-        oldest_expiry=oldest,
-        size_bytes=int(size) if size is not None else None,
-        size_of=size_of,
-    )
+    async def stats(self, now: datetime) -> TableStats:
+        """The backend's rows as of ``now``."""
+        ...

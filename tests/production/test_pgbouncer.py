@@ -55,8 +55,8 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
+from typed_session_sql.backends.sql.maintenance import lock_key
 from typed_session_sql.backends.sql_engine import create_engine
-from typed_session_sql.purge import lock_key
 
 pytestmark = pytest.mark.production
 

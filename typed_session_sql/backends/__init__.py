@@ -1,2 +1,2 @@
-"""Storage backends: each is a small module implementing
-:class:`~typed_session_sql.backend.Backend`."""
+"""Storage backends, each implementing :class:`~typed_session_sql.backend.Backend`:
+:mod:`.memory` for development and tests, :mod:`.sql` for everything else."""

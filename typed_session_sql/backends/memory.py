@@ -7,11 +7,13 @@ asyncio-only API and runs under trio as well.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
 from typed_session_sql.backend import PrincipalRow, Record, Update, UpdateOutcome
+from typed_session_sql.stats import TableStats
 
 OperationKind = Literal[
     "create", "read", "update", "touch", "delete", "purge", "clear", "list", "delete_by_principal"
@@ -139,3 +141,22 @@ class MemoryBackend:
     async def clear(self) -> None:
         self.operations.append(Operation("clear"))
         self.rows.clear()
+
+    # -- optional capabilities (typed_session_sql.purge.PurgeLocking, stats.ReportsStats)
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        """Always free: one process, and each purge batch runs without awaiting."""
+        return nullcontext(True)
+
+    async def stats(self, now: datetime) -> TableStats:
+        """What the dict holds at ``now``; no size on disk."""
+        expiries = [r.expires_at for r in self.rows.values() if r.expires_at is not None]
+        expired = sum(1 for expiry in expiries if expiry <= now)
+        return TableStats(
+            live=len(self.rows) - expired,
+            never_expire=len(self.rows) - len(expiries),
+            expired=expired,
+            oldest_expiry=min(expiries, default=None),
+            size_bytes=None,
+            size_of="not measured (in memory)",
+        )

@@ -1,0 +1,351 @@
+"""The SQL backend: one table, one statement per operation, one executor chosen once.
+
+Every operation is a single statement run in autocommit mode: no BEGIN/COMMIT round trips,
+and each statement is atomic on its own. The statements are built and compiled once per
+backend (:mod:`.statements`); one executor (:mod:`.executor`) runs them all; one retry
+loop (:meth:`SqlBackend._run`) decides what a failure means (:mod:`.failures`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import MetaData, Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from typed_session_sql.backend import (
+    PrincipalRow,
+    Record,
+    UnreadableRecordError,
+    Update,
+    UpdateOutcome,
+)
+from typed_session_sql.backends.sql import maintenance
+from typed_session_sql.backends.sql.connections import (
+    ConnectionSource,
+    HeldConnections,
+    Holder,
+    PerStatement,
+)
+from typed_session_sql.backends.sql.driver_executor import DriverExecutor
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV, create_engine
+from typed_session_sql.backends.sql.executor import DRIVERS, Execution, Executor, choose
+from typed_session_sql.backends.sql.failures import (
+    Failure,
+    RetryBudget,
+    StatementFailed,
+    store_error,
+    store_error_cause,
+)
+from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
+from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
+from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
+from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.stats import TableStats
+
+__all__ = ["SqlBackend"]
+
+_log = logging.getLogger("typed_session_sql")
+
+# "No lower bound" for created_at, as a value: one statement serves both cases.
+_LONG_AGO = datetime(1, 1, 1, tzinfo=UTC)
+
+
+class SqlBackend:
+    """Sessions in one SQL table, through a SQLAlchemy :class:`AsyncEngine`.
+
+    Args:
+        engine: the engine to use. Statements run in autocommit mode; see :meth:`from_url`
+            for an engine of the backend's own.
+        table_name: the table's name.
+        schema: the schema (PostgreSQL) the table lives in; None for the default.
+        execution: what runs the statements: ``"driver"`` (straight on asyncpg or
+            aiosqlite: the fast way), ``"sqlalchemy"`` (SQLAlchemy's execution: events,
+            echo, logging and execution options apply), or ``"auto"``: the driver where
+            there is one and nothing on the engine expects SQLAlchemy's execution (echo,
+            statement logging, a statement-event listener). Chosen once, here; shown by
+            ``repr(backend)``.
+        held_connections: hold this many of the engine's connections for the backend's
+            statements (driver execution only), instead of one checkout from the pool per
+            statement. An engine the application shares usually holds none.
+        owns_engine: :meth:`dispose` disposes the engine too (as :meth:`from_url` sets).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table_name: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        *,
+        execution: Execution = "auto",
+        held_connections: HeldConnections | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        self.engine: AsyncEngine = engine
+        self.metadata = MetaData()
+        self.table: Table = session_table(self.metadata, table_name, schema)
+        self.owns_engine = owns_engine
+        chosen, why = choose(engine, execution)
+        translate = engine.get_execution_options().get("schema_translate_map")
+        self.statements = build_statements(self.table, engine.dialect, translate)
+        self.executor: Executor
+        if chosen == "sqlalchemy":
+            self.executor = SqlAlchemyExecutor(engine)
+        else:
+            driver = DRIVERS[chosen]()
+            connections: ConnectionSource = (
+                PerStatement(engine, driver)
+                if held_connections is None
+                else Holder(engine, held_connections, driver)
+            )
+            self.executor = DriverExecutor(driver, connections)
+        _log.debug("%r: %s", self, why)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        table_name: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        execution: Execution = "auto",
+        held_connections: int | None = None,
+        **engine_options: Any,
+    ) -> Self:
+        """A backend on an engine of its own for ``url``; :meth:`dispose` closes it.
+
+        Without ``url``, the ``TYPED_SESSION_SQL_URL`` environment variable, else a SQLite
+        file ``./sessions.db``. ``engine_options`` (``pool_size``, ``connect_args``, ...) go
+        to :func:`~typed_session_sql.backends.sql.create_engine`.
+
+        With driver execution the backend holds ``held_connections`` of the pool's
+        connections for its statements (by default ``pool_size``, one less when
+        ``max_overflow`` is 0), treated with the pool's ``pool_recycle``,
+        ``pool_pre_ping`` and ``pool_timeout``; 0 holds none.
+        """
+        resolved = url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        engine = create_engine(resolved, **engine_options)
+        held = None
+        if isinstance(engine.sync_engine.pool, QueuePool):  # not SQLite's in-memory pool
+            held = _held(engine_options, held_connections)
+        return cls(
+            engine,
+            table_name,
+            schema,
+            execution=execution,
+            held_connections=held,
+            owns_engine=True,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def create_schema(self) -> None:
+        """Create the table and its index if missing. Production uses the migrations."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(self.metadata.create_all)
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreUnavailableError(
+                f"could not create the session table: {describe_error(error)}"
+            ) from error
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
+        over this backend's engine (no second engine, no URL needed): the one call an app
+        makes at start-up. Concurrent callers, in any number of processes, take turns under
+        a lock (PostgreSQL advisory lock, SQLite write lock). See
+        :func:`typed_session_sql.alembic_support.upgrade`."""
+        from typed_session_sql.alembic_support import upgrade
+
+        await upgrade(self.engine, self.table.name, self.table.schema, revision)
+
+    async def dispose(self) -> None:
+        """Close the connections the backend holds, and the engine if it is the backend's."""
+        await self.executor.aclose()
+        if self.owns_engine:
+            await self.engine.dispose()
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        """The cross-instance purge lock for this table (PostgreSQL's advisory lock; always
+        free elsewhere); entering it yields whether it was taken."""
+        return maintenance.purge_lock(self.engine, self.table)
+
+    async def stats(self, now: datetime) -> TableStats:
+        """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
+        return await maintenance.table_stats(self.engine, self.table, now)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        held = getattr(self.executor, "held", 0)
+        return (
+            f"SqlBackend({self.engine.dialect.name}, table={self.table.fullname!r}, "
+            f"executor={self.executor.name}, held_connections={held})"
+        )
+
+    # -- running one statement ----------------------------------------------------------
+
+    async def _run(
+        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool = True
+    ) -> Any:
+        """Run ``statement`` (see :meth:`Executor.run`), once more where the
+        :class:`RetryBudget` allows. A taken id raises :class:`StatementFailed` for the
+        caller to judge; any other failure the library's error (:func:`store_error`).
+        Queries are idempotent."""
+        budget = None
+        while True:
+            try:
+                return await self.executor.run(statement, params)
+            except StatementFailed as failed:
+                budget = budget or RetryBudget(idempotent=idempotent)
+                await self._after(failed, budget)
+
+    async def _count(
+        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool
+    ) -> int:
+        """Run a write; how many rows it changed."""
+        count: int = await self._run(statement, params, idempotent=idempotent)
+        return count
+
+    async def _after(self, failed: StatementFailed, budget: RetryBudget) -> None:
+        """Return to run the statement again, or raise."""
+        if await budget.allows(failed.failure):
+            return
+        if failed.failure is Failure.ID_TAKEN:
+            raise failed
+        raise self._error(failed) from store_error_cause(failed)
+
+    def _error(self, failed: StatementFailed) -> Exception:
+        return store_error(failed, str(self.table.fullname))
+
+    # -- the Backend protocol -----------------------------------------------------------
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        params = {
+            "row_id": id_hash,
+            "payload": record.data,
+            "expiry": record.expires_at,
+            "created": record.created_at,
+            "row_version": record.version,
+            "signed_in_as": record.principal,
+            "signed_in_at": record.authenticated_at,
+        }
+        try:
+            return await self._count(self.statements.insert, params, idempotent=False) == 1
+        except StatementFailed as failed:
+            if self.statements.insert_ignores_conflict:  # ON CONFLICT DO NOTHING: not the id
+                raise self._error(failed) from store_error_cause(failed)
+            return False  # no ON CONFLICT on this dialect: the id is taken
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        rows = await self._run(self.statements.select, {"row_id": id_hash})
+        if not rows:
+            return None
+        try:
+            return Record(*self.statements.select.decode(rows[0]))
+        except (OverflowError, ValueError) as error:
+            raise UnreadableRecordError(
+                f"a stored session's columns cannot be read back: {type(error).__name__}"
+            ) from None
+
+    async def update(self, change: Update) -> UpdateOutcome:
+        params: dict[str, object] = {
+            "row_id": change.id_hash,
+            "row_version": change.expected_version,
+            "payload": change.data,
+            "expiry": change.expires_at,
+        }
+        moving = change.new_id_hash is not None
+        if moving:
+            params["new_row_id"] = change.new_id_hash
+        if change.sign_in is not None:
+            params["signed_in_as"] = change.sign_in.principal
+            params["signed_in_at"] = change.sign_in.at
+        statement = self.statements.update[moving, change.sign_in is not None]
+        try:
+            count = await self._count(statement, params, idempotent=False)
+        except StatementFailed as failed:
+            if not moving:  # only the new id can be taken
+                raise self._error(failed) from store_error_cause(failed)
+            return UpdateOutcome.ID_TAKEN  # the statement failed as a whole: nothing written
+        return UpdateOutcome.UPDATED if count == 1 else UpdateOutcome.STALE
+
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
+        params = {"row_id": id_hash, "row_version": version, "expiry": expires_at, "now": now}
+        return await self._count(self.statements.touch, params, idempotent=True) == 1
+
+    async def delete(self, id_hash: bytes) -> bool:
+        return await self._count(self.statements.delete, {"row_id": id_hash}, idempotent=True) == 1
+
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[PrincipalRow]:
+        params = {
+            "signed_in_as": principal,
+            "now": live_at,
+            "created_after": created_after if created_after is not None else _LONG_AGO,
+            "max_rows": limit,
+        }
+        statement = self.statements.list_by_principal
+        listed = []
+        for row in await self._run(statement, params):
+            try:
+                listed.append(PrincipalRow(*statement.decode(row)))
+            except (OverflowError, ValueError):
+                continue  # unreadable: not listed (a load of it finds it undecodable)
+        return listed
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        if only is not None and keep is not None:
+            raise ValueError("give only or keep, not both")
+        params: dict[str, object] = {"signed_in_as": principal}
+        scope: Revoke = "all"
+        if only is not None:
+            scope, params["row_id"] = "one", only
+        elif keep is not None:
+            scope, params["row_id"] = "others", keep
+        return await self._count(self.statements.revoke[scope], params, idempotent=True)
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        params = {"now": now, "max_rows": batch_size}
+        return await self._count(self.statements.purge, params, idempotent=True)
+
+    async def clear(self) -> None:
+        await self._count(self.statements.clear, {}, idempotent=True)
+
+
+def _held(engine_options: Mapping[str, Any], count: int | None) -> HeldConnections | None:
+    """What an engine made with ``engine_options`` holds for the backend by default."""
+    if count is None:
+        size = int(engine_options.get("pool_size", 5))
+        count = size - (1 if engine_options.get("max_overflow", 10) == 0 else 0)
+    if count <= 0:
+        return None
+    recycle = engine_options.get("pool_recycle", -1)
+    return HeldConnections(
+        count,
+        recycle=float(recycle) if recycle is not None and recycle > 0 else None,
+        pre_ping=bool(engine_options.get("pool_pre_ping", False)),
+        timeout=float(engine_options.get("pool_timeout", 30.0)),
+    )

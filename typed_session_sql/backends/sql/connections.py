@@ -1,0 +1,284 @@
+"""Where a driver executor gets its connections: held for the backend, or one per statement.
+
+A checkout from SQLAlchemy's pool and the check-in after it cost about as much, at 16
+concurrent requests, as the primary-key read they wrap. A backend that owns its engine
+therefore *holds* a fixed number of the pool's connections for its own statements
+(:class:`HeldConnections`); everything else using the engine (DDL, migrations, the purge
+lock, stats, an application's own queries) uses the rest of the pool. An engine passed in
+by the application is shared: the backend holds none of its connections unless told to,
+and takes one from the pool for each statement (:class:`PerStatement`).
+
+Held connections are treated as the pool treats its own: replaced when older than
+``recycle`` (``pool_recycle``), pinged before use with ``pre_ping`` (``pool_pre_ping``),
+replaced when the driver says the server closed them, and dropped when the engine is
+disposed, by the backend or by anyone else (SQLAlchemy's public ``engine_disposed`` event),
+so no connection outlives its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any, Protocol
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
+
+__all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
+
+_BORN = "typed_session_sql.connected_at"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldConnections:
+    """How many of the engine's connections a backend holds for its statements."""
+
+    count: int
+    """How many connections are held, at most: the backend's statements run on these alone
+    (up to ``count`` at once; more wait for one to be free)."""
+    recycle: float | None = None
+    """Replace a connection older than this many seconds (as ``pool_recycle`` does)."""
+    pre_ping: bool = False
+    """Check that a connection is alive with a round trip before each use (as
+    ``pool_pre_ping`` does). Rarely worth it: a connection the server closed is noticed by
+    the driver at no cost, and a read that fails on a dead connection is run again."""
+    timeout: float = 30.0
+    """How long a statement waits for a free connection (as ``pool_timeout``) before the
+    store is reported unavailable."""
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError("count must be at least 1")
+        if self.recycle is not None and self.recycle <= 0:
+            raise ValueError("recycle must be positive (or None)")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+
+class DriverConnections(Protocol):
+    """What a connection source asks of the driver: the little it can't ask SQLAlchemy."""
+
+    def is_closed(self, driver: Any) -> bool:
+        """Whether the driver knows the connection is closed (no I/O)."""
+        ...
+
+    def ping(self, driver: Any) -> Awaitable[object]:
+        """One round trip that fails on a dead connection."""
+        ...
+
+    def close(self, driver: Any) -> Awaitable[object]:
+        """Close the connection gracefully."""
+        ...
+
+    def terminate(self, driver: Any) -> None:
+        """Close the connection at once, without awaiting anything."""
+        ...
+
+
+class ConnectionSource(Protocol):
+    """Pooled connections for a driver executor's statements."""
+
+    async def acquire(self) -> PoolProxiedConnection:
+        """A connection to run one statement on. Raises what the pool or driver raises
+        when none can be had (refused, timed out, ...)."""
+        ...
+
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        """Give ``pooled`` back; unless ``reusable``, close it at once, without I/O (it
+        failed, or a statement on it was cancelled midway)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what is held. The engine stays usable."""
+        ...
+
+
+class PerStatement:
+    """One connection from the engine's pool for each statement, back right after it."""
+
+    held = 0
+
+    def __init__(self, engine: AsyncEngine, driver: DriverConnections) -> None:
+        self._engine = engine
+        self._driver = driver
+
+    async def acquire(self) -> PoolProxiedConnection:
+        return await _open_from_pool(self._engine, self._driver)
+
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        if not reusable:
+            _discard(self._driver, pooled)
+        elif self._pool_keeps_it():
+            # The statement ran in autocommit on the driver itself: no transaction is open,
+            # so checking it in has no I/O to do.
+            pooled.close()
+        else:
+            # The pool would close it (an overflow connection): close it here, where I/O
+            # can be awaited, and hand back an empty place.
+            await _close(self._driver, pooled)
+
+    async def aclose(self) -> None:
+        pass
+
+    def _pool_keeps_it(self) -> bool:
+        pool = self._engine.sync_engine.pool
+        return isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
+
+
+class Holder:
+    """Up to ``config.count`` connections taken from the engine's pool and kept checked out
+    for the backend's own statements; the most recently used first."""
+
+    def __init__(
+        self, engine: AsyncEngine, config: HeldConnections, driver: DriverConnections
+    ) -> None:
+        self.config = config
+        self.held = config.count
+        self._engine = engine
+        self._driver = driver
+        self._in_use = 0  # slots taken, of `held`
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._idle: list[PoolProxiedConnection] = []
+        self._busy: set[PoolProxiedConnection] = set()
+        self._stale: set[PoolProxiedConnection] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        sync_engine = engine.sync_engine
+        event.listen(sync_engine, "engine_disposed", self._on_engine_disposed)
+        event.listen(sync_engine, "connect", _stamp_birth)
+
+    async def acquire(self) -> PoolProxiedConnection:
+        if self._in_use < self.held:
+            self._in_use += 1
+        else:
+            await self._wait_for_a_slot()
+        try:
+            while True:
+                pooled = self._take_idle()
+                if pooled is None:
+                    pooled = await _open_from_pool(self._engine, self._driver)
+                    pooled.info.setdefault(_BORN, monotonic())
+                    break
+                if not self.config.pre_ping or await self._answers(pooled):
+                    break
+        except BaseException:
+            self._free_a_slot()
+            raise
+        self._busy.add(pooled)
+        return pooled
+
+    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        self._busy.discard(pooled)
+        if reusable and pooled not in self._stale:
+            self._idle.append(pooled)
+        else:
+            self._stale.discard(pooled)
+            _discard(self._driver, pooled)
+        self._free_a_slot()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            await _close(self._driver, pooled)
+        await asyncio.gather(*self._closing)
+        sync_engine = self._engine.sync_engine
+        for name, listener in (
+            ("engine_disposed", self._on_engine_disposed),
+            ("connect", _stamp_birth),
+        ):
+            if event.contains(sync_engine, name, listener):
+                event.remove(sync_engine, name, listener)
+
+    def _take_idle(self) -> PoolProxiedConnection | None:
+        """The most recently used idle connection still fit for use, if any."""
+        recycle, now = self.config.recycle, monotonic()
+        while self._idle:
+            pooled = self._idle.pop()
+            if self._driver.is_closed(pooled.driver_connection):
+                _discard(self._driver, pooled)
+            elif recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
+                closing = asyncio.get_running_loop().create_task(_close(self._driver, pooled))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+            else:
+                return pooled
+        return None
+
+    async def _answers(self, pooled: PoolProxiedConnection) -> bool:
+        """Whether ``pooled`` answers a ping (``pre_ping``); if not, it is discarded."""
+        try:
+            await self._driver.ping(pooled.driver_connection)
+        except Exception:
+            _discard(self._driver, pooled)
+            return False
+        return True
+
+    async def _wait_for_a_slot(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                await waiter
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled():
+                self._free_a_slot()  # handed over just as the wait ended: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(error, TimeoutError):
+                raise TimeoutError(
+                    f"no held connection was free within {self.config.timeout} s"
+                ) from None
+            raise
+
+    def _free_a_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the first in line
+                return
+        self._in_use -= 1
+
+    def _on_engine_disposed(self, engine: Any) -> None:
+        # Someone disposed the engine: its pool, which these connections belong to, is
+        # gone. Close the idle ones now; the busy ones when their statement ends.
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            _discard(self._driver, pooled)
+        self._stale |= self._busy
+
+
+# A connection the backend closes itself is then detached from its pool: the pool forgets
+# it and gives its place to a new one, without closing it once more (which would need
+# SQLAlchemy's greenlet for I/O, and terminates differently across its versions).
+
+
+async def _open_from_pool(engine: AsyncEngine, driver: DriverConnections) -> PoolProxiedConnection:
+    """A connection from ``engine``'s pool that the server has not closed (the driver
+    notices a close at no cost, unlike ``pool_pre_ping``)."""
+    while True:
+        pooled = await engine.raw_connection()
+        if not driver.is_closed(pooled.driver_connection):
+            return pooled
+        _discard(driver, pooled)  # closed while it sat in the pool: take another
+
+
+async def _close(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+    """Close ``pooled`` gracefully, and give its place in the pool back."""
+    try:
+        await driver.close(pooled.driver_connection)
+    except Exception:  # broken already
+        driver.terminate(pooled.driver_connection)
+    pooled.detach()
+
+
+def _discard(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+    """Close ``pooled`` at once (no I/O awaited), and give its place in the pool back."""
+    driver.terminate(pooled.driver_connection)
+    pooled.detach()
+
+
+def _stamp_birth(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_BORN] = monotonic()

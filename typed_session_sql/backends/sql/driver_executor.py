@@ -1,0 +1,80 @@
+"""Statements run straight on the driver's connection, past SQLAlchemy's execution.
+
+The SQL was compiled once by SQLAlchemy (:mod:`.statements`); here it goes to the driver
+with its positional arguments, on a connection from a :mod:`~.connections` source. What
+differs between drivers (how to run, what an error means, whether a connection is closed)
+is a :class:`Driver`, one module each: :mod:`.asyncpg_driver`, :mod:`.aiosqlite_driver`.
+
+Statements are logged at DEBUG on the ``typed_session_sql.sql`` logger (the SQL, never its
+parameters): the driver executor's counterpart of the ``sqlalchemy.engine`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
+
+from typed_session_sql.backends.sql.connections import ConnectionSource, DriverConnections
+from typed_session_sql.backends.sql.failures import Failure, StatementFailed
+from typed_session_sql.backends.sql.statements import Prepared
+
+__all__ = ["Driver", "DriverExecutor", "statement_logger"]
+
+statement_logger = logging.getLogger("typed_session_sql.sql")
+
+
+class Driver(DriverConnections, Protocol):
+    """The calls a driver executor makes on one driver's connections."""
+
+    name: str
+
+    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+        """Run a query; all its rows."""
+        ...
+
+    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
+        """Run a write; how many rows it changed."""
+        ...
+
+    def classify(self, error: Exception, driver: Any) -> Failure:
+        """What ``error``, raised by a statement on ``driver``, means."""
+        ...
+
+
+class DriverExecutor:
+    """Runs statements with ``driver``'s calls on connections from ``connections``."""
+
+    def __init__(self, driver: Driver, connections: ConnectionSource) -> None:
+        self.name = driver.name
+        self.held: int = getattr(connections, "held", 0)
+        self._driver = driver
+        self._connections = connections
+
+    async def aclose(self) -> None:
+        await self._connections.aclose()
+
+    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
+        args = statement.arguments(params)
+        if statement_logger.isEnabledFor(logging.DEBUG):
+            statement_logger.debug("%s", statement.sql)
+        try:
+            pooled = await self._connections.acquire()
+        except Exception as error:  # refused, pool timeout, unknown login, no such file...
+            raise StatementFailed(Failure.UNAVAILABLE) from error
+        driver = pooled.driver_connection
+        reusable = False
+        try:
+            if statement.returns_rows:
+                result: Any = await self._driver.rows(driver, statement.sql, args)
+            else:
+                result = await self._driver.count(driver, statement.sql, args)
+            reusable = True
+            return result
+        except Exception as error:
+            failure = self._driver.classify(error, driver)
+            reusable = failure not in (Failure.DISCONNECTED, Failure.UNSENT, Failure.OTHER)
+            raise StatementFailed(failure) from error
+        finally:
+            # Cancelled midway (reusable still False): the connection's state is unknown.
+            await self._connections.release(pooled, reusable=reusable)

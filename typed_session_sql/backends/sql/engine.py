@@ -1,0 +1,107 @@
+"""The engine the SQL backend makes for itself, tuned for session traffic.
+
+:func:`create_engine` is what :meth:`SqlBackend.from_url` uses, and what an application can
+use to build an engine of its own with the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from typed_session_sql.urls import async_url
+
+__all__ = ["DEFAULT_URL", "URL_ENV", "create_engine"]
+
+URL_ENV = "TYPED_SESSION_SQL_URL"
+DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
+
+# busy_timeout first: switching to WAL itself needs the lock another process may hold.
+# Several processes writing at once then wait their turn instead of failing with "database
+# is locked"; every operation is one short statement, so waits are short.
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+)
+
+# Engines create_engine made: their connections are in autocommit from the moment they
+# connect, which the SQLite driver executor needs.
+_MADE_HERE: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine tuned for session traffic: autocommit, no pool reset, SQLite in WAL mode.
+
+    Autocommit means no transaction is ever left open on a pooled connection, so resetting
+    it on return (a ROLLBACK round trip on some drivers) buys nothing. Errors never carry
+    the statement's parameters (``hide_parameters``): they are id hashes and session data.
+    A SQLite file the engine creates is readable by its owner only (0600, and so are its
+    ``-wal`` and ``-shm`` files, which SQLite creates with the file's mode). Extra
+    ``kwargs`` go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    options: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        "hide_parameters": True,
+    }
+    if url.startswith("sqlite"):
+        # SQLAlchemy still calls the driver's rollback() when a connection closes, even in
+        # autocommit; on aiosqlite that no-op costs a thread hop, measured at +11-16% per
+        # load (benchmarks/sqlite_store.py). The dialect skips it only after checking that
+        # the connection really is in autocommit.
+        options["skip_autocommit_rollback"] = True
+    options.update(kwargs)
+    engine = create_async_engine(async_url(url), **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "do_connect", _create_sqlite_file_private)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if options["isolation_level"] == "AUTOCOMMIT":
+        _MADE_HERE.add(engine.sync_engine)
+    return engine
+
+
+def autocommit_on_connect(engine: AsyncEngine) -> bool:
+    """Whether ``engine`` came from :func:`create_engine` in autocommit (the default)."""
+    return engine.sync_engine in _MADE_HERE
+
+
+def _create_sqlite_file_private(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+    """Create the database file 0600 before SQLite creates it with the umask's mode."""
+    path = cargs[0] if cargs else cparams.get("database")
+    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+        return
+    # If it exists, SQLite opens it as it is; if it cannot be made, SQLite says why.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def reject_closed_connections(
+    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+) -> None:
+    """Replace a pooled connection the server already closed, at no round trip.
+
+    A pool ``checkout`` listener. The driver notices the server's close (restart,
+    ``pg_terminate_backend``, idle timeout) as soon as the event loop reads it; asking the
+    driver is free, unlike ``pool_pre_ping``.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has a `closed` flag
+    closed = is_closed() if callable(is_closed) else getattr(driver, "closed", False) is True
+    if closed:
+        raise DisconnectionError("the pooled connection was closed by the server")

@@ -1,0 +1,149 @@
+"""What a failed statement means, what may be retried, and what the caller is told.
+
+Executors name a failure (:class:`Failure`) and raise :class:`StatementFailed`; the backend's
+one retry loop asks a :class:`RetryBudget` whether to run the statement again, and turns
+what is left into the library's errors (:func:`store_error`). Error texts carry the type
+and first line of the driver's error (:func:`~typed_session_sql.errors.describe_error`),
+never a statement's parameters: those are id hashes, session data and principals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sqlite3
+
+from typed_session_sql.errors import (
+    DataRejectedError,
+    SessionError,
+    SessionTableMissingError,
+    StoreUnavailableError,
+    describe_error,
+)
+
+__all__ = ["Failure", "RetryBudget", "StatementFailed", "classify", "store_error"]
+
+_SERIALIZATION_RETRIES = 5
+_SQLITE_ID_TAKEN = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_SQLITE_DATA = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT_CHECK"})
+
+
+class Failure(enum.Enum):
+    """Why a statement failed, as far as retrying and reporting go."""
+
+    ID_TAKEN = "id_taken"
+    """A unique violation: the id a create or a rotation wanted exists. Nothing written."""
+    DATA = "data"
+    """The database refused the values (SQLSTATE class 22, or the driver's equivalent)."""
+    TABLE_MISSING = "table_missing"
+    """The session table does not exist."""
+    SERIALIZATION = "serialization"
+    """SQLSTATE 40001: the statement was rolled back; running it again is safe."""
+    DISCONNECTED = "disconnected"
+    """The connection died during the statement, which may or may not have committed."""
+    UNSENT = "unsent"
+    """The connection was already closed: the statement never reached the database."""
+    UNAVAILABLE = "unavailable"
+    """No connection could be had: refused, timed out, unknown host or login."""
+    OTHER = "other"
+
+
+class StatementFailed(Exception):
+    """An executor's report of a failed statement; ``__cause__`` is the driver's error."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.value)
+        self.failure = failure
+
+
+def classify(error: BaseException) -> Failure:
+    """The failure a driver-level error (asyncpg's, sqlite3's, or a DBAPI adapter's) means,
+    by its SQLSTATE or SQLite error name; OTHER when it names none we know."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if isinstance(sqlstate, str):
+        if sqlstate == "23505":
+            return Failure.ID_TAKEN
+        if sqlstate.startswith("22"):
+            return Failure.DATA
+        if sqlstate == "42P01":
+            return Failure.TABLE_MISSING
+        if sqlstate == "40001":
+            return Failure.SERIALIZATION
+        return Failure.OTHER
+    cause = error
+    while not isinstance(cause, sqlite3.Error) and cause.__cause__ is not None:
+        cause = cause.__cause__  # an adapter's wrapper around sqlite3's own error
+    if isinstance(cause, sqlite3.Error):
+        name = getattr(cause, "sqlite_errorname", "")
+        if name in _SQLITE_ID_TAKEN:
+            return Failure.ID_TAKEN
+        if name in _SQLITE_DATA or isinstance(cause, sqlite3.DataError):
+            return Failure.DATA
+        if str(cause).startswith("no such table"):
+            return Failure.TABLE_MISSING
+    return Failure.OTHER
+
+
+class RetryBudget:
+    """What one operation may still retry: serialization failures (a few times, with a short
+    backoff), and one fresh connection.
+
+    A statement that never reached the database (``UNSENT``) may always run once more on a
+    fresh connection. After a disconnect during the statement only ``idempotent`` ones may:
+    a write may have committed before the connection died.
+    """
+
+    __slots__ = ("idempotent", "reconnected", "serialization_failures")
+
+    def __init__(self, *, idempotent: bool) -> None:
+        self.idempotent = idempotent
+        self.reconnected = False
+        self.serialization_failures = 0
+
+    async def allows(self, failure: Failure) -> bool:
+        """Whether to run the statement again after ``failure`` (waiting first if need be)."""
+        if failure is Failure.SERIALIZATION:
+            if self.serialization_failures >= _SERIALIZATION_RETRIES:
+                return False
+            self.serialization_failures += 1
+            await asyncio.sleep(0.001 * 2**self.serialization_failures)
+            return True
+        if failure is Failure.UNSENT or (failure is Failure.DISCONNECTED and self.idempotent):
+            if self.reconnected:
+                return False
+            self.reconnected = True
+            return True
+        return False
+
+
+def store_error(failed: StatementFailed, table: str) -> SessionError:
+    """The library's error for a statement that failed for good, on the session ``table``.
+
+    Raise it ``from`` what this returns as ``__cause__`` (see :func:`store_error_cause`).
+    """
+    cause = failed.__cause__ or failed
+    failure = failed.failure
+    if failure is Failure.DATA:
+        return DataRejectedError(
+            f"the database refused a value of the session ({type(cause).__name__}"
+            f"{_sqlstate(cause)}); nothing was written"
+        )
+    if failure is Failure.TABLE_MISSING:
+        return SessionTableMissingError(
+            f"the session table {table} does not exist: run `typed-session-sql migrate "
+            f"upgrade head` (or `await backend.migrate()`) [{describe_error(cause)}]"
+        )
+    if failure is Failure.UNAVAILABLE:
+        return StoreUnavailableError(f"session store unavailable: {describe_error(cause)}")
+    return StoreUnavailableError(f"session store failed: {describe_error(cause)}")
+
+
+def store_error_cause(failed: StatementFailed) -> BaseException | None:
+    """What the library's error chains to: the driver's error, except for refused data,
+    whose messages may quote the refused value."""
+    return None if failed.failure is Failure.DATA else failed.__cause__
+
+
+def _sqlstate(error: BaseException) -> str:
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return f", SQLSTATE {sqlstate}" if isinstance(sqlstate, str) else ""

@@ -1,0 +1,127 @@
+"""The SQL backend's two maintenance capabilities: the purge lock and table statistics.
+
+Both run on a connection of their own from the engine's pool, through SQLAlchemy (they are
+rare, and need a connection-scoped lock or dialect-specific queries), never on the
+connections the backend holds for sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import anyio
+from blake3 import blake3
+from sqlalchemy import Table, case, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.stats import TableStats
+
+__all__ = ["lock_key", "purge_lock", "table_stats"]
+
+_log = logging.getLogger("typed_session_sql")
+
+
+def lock_key(table_name: str) -> int:
+    """The advisory-lock key (a signed 64-bit int) for purging ``table_name``."""
+    digest = blake3(f"typed_session_sql purge {table_name}".encode()).digest(8)
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@asynccontextmanager
+async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
+    """Hold the cross-instance purge lock for ``table``; yield whether it was taken.
+
+    On PostgreSQL: ``pg_try_advisory_lock`` on a dedicated autocommit connection, so the
+    lock lives exactly as long as the pass (a crashed purger's lock dies with its
+    connection) and no transaction stays open meanwhile. Elsewhere (SQLite, whose writers
+    its file lock serialises): always yields True. Needs a session-pooling connection path:
+    behind PgBouncer in transaction mode a session-level advisory lock is not reliable.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = lock_key(str(table.fullname))
+    try:
+        conn = await engine.connect()
+    except Exception as error:
+        raise StoreUnavailableError(
+            f"could not take the purge lock: {describe_error(error)}"
+        ) from error
+    got = released = False
+    try:
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            lock = text("SELECT pg_try_advisory_lock(:k)")
+            got = bool((await conn.execute(lock, {"k": key})).scalar())
+        except Exception as error:
+            raise StoreUnavailableError(
+                f"could not take the purge lock: {describe_error(error)}"
+            ) from error
+        released = not got
+        yield got
+    finally:
+        with anyio.CancelScope(shield=True):
+            if got:
+                with anyio.move_on_after(10):
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        released = True
+                    except Exception:
+                        _log.debug("could not release the purge lock", exc_info=True)
+            if not released:
+                # Never hand a connection that may hold the lock back to the pool (a failure
+                # or a cancellation while taking it, or an unlock that failed): closing it
+                # ends its database session, which releases the lock.
+                await conn.invalidate()
+            await conn.close()
+
+
+async def table_stats(engine: AsyncEngine, table: Table, now: datetime) -> TableStats:
+    """Count ``table``'s rows at ``now`` and measure its size.
+
+    One aggregate statement for the counts; the size comes from ``pg_total_relation_size``
+    (table, indexes and TOAST) on PostgreSQL and from the ``dbstat`` table on SQLite, or the
+    whole database file where SQLite was built without it.
+    """
+    c = table.c
+    counts = select(
+        func.count(),
+        func.count(case((c.expires_at <= now, 1))),
+        func.count(case((c.expires_at.is_(None), 1))),
+        func.min(c.expires_at),
+    ).select_from(table)
+    size: int | None = None
+    size_of = "unknown"
+    async with engine.connect() as conn:
+        total, expired, never, oldest = (await conn.execute(counts)).one()
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            name = engine.dialect.identifier_preparer.format_table(table)
+            query = text("SELECT pg_total_relation_size(CAST(:t AS regclass))")
+            size, size_of = (await conn.execute(query, {"t": name})).scalar(), "table + indexes"
+        elif dialect == "sqlite":
+            try:
+                query = text(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name = :t OR name IN "
+                    "(SELECT name FROM sqlite_master WHERE tbl_name = :t)"
+                )
+                size, size_of = (
+                    (await conn.execute(query, {"t": table.name})).scalar(),
+                    "table + indexes",
+                )
+            except Exception:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+                pages = (await conn.execute(text("PRAGMA page_count"))).scalar()
+                page_size = (await conn.execute(text("PRAGMA page_size"))).scalar()
+                size, size_of = int(pages or 0) * int(page_size or 0), "whole database file"
+    return TableStats(
+        live=int(total) - int(expired),
+        never_expire=int(never),
+        expired=int(expired),
+        oldest_expiry=oldest,
+        size_bytes=int(size) if size is not None else None,
+        size_of=size_of,
+    )

@@ -1,0 +1,63 @@
+"""Statements run by SQLAlchemy's own execution, on any dialect.
+
+Each statement checks a connection out of the engine's pool (one the server closed while
+it sat in the pool is replaced at checkout, at no round trip: a pool ``checkout`` listener
+asks the driver), runs in autocommit (no BEGIN/COMMIT around it) and goes back. Everything
+SQLAlchemy offers around a statement applies: engine events, ``echo`` and logging,
+execution options such as ``schema_translate_map``, the compiled cache (the statements are
+built once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from typed_session_sql.backends.sql.engine import reject_closed_connections
+from typed_session_sql.backends.sql.failures import Failure, StatementFailed, classify
+from typed_session_sql.backends.sql.statements import Prepared
+
+__all__ = ["SqlAlchemyExecutor"]
+
+
+class SqlAlchemyExecutor:
+    """Runs statements through ``engine`` (switched to autocommit if it is not)."""
+
+    name = "sqlalchemy"
+    held = 0
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        pool = engine.sync_engine.pool
+        if not event.contains(pool, "checkout", reject_closed_connections):
+            event.listen(pool, "checkout", reject_closed_connections)
+        if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
+
+    async def aclose(self) -> None:
+        pass
+
+    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
+        try:
+            conn = await self._engine.connect()
+        except DBAPIError as error:
+            raise StatementFailed(Failure.UNAVAILABLE) from error.orig
+        except (SQLAlchemyError, OSError) as error:  # refused, pool timeout, DNS, ...
+            raise StatementFailed(Failure.UNAVAILABLE) from error
+        try:
+            result = await conn.execute(statement.clause, dict(params))
+            return result.all() if statement.returns_rows else result.rowcount
+        except DBAPIError as error:
+            # The driver's own error as the cause, not SQLAlchemy's wrapper: on an engine that
+            # does not hide parameters, the wrapper's text lists them.
+            cause = error.orig or error
+            failure = Failure.DISCONNECTED if error.connection_invalidated else classify(cause)
+            raise StatementFailed(failure) from cause
+        except (SQLAlchemyError, OSError) as error:
+            raise StatementFailed(Failure.OTHER) from error
+        finally:
+            await conn.close()

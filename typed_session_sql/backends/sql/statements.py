@@ -1,0 +1,259 @@
+"""The backend's statements: built once from the table, compiled once for the engine.
+
+Every operation is one of these statements. Each is a :class:`Prepared`: the SQLAlchemy
+Core statement (what the SQLAlchemy executor runs), the same statement compiled to the
+driver's SQL with its parameters in order (what a driver executor runs), and the
+conversions both need, taken from the column types through SQLAlchemy's public bind and
+result processors (so an :class:`~.table.EpochMicros` timestamp is converted the same way
+on every executor).
+
+Queries select their columns untyped, so every executor returns rows as the database sent
+them and :meth:`Prepared.decode` converts them, one row at a time: a row that cannot be
+converted (a timestamp out of range) fails alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Executable,
+    Integer,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.types import NullType
+
+__all__ = ["Prepared", "Revoke", "Statements", "build_statements"]
+
+Revoke = Literal["all", "one", "others"]
+_Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One statement, ready for any executor."""
+
+    name: str
+    """What it does (``select``, ``update``, ...), for logs."""
+    clause: Executable
+    """The Core statement, with named parameters."""
+    sql: str
+    """The statement as the driver takes it, positional parameters."""
+    arguments_order: tuple[str | None, ...]
+    """The caller's parameter name for each positional parameter; None for a constant the
+    dialect rendered as a parameter (SQLite's ``OFFSET ?``)."""
+    constants: tuple[object, ...]
+    """Each positional parameter's fixed value, where ``arguments_order`` has None."""
+    binders: tuple[_Processor | None, ...]
+    """Each positional parameter's conversion to what the driver takes."""
+    returns_rows: bool
+    """Whether this is a query (rows back) rather than a write (a row count back)."""
+    readers: tuple[tuple[int, _Processor], ...]
+    """(position, conversion) of each selected column whose value the driver returns needs
+    converting (queries only)."""
+
+    def arguments(self, params: Mapping[str, object]) -> list[object]:
+        """The driver's positional arguments for ``params`` (converted)."""
+        return [
+            (constant if name is None else params[name])
+            if binder is None
+            else binder(constant if name is None else params[name])
+            for name, constant, binder in zip(
+                self.arguments_order, self.constants, self.binders, strict=True
+            )
+        ]
+
+    def decode(self, row: Sequence[Any]) -> list[Any]:
+        """One row of this query, converted. Raises what a conversion raises (say,
+        :class:`OverflowError` for a timestamp out of range)."""
+        values = list(row)
+        for position, reader in self.readers:
+            values[position] = reader(values[position])
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement the backend runs, built by :func:`build_statements`."""
+
+    insert: Prepared
+    select: Prepared
+    update: Mapping[tuple[bool, bool], Prepared]
+    """By (moving the row to a new id, signing in)."""
+    touch: Prepared
+    delete: Prepared
+    list_by_principal: Prepared
+    revoke: Mapping[Revoke, Prepared]
+    purge: Prepared
+    clear: Prepared
+    insert_ignores_conflict: bool
+    """Whether ``insert`` skips a taken id (ON CONFLICT DO NOTHING) instead of failing."""
+
+
+def build_statements(
+    table: Table, dialect: Dialect, schema_translate_map: Mapping[str | None, str] | None = None
+) -> Statements:
+    """The statements for ``table``, compiled for ``dialect`` (with the engine's
+    ``schema_translate_map``, if it has one).
+
+    Parameters: ``row_id``, ``new_row_id``, ``payload``, ``expiry``, ``created``,
+    ``row_version``, ``signed_in_as``, ``signed_in_at``, ``now``, ``created_after``,
+    ``max_rows``.
+    """
+    c = table.c
+
+    def arg(name: str, column: ColumnElement[Any]) -> Any:
+        return bindparam(name, type_=column.type)
+
+    def prepare(name: str, clause: Any, columns: Sequence[ColumnElement[Any]] = ()) -> Prepared:
+        compiled = clause.compile(
+            dialect=dialect,
+            schema_translate_map=schema_translate_map,
+            render_schema_translate=bool(schema_translate_map),
+        )
+        order: list[str | None] = []
+        constants: list[object] = []
+        binders: list[_Processor | None] = []
+        for position in compiled.positiontup or ():
+            bind = compiled.binds[position]
+            order.append(bind.key if bind.required else None)
+            constants.append(None if bind.required else bind.value)
+            binders.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
+        readers = tuple(
+            (position, reader)
+            for position, column in enumerate(columns)
+            if (reader := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        )
+        return Prepared(
+            name,
+            clause,
+            str(compiled),
+            tuple(order),
+            tuple(constants),
+            tuple(binders),
+            returns_rows=bool(columns),
+            readers=readers,
+        )
+
+    def query(
+        name: str, *columns: ColumnElement[Any], where: Any, newest: bool = False
+    ) -> Prepared:
+        # Untyped columns: every executor hands back the values as stored.
+        untyped = [type_coerce(column, NullType()).label(column.key) for column in columns]
+        selecting = select(*untyped).where(where)
+        if newest:  # newest first, at most max_rows
+            selecting = selecting.order_by(c.created_at.desc(), c.id_hash.desc()).limit(
+                bindparam("max_rows", type_=Integer)
+            )
+        return prepare(name, selecting, columns)
+
+    row = c.id_hash == arg("row_id", c.id_hash)
+    values = {
+        "id_hash": arg("row_id", c.id_hash),
+        "data": arg("payload", c.data),
+        "expires_at": arg("expiry", c.expires_at),
+        "created_at": arg("created", c.created_at),
+        "version": arg("row_version", c.version),
+        "principal": arg("signed_in_as", c.principal),
+        "authenticated_at": arg("signed_in_at", c.authenticated_at),
+    }
+    ignores_conflict = dialect.name in ("postgresql", "sqlite")
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        inserting: Any = pg_insert(table).values(values).on_conflict_do_nothing()
+    elif dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        inserting = sqlite_insert(table).values(values).on_conflict_do_nothing()
+    else:  # no ON CONFLICT: a taken id surfaces as a unique violation instead
+        inserting = insert(table).values(values)
+
+    guard = row & (c.version == arg("row_version", c.version))
+    changes = {
+        "data": arg("payload", c.data),
+        "expires_at": arg("expiry", c.expires_at),
+        "version": c.version + literal_column("1"),
+    }
+    moving = {"id_hash": arg("new_row_id", c.id_hash)}
+    signing_in = {
+        "principal": arg("signed_in_as", c.principal),
+        "authenticated_at": arg("signed_in_at", c.authenticated_at),
+    }
+    updates = {
+        (move, sign): prepare(
+            "update",
+            update(table)
+            .where(guard)
+            .values({**changes, **(moving if move else {}), **(signing_in if sign else {})}),
+        )
+        for move in (False, True)
+        for sign in (False, True)
+    }
+
+    now = arg("now", c.expires_at)
+    of_principal = c.principal == arg("signed_in_as", c.principal)
+    listing = query(
+        "list_by_principal",
+        c.id_hash,
+        c.created_at,
+        c.expires_at,
+        c.authenticated_at,
+        where=of_principal
+        & (c.expires_at.is_(None) | (c.expires_at > now))
+        & (c.created_at > arg("created_after", c.created_at)),
+        newest=True,
+    )
+
+    victims = (
+        select(c.id_hash).where(c.expires_at <= now).limit(bindparam("max_rows", type_=Integer))
+    )
+    if dialect.name == "postgresql":
+        # Concurrent purgers take disjoint batches instead of queueing on each other's
+        # row locks (and never block a request writing one of those rows for long).
+        victims = victims.with_for_update(skip_locked=True)
+
+    return Statements(
+        insert=prepare("insert", inserting),
+        select=query(
+            "select",
+            c.data,
+            c.version,
+            c.created_at,
+            c.expires_at,
+            c.principal,
+            c.authenticated_at,
+            where=row,
+        ),
+        update=updates,
+        touch=prepare(
+            "touch",
+            update(table)
+            .where(guard & (c.expires_at > now) & (c.expires_at < arg("expiry", c.expires_at)))
+            .values(expires_at=arg("expiry", c.expires_at)),
+        ),
+        delete=prepare("delete", delete(table).where(row)),
+        list_by_principal=listing,
+        revoke={
+            "all": prepare("revoke", delete(table).where(of_principal)),
+            "one": prepare("revoke", delete(table).where(of_principal & row)),
+            "others": prepare(
+                "revoke",
+                delete(table).where(of_principal & (c.id_hash != arg("row_id", c.id_hash))),
+            ),
+        },
+        purge=prepare("purge", delete(table).where(c.id_hash.in_(victims.scalar_subquery()))),
+        clear=prepare("clear", delete(table)),
+        insert_ignores_conflict=ignores_conflict,
+    )

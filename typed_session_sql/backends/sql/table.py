@@ -1,0 +1,88 @@
+"""The session table, and how its timestamps are stored.
+
+One definition serves the backend, the migrations and Alembic's autogenerate, so they
+cannot drift apart.
+
+Timestamps are stored as integer microseconds since the Unix epoch (UTC). Integers compare
+the same on every dialect whatever the database session's time zone, SQLite included
+(where DATETIME is text), cost nothing to convert, and make it impossible to mix in the
+database's own clock: every ``now`` comes from the store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
+
+__all__ = ["DEFAULT_TABLE", "EpochMicros", "session_table"]
+
+DEFAULT_TABLE = "typed_sessions"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class EpochMicros(TypeDecorator[datetime]):
+    """An aware datetime stored as a BIGINT of microseconds since 1970-01-01 UTC.
+
+    Reading a value outside the years 1-9999 raises :class:`OverflowError`: such a row was
+    not written by this library.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("session timestamps must be timezone-aware")
+        return (value - _EPOCH) // _MICROSECOND
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def session_table(
+    metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None
+) -> Table:
+    """The session table, defined once: the backend, migrations and autogenerate use this."""
+    return Table(
+        name,
+        metadata,
+        # blake3 of the session id: uniformly distributed, so a fine key for range-sharded
+        # distributed SQL too (no sequence, no hot spot).
+        Column("id_hash", LargeBinary(32), primary_key=True),
+        Column("data", LargeBinary, nullable=False),
+        # NULL = never expires (never purged).
+        Column("expires_at", EpochMicros, nullable=True),
+        Column("created_at", EpochMicros, nullable=False),
+        Column("version", Integer, nullable=False),
+        # Who signed in (set only by Session.sign_in), and when; NULL = anonymous.
+        Column("principal", String(MAX_PRINCIPAL_LENGTH), nullable=True),
+        Column("authenticated_at", EpochMicros, nullable=True),
+        Index(f"ix_{name}_expires_at", "expires_at"),
+        # Partial: anonymous sessions (most rows, most writes) never enter it.
+        Index(
+            f"ix_{name}_principal",
+            "principal",
+            postgresql_where=text("principal IS NOT NULL"),
+            sqlite_where=text("principal IS NOT NULL"),
+        ),
+        schema=schema,
+    )

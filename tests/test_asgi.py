@@ -8,7 +8,9 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -17,10 +19,13 @@ from tests.backends import OutageMemoryBackend
 from tests.clock import FakeClock
 from typed_session_sql import (
     EventKind,
+    MemoryBackend,
+    Session,
     SessionEvent,
     SessionStore,
+    SetCookie,
 )
-from typed_session_sql.asgi import CookieSettings, get_session
+from typed_session_sql.asgi import CookieSettings, SessionMiddleware, get_session
 from typed_session_sql.ids import new_cookie_value
 
 pytestmark = pytest.mark.anyio
@@ -402,3 +407,37 @@ def test_the_module_imports_without_any_web_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "(request: '_HasScope') -> 'Session[Any]'"
+
+
+async def test_concurrent_first_uses_of_the_session_load_it_once(clock: FakeClock) -> None:
+    backend = MemoryBackend()
+    store = SessionStore(Cart, backend, clock=clock)
+    session = store.new()
+    session.data.items.append("apple")
+    saved = await store.save(session)
+    assert isinstance(saved, SetCookie)
+    backend.operations.clear()
+    seen: list[Session[Cart]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def use() -> None:
+            seen.append(await get_session(_Request(scope)))
+
+        async with anyio.create_task_group() as tasks:  # two tasks ask before either has it
+            tasks.start_soon(use)
+            tasks.start_soon(use)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    wrapped = SessionMiddleware(app, store=store)
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        response = await client.get("/", headers={"cookie": f"__Host-id={saved.value}"})
+    assert response.status_code == 204
+    assert backend.kinds == ["read"]
+    assert seen[0] is seen[1]
+
+
+@dataclass
+class _Request:
+    scope: Any

@@ -138,12 +138,16 @@ class _Slot:
         self.error: StoreUnavailableError | None = None
         self.had_cookie = False  # the request named a session, valid or not
         self.closed = False
-        self._lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None  # made on first use: most requests never ask
 
     async def get(self) -> Session[Any]:
         if self.closed:
             raise RuntimeError("the response has started: the session was already saved")
-        async with self._lock:
+        if self.session is not None:
+            return self.session
+        if self._lock is None:  # no await since the check above: one task makes it
+            self._lock = anyio.Lock()
+        async with self._lock:  # concurrent first uses load once
             if self.session is None:
                 self.session = await self._load()
             return self.session

@@ -139,6 +139,21 @@ SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
 }
 
 
+def _psycopg_factory(execution: Execution) -> BackendFactory:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Backend]:
+        url = require_postgres().replace("+asyncpg://", "+psycopg://", 1)
+        async with SqlTarget("postgres", execution).open(url) as backend:
+            yield backend
+
+    return opened
+
+
+# psycopg 3 (the `psycopg` extra) on both executors: the contract suite runs on it too.
+for _execution in ("driver", "sqlalchemy"):
+    SQL_BACKEND_FACTORIES[f"postgres-psycopg-{_execution}"] = _psycopg_factory(_execution)
+
+
 @contextmanager
 def statements_seen(backend: SqlBackend) -> Iterator[list[str]]:
     """The first word of every statement the backend runs meanwhile, whichever executor

@@ -46,9 +46,10 @@ class Failure(enum.Enum):
     UNAVAILABLE = "unavailable"
     """No connection could be had: refused, timed out, unknown host or login."""
     STATEMENT_NAME = "statement_name"
-    """SQLSTATE 26000 or 42P05: a named prepared statement is missing on the server
-    connection, or its name is taken there. A pooler in transaction mode that does not track
-    prepared statements moved the client to another server connection."""
+    """A named prepared statement is missing on the server connection (SQLSTATE 26000), its
+    name is taken there (42P05), or the statement of that name takes other arguments
+    (08P01: another client's). A pooler in transaction mode that does not track prepared
+    statements moved the client to another server connection."""
     OTHER = "other"
 
 
@@ -73,7 +74,7 @@ def classify(error: BaseException) -> Failure:
             return Failure.TABLE_MISSING
         if sqlstate == "40001":
             return Failure.SERIALIZATION
-        if sqlstate in ("26000", "42P05"):
+        if sqlstate in ("26000", "42P05", "08P01"):
             return Failure.STATEMENT_NAME
         return Failure.OTHER
     cause = error

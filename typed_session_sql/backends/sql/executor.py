@@ -8,8 +8,8 @@ for all executors. There are two:
   dialect. Engine events (``before_cursor_execute`` and the rest), ``echo`` and the
   ``sqlalchemy.engine`` loggers, and execution options all apply.
 - :class:`~.driver_executor.DriverExecutor`: the precompiled SQL straight on the driver's
-  connection (asyncpg, aiosqlite), past SQLAlchemy's per-statement machinery, which costs
-  about as much as the database round trip itself. Statements are logged at DEBUG on the
+  connection (asyncpg, psycopg, aiosqlite), past SQLAlchemy's per-statement machinery,
+  which costs about as much as the database round trip itself. Statements are logged at DEBUG on the
   ``typed_session_sql.sql`` logger and seen by driver-level tracing (OpenTelemetry's
   asyncpg instrumentation).
 

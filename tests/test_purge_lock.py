@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
 
-from tests.sql_backends import require_postgres, unique_name
+from tests.sql_backends import on_the_server, require_postgres, unique_name
 from typed_session_sql import SqlBackend
-from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.backends.sql.maintenance import lock_key
 
 pytestmark = pytest.mark.anyio
@@ -42,29 +40,17 @@ async def named_backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[S
 async def server_view(name: str, key: int) -> tuple[list[tuple[str, object]], int]:
     """(state, backend_xmin) of each connection named ``name``, and how many advisory locks
     on ``key`` the server has granted, to anyone."""
-    admin = create_engine(require_postgres())
-    try:
-        async with admin.connect() as conn:
-            sessions = (
-                await conn.execute(
-                    text(
-                        "SELECT state, backend_xmin FROM pg_stat_activity"
-                        " WHERE application_name = :name AND state <> 'idle'"
-                    ),
-                    {"name": name},
-                )
-            ).all()
-            locks = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                        " AND classid = :high AND objid = :low"
-                    ),
-                    {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF},
-                )
-            ).scalar_one()
-    finally:
-        await admin.dispose()
+    sessions = await on_the_server(
+        "SELECT state, backend_xmin FROM pg_stat_activity"
+        " WHERE application_name = :name AND state <> 'idle'",
+        name=name,
+    )
+    ((locks,),) = await on_the_server(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = :high AND objid = :low",
+        high=(key >> 32) & 0xFFFFFFFF,
+        low=key & 0xFFFFFFFF,
+    )
     return [(state, xmin) for state, xmin in sessions], locks
 
 

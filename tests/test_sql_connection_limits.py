@@ -14,13 +14,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from tests.sql_backends import require_postgres, unique_name
+from tests.sql_backends import on_the_server, require_postgres, unique_name
 from typed_session_sql import SqlBackend, StoreUnavailableError
 from typed_session_sql.backends.sql import connections as connections_module
-from typed_session_sql.backends.sql import create_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -33,15 +32,11 @@ async def limited(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The URL of a role the server lets open LIMIT connections, with a session table of
     its own (in ``SqlBackend``'s default name would collide: a random one, granted)."""
     role, table = unique_name("limited"), unique_name("sessions")
-    admin = create_engine(require_postgres())
     owner = SqlBackend.from_url(require_postgres(), table_name=table)
     try:
         await owner.create_schema()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {LIMIT}'))
-            await conn.execute(
-                text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}" TO "{role}"')
-            )
+        await on_the_server(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {LIMIT}')
+        await on_the_server(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}" TO "{role}"')
         url = make_url(require_postgres()).set(
             drivername=f"postgresql+{request.param}", username=role
         )
@@ -50,16 +45,11 @@ async def limited(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         async with owner.engine.begin() as conn:
             await conn.run_sync(owner.metadata.drop_all)
         await owner.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-                    " WHERE usename = :role"
-                ),
-                {"role": role},
-            )
-            await conn.execute(text(f'DROP ROLE "{role}"'))
-        await admin.dispose()
+        await on_the_server(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = :role",
+            role=role,
+        )
+        await on_the_server(f'DROP ROLE IF EXISTS "{role}"')
 
 
 class Monotonic:

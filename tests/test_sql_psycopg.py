@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.models import Cart
-from tests.sql_backends import require_postgres, unique_name
+from tests.sql_backends import on_the_server, require_postgres, unique_name
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.backends.sql import create_engine
 
@@ -75,20 +74,11 @@ async def test_connections_the_server_closed_while_idle_are_replaced_before_a_wr
     assert isinstance(saved, SetCookie)
     session = await store.load(saved.value)
     assert session is not None
-    admin = create_engine(require_postgres())
-    try:
-        async with admin.connect() as conn:
-            killed = (
-                await conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-                        " WHERE application_name = :name"
-                    ),
-                    {"name": name},
-                )
-            ).all()
-    finally:
-        await admin.dispose()
+    killed = await on_the_server(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+        " WHERE application_name = :name",
+        name=name,
+    )
     assert killed
     assert all(ok for (ok,) in killed)
     session.data.items.append(2)

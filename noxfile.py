@@ -169,6 +169,6 @@ def release(session: nox.Session) -> None:
 def production(session: nox.Session) -> None:
     """PostgreSQL as production runs it (tests/production): PgBouncer, a standby that takes
     over, restarts and running out of connections, under load. Runs as root: the servers
-    it starts run as the postgres user. psycopg is here only to measure its PgBouncer path."""
-    session.install("-e", ".[postgres,demo]", "--group", "test", "psycopg[binary]>=3.1")
+    it starts run as the postgres user."""
+    session.install("-e", ".[postgres,psycopg,demo]", "--group", "test")
     session.run("python", "-m", "pytest", "-m", "production", *session.posargs)

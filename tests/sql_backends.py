@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from typed_session_sql.backend import Backend
-from typed_session_sql.backends.sql import SqlBackend
+from typed_session_sql.backends.sql import SqlBackend, create_engine
 from typed_session_sql.backends.sql.driver_executor import statement_logger
 
 POSTGRES_URL = os.environ.get(
@@ -56,6 +56,18 @@ def require_postgres() -> str:
             pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_POSTGRES=1")
         pytest.skip(reason)
     return POSTGRES_URL
+
+
+async def on_the_server(sql: str, **params: Any) -> list[Any]:
+    """Run ``sql`` on the test server as its administrator (a connection of its own, in
+    autocommit); the rows it returns, if any."""
+    engine = create_engine(require_postgres())
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(text(sql), params)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,21 @@ def _factory(target: SqlTarget) -> BackendFactory:
 SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
     target.id: _factory(target) for target in SQL_TARGETS
 }
+
+
+def _psycopg_factory(execution: Execution) -> BackendFactory:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Backend]:
+        url = require_postgres().replace("+asyncpg://", "+psycopg://", 1)
+        async with SqlTarget("postgres", execution).open(url) as backend:
+            yield backend
+
+    return opened
+
+
+# psycopg 3 (the `psycopg` extra) on both executors: the contract suite runs on it too.
+for _execution in ("driver", "sqlalchemy"):
+    SQL_BACKEND_FACTORIES[f"postgres-psycopg-{_execution}"] = _psycopg_factory(_execution)
 
 
 @contextmanager

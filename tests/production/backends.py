@@ -1,21 +1,17 @@
 """How the production tests open a :class:`SqlBackend`: driver settings and executor.
 
 A :class:`Settings` is what an application would write in its configuration: a driver and
-the options it needs behind a given pooler. :func:`open_backend` picks the executor the
-test asks for: with ``execution=`` where :class:`SqlBackend` takes it, and until then by
-attaching a cursor listener, which sends every statement through SQLAlchemy.
+the URL options it needs behind a given pooler. :func:`open_backend` runs it on the
+executor the test asks for.
 """
 
 from __future__ import annotations
 
-import inspect
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
-
-from sqlalchemy import event
 
 from typed_session_sql.backends.sql import SqlBackend
 
@@ -30,7 +26,6 @@ class Settings:
     driver: Literal["asyncpg", "psycopg"] = "asyncpg"
     query: str = ""
     """Appended to the URL (``?key=value&...``)."""
-    connect_args: dict[str, Any] = field(default_factory=dict)
 
     def url(self, base: str) -> str:
         """``base`` (a ``postgresql+asyncpg://`` URL) for this driver, with the query."""
@@ -41,51 +36,38 @@ class Settings:
 
     @property
     def executions(self) -> tuple[Execution, ...]:
-        """The executors this driver has: psycopg only ever runs through SQLAlchemy."""
-        return ("driver", "sqlalchemy") if self.driver == "asyncpg" else ("sqlalchemy",)
+        """The executors: each driver has its own, and SQLAlchemy's."""
+        return ("driver", "sqlalchemy")
 
 
 ASYNCPG_DEFAULT = Settings("asyncpg")
 """asyncpg as it comes: named prepared statements, cached per connection."""
 
-ASYNCPG_UNNAMED = Settings(
-    "asyncpg-unnamed",
-    query="prepared_statement_cache_size=0",
-    connect_args={"statement_cache_size": 0},
-)
-"""asyncpg with no statement cache (asyncpg's and SQLAlchemy's): unnamed statements only.
-asyncpg then describes each statement before binding it (Parse/Describe/Flush, then
-Parse/Bind/Execute/Sync): no Sync in between, so PgBouncer keeps the same server
-connection for both halves, at two round trips per statement."""
+ASYNCPG_UNNAMED = Settings("asyncpg-unnamed", query="prepared_statements=false")
+"""asyncpg with the backend's documented setting: no statement cache (asyncpg's and
+SQLAlchemy's), unnamed statements only. asyncpg then describes each statement before
+binding it (Parse/Describe/Flush, then Parse/Bind/Execute/Sync): no Sync in between, so
+PgBouncer keeps the same server connection for both halves, at two round trips."""
 
-PSYCOPG_UNPREPARED = Settings(
-    "psycopg-unprepared", driver="psycopg", connect_args={"prepare_threshold": None}
-)
-"""psycopg 3 that never prepares: Parse/Bind/Describe/Execute/Sync in one round trip."""
+PSYCOPG_DEFAULT = Settings("psycopg", driver="psycopg")
+"""psycopg 3 as it comes: it prepares a statement (named ``_pg3_N``) on its 5th run."""
+
+PSYCOPG_UNNAMED = Settings("psycopg-unnamed", driver="psycopg", query="prepared_statements=false")
+"""psycopg 3 with the backend's documented setting (``prepare_threshold=None``): never
+prepares, Parse/Bind/Describe/Execute/Sync in one round trip."""
+
+SETTINGS = {s.name: s for s in (ASYNCPG_DEFAULT, ASYNCPG_UNNAMED, PSYCOPG_DEFAULT, PSYCOPG_UNNAMED)}
 
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(6)}"
 
 
-def _observe(*args: object) -> None:
-    """A cursor listener that does nothing: its presence sends statements via SQLAlchemy."""
-
-
 def open_backend(
     url: str, execution: Execution, settings: Settings = ASYNCPG_DEFAULT, **options: Any
 ) -> SqlBackend:
     """``SqlBackend.from_url`` for ``settings`` on ``url``, run by ``execution``."""
-    connect_args = {**settings.connect_args, **options.pop("connect_args", {})}
-    if connect_args:
-        options["connect_args"] = connect_args
-    if "execution" in inspect.signature(SqlBackend.from_url).parameters:
-        options["execution"] = execution
-        return SqlBackend.from_url(settings.url(url), **options)
-    backend = SqlBackend.from_url(settings.url(url), **options)
-    if execution == "sqlalchemy":
-        event.listen(backend.engine.sync_engine, "before_cursor_execute", _observe)
-    return backend
+    return SqlBackend.from_url(settings.url(url), execution=execution, **options)
 
 
 @asynccontextmanager

@@ -23,18 +23,10 @@ from typing import Any, cast
 import pytest
 
 from tests import sql_backends
-from tests.production.backends import (
-    ASYNCPG_DEFAULT,
-    ASYNCPG_UNNAMED,
-    PSYCOPG_UNPREPARED,
-    Execution,
-    Settings,
-    fresh_backend,
-)
+from tests.production.backends import SETTINGS, Execution, Settings, fresh_backend
 from typed_session_sql.backend import Backend
 
 TARGETS_ENV = "TYPED_SESSION_SQL_CONTRACT_TARGETS"
-SETTINGS = {s.name: s for s in (ASYNCPG_DEFAULT, ASYNCPG_UNNAMED, PSYCOPG_UNPREPARED)}
 
 
 def _factory(url: str, execution: Execution, settings: Settings) -> sql_backends.BackendFactory:

@@ -144,24 +144,26 @@ async def serving_app(
     config: dict[str, Any] = {"url": url, "table": table}
     if engine is not None:
         config["engine"] = engine
-    app = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "tests.production.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), APP_CONFIG_ENV: json.dumps(config)},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=(logs / "uvicorn.log").open("wb"),
-    )
+    # The child writes to its own copy of the log's descriptor: ours closes once it runs.
+    with (logs / "uvicorn.log").open("wb") as log:
+        app = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.production.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), APP_CONFIG_ENV: json.dumps(config)},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         await asyncio.to_thread(wait_for_port, port, until=time.monotonic() + 60)
         yield f"http://127.0.0.1:{port}"
@@ -198,18 +200,19 @@ async def running_load(
                 http = n >= processes
                 name = f"{'h' if http else 'p'}{n}"
                 config = {**base, "name": name, "http": base.get("http") if http else None}
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "tests.production.worker",
-                    json.dumps(config),
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=LINE_LIMIT,
-                    stderr=(logs / f"{name}.log").open("wb"),
-                )
+                with (logs / f"{name}.log").open("wb") as log:
+                    process = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "tests.production.worker",
+                        json.dumps(config),
+                        cwd=ROOT,
+                        env={**os.environ, "PYTHONPATH": str(ROOT)},
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        limit=LINE_LIMIT,
+                        stderr=log,
+                    )
                 worker = Worker(name, process)
                 worker.reader = asyncio.ensure_future(_read(worker))
                 workers.append(worker)

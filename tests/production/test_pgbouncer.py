@@ -1,16 +1,18 @@
 """PgBouncer (Debian's 1.18) in front of the test server, in session and transaction mode.
 
-What holds, tested here: the whole contract suite passes through PgBouncer on every
-executor; each store operation costs the round trips it costs direct (counted at the wire:
-PgBouncer's own ``SHOW STATS`` counts transactions and queries, and cannot see a Flush
-round trip); many concurrent writers through a small server pool lose nothing.
+What holds, tested here: the whole contract suite passes through PgBouncer on every driver
+and executor; each store operation costs the round trips it costs direct (counted at the
+wire: PgBouncer's own ``SHOW STATS`` counts transactions and queries, and cannot see a
+Flush round trip); many concurrent writers through a small server pool lose nothing; the
+purge lock holds through transaction pooling.
 
 What transaction mode needs on 1.18 (before PgBouncer 1.21 there is no
 ``max_prepared_statements``): no *named* prepared statement, since the next transaction
-may run on another server connection. asyncpg's statement cache names its statements, so
-the defaults fail under concurrency; with the caches off (``ASYNCPG_UNNAMED``) asyncpg
-describes each statement in one round trip and runs it in a second, both on one server
-connection; psycopg 3 with ``prepare_threshold=None`` sends the whole statement in one.
+may run on another server connection. Both drivers name their statements by default; the
+backend's setting ``prepared_statements=false`` in the URL turns that off. psycopg 3 then
+sends each statement in one round trip, as direct; asyncpg describes each statement in one
+round trip and runs it in a second, both on one server connection (asyncpg has no public
+way to run an unnamed statement in one). Without the setting, each failure names it.
 docs/production.md tells the same with the figures.
 """
 
@@ -31,13 +33,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
 from tests.production.backends import (
     ASYNCPG_DEFAULT,
     ASYNCPG_UNNAMED,
-    PSYCOPG_UNPREPARED,
+    PSYCOPG_DEFAULT,
+    PSYCOPG_UNNAMED,
     Execution,
     Settings,
     fresh_backend,
@@ -47,6 +50,7 @@ from tests.production.conftest import Report
 from tests.production.contract_plugin import TARGETS_ENV
 from tests.production.servers import PgBouncer, pgbouncer, require_module, require_tools
 from tests.production.wire import WireCounter, wire_counter
+from tests.purge_support import insert_rows, rows
 from tests.sql_backends import require_postgres
 from typed_session_sql import (
     ExpiryPolicy,
@@ -55,8 +59,9 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
+from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.backends.sql.maintenance import lock_key
-from typed_session_sql.backends.sql_engine import create_engine
+from typed_session_sql.purge import purge_pass
 
 pytestmark = pytest.mark.production
 
@@ -65,22 +70,10 @@ UPSTREAM = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 CONTRACT_TIMEOUT = 600.0  # seconds: a bound on a hung run, not a wait for time to pass
 
 TWO_ROUND_TRIPS = (
-    "asyncpg without a statement cache describes each statement before binding it: "
-    "Parse/Describe/Flush, then Parse/Bind/Execute/Sync, two round trips where the cached "
-    "named statement takes one; the executor needs a one-round-trip unnamed path (issue 11)"
-)
-ROWCOUNT_AFTER_CHECKIN = (
-    "the SQLAlchemy executor reads CursorResult.rowcount after its connection went back to "
-    "the pool (backends/sql.py _execute returns the result from outside `async with "
-    "engine.connect()`); SQLAlchemy reads an INSERT's rowcount lazily and psycopg resets a "
-    "closed cursor's to -1, so create() takes every fresh id for a taken one "
-    "(IdCollisionError); UPDATE and DELETE counts are read eagerly and work"
-)
-UNNAMED_SETTING_NOT_NAMED = (
-    "with asyncpg's defaults, transaction pooling before PgBouncer 1.21 runs a named "
-    "statement on a server connection that never prepared it (InvalidSQLStatementNameError); "
-    "the backend reports 'session store failed' without naming the setting that avoids it "
-    "(issue 11 item 1: the backend should find it or say so in its error)"
+    "asyncpg without named statements describes each statement before binding it: "
+    "Parse/Describe/Flush, then Parse/Bind/Execute/Sync, two round trips where a named "
+    "statement takes one; asyncpg has no public call that runs an unnamed statement in one "
+    "(psycopg does: the configuration docs/production.md recommends here)"
 )
 
 
@@ -93,8 +86,7 @@ def upstream_port() -> int:
 
 
 def requires(settings: Settings) -> None:
-    if settings.driver == "psycopg":
-        require_module("psycopg")
+    require_module(settings.driver)
 
 
 def the_cases(
@@ -120,13 +112,9 @@ def the_cases(
     ("mode", "settings"),
     [
         pytest.param("session", ASYNCPG_DEFAULT, id="session-asyncpg"),
+        pytest.param("session", PSYCOPG_DEFAULT, id="session-psycopg"),
         pytest.param("transaction", ASYNCPG_UNNAMED, id="transaction-asyncpg-unnamed"),
-        pytest.param(
-            "transaction",
-            PSYCOPG_UNPREPARED,
-            id="transaction-psycopg-unprepared",
-            marks=pytest.mark.xfail(strict=True, reason=ROWCOUNT_AFTER_CHECKIN),
-        ),
+        pytest.param("transaction", PSYCOPG_UNNAMED, id="transaction-psycopg-unnamed"),
     ],
 )
 def test_contract_suite_passes_through_pgbouncer(
@@ -252,17 +240,20 @@ async def round_trips_per_operation(
     ("mode", "settings", "execution"),
     the_cases(
         ("session", ASYNCPG_DEFAULT, None),
+        ("session", PSYCOPG_DEFAULT, None),
+        ("transaction", PSYCOPG_UNNAMED, None),
         ("transaction", ASYNCPG_UNNAMED, TWO_ROUND_TRIPS),
-        ("transaction", PSYCOPG_UNPREPARED, ROWCOUNT_AFTER_CHECKIN),
     ),
 )
 async def test_each_operation_costs_the_round_trips_it_costs_direct(
     upstream_port: int, mode: str, settings: Settings, execution: Execution, report: Report
 ) -> None:
+    """Direct means the same driver with its defaults, on the same executor."""
     requires(settings)
+    direct_settings = Settings(settings.driver, driver=settings.driver)
     with wire_counter(upstream_port) as wire:
         direct, _ = await round_trips_per_operation(
-            wire, UPSTREAM.replace("5432", str(wire.port)), execution, ASYNCPG_DEFAULT
+            wire, UPSTREAM.replace("5432", str(wire.port)), execution, direct_settings
         )
     with (
         pgbouncer(mode, upstream_port=upstream_port) as bouncer,
@@ -276,7 +267,7 @@ async def test_each_operation_costs_the_round_trips_it_costs_direct(
     queries = after["total_query_count"] - before["total_query_count"]
     report(
         f"pgbouncer {mode} {settings.name} {execution}: round trips per operation"
-        f" {_figures(through)} (direct asyncpg: {_figures(direct)});"
+        f" {_figures(through)} (direct {settings.driver}: {_figures(direct)});"
         f" ReadyForQuery per operation {_figures(ready)}; PgBouncer SHOW STATS counted"
         f" {queries} queries for the whole run"
     )
@@ -361,8 +352,9 @@ async def concurrent_increments(
     ("mode", "settings", "execution"),
     the_cases(
         ("session", ASYNCPG_DEFAULT, None),
+        ("session", PSYCOPG_DEFAULT, None),
         ("transaction", ASYNCPG_UNNAMED, None),
-        ("transaction", PSYCOPG_UNPREPARED, None),  # no create through it: see ROWCOUNT...
+        ("transaction", PSYCOPG_UNNAMED, None),
     ),
 )
 async def test_concurrent_writers_through_a_small_server_pool_lose_nothing(
@@ -388,92 +380,105 @@ async def test_concurrent_writers_through_a_small_server_pool_lose_nothing(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=UNNAMED_SETTING_NOT_NAMED)
-@pytest.mark.parametrize("execution", ["driver", "sqlalchemy"])
+@pytest.mark.parametrize(
+    ("settings", "execution"),
+    [
+        pytest.param(settings, execution, id=f"{settings.name}-{execution}")
+        for settings in (ASYNCPG_DEFAULT, PSYCOPG_DEFAULT)
+        for execution in settings.executions
+    ],
+)
 async def test_defaults_in_transaction_mode_work_or_name_the_setting(
-    upstream_port: int, execution: Execution, report: Report
+    upstream_port: int, settings: Settings, execution: Execution, report: Report
 ) -> None:
-    """asyncpg's defaults behind transaction pooling: either every write works, or each
+    """A driver's defaults behind transaction pooling: either every write works, or each
     failure says what to set. Nothing acknowledged is lost either way."""
+    requires(settings)
     with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
         acknowledged, failures, total, _ = await concurrent_increments(
-            bouncer, UPSTREAM, execution, ASYNCPG_DEFAULT
+            bouncer, UPSTREAM, execution, settings
         )
     causes = sorted({type(error.__cause__).__name__ for error in failures})
     report(
-        f"pgbouncer transaction asyncpg (defaults) {execution}: {WRITERS} concurrent"
-        f" increments: {acknowledged} acknowledged, {len(failures)} failed ({', '.join(causes)}),"
-        f" {total} stored"
+        f"pgbouncer transaction {settings.name} (defaults) {execution}: {WRITERS} concurrent"
+        f" increments: {acknowledged} acknowledged, {len(failures)} failed"
+        f" ({', '.join(causes) or 'none'}), {total} stored"
     )
     assert total >= acknowledged
-    unexplained = [str(error) for error in failures if "statement_cache_size" not in str(error)]
+    unexplained = [
+        str(error) for error in failures if "prepared_statements=false" not in str(error)
+    ]
     assert unexplained == []
 
 
 # -- the purge lock -------------------------------------------------------------------------
 
-PURGE_LOCK_LEAKS = (
-    "purge.pass_lock takes a session-level advisory lock (pg_try_advisory_lock) on a client "
-    "connection; under transaction pooling the lock stays on the server connection that ran "
-    "it, the unlock runs on whichever server connection comes next (returns false, which "
-    "pass_lock ignores), so the lock outlives the pass: later passes skip, or re-enter it "
-    "when they land on that server connection (no mutual exclusion either way)"
-)
+PASS_ROWS, PASS_BATCH = 30, 10
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=PURGE_LOCK_LEAKS)
-async def test_the_purge_lock_is_released_through_transaction_pooling(
-    upstream_port: int, report: Report
+@pytest.mark.parametrize("settings", [ASYNCPG_UNNAMED, PSYCOPG_UNNAMED], ids=lambda s: s.name)
+async def test_the_purge_lock_holds_for_a_pass_through_transaction_pooling(
+    upstream_port: int, settings: Settings, report: Report
 ) -> None:
-    with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
-        async with fresh_backend(bouncer.url(), "driver", ASYNCPG_UNNAMED, pool_size=2) as backend:
+    """A purge pass through transaction pooling, with every other server connection busy
+    midway: meanwhile the server holds the lock once and another instance cannot take it;
+    afterwards no lock is left and the other instance takes it.
+
+    (A session-level lock would be taken on one server connection and released on
+    whichever the unlock lands on: with the lock's server connection lent to another client
+    then, the unlock misses it and the lock outlives the pass.)
+    """
+    requires(settings)
+    clock = FakeClock()
+    with pgbouncer("transaction", upstream_port=upstream_port, pool_size=3) as bouncer:
+        url = bouncer.url()
+        async with fresh_backend(url, "driver", settings, pool_size=2) as backend:
+            await insert_rows(backend, rows(clock.now, expired=PASS_ROWS))
             key = lock_key(str(backend.table.fullname))
-            pinner = create_engine(
-                ASYNCPG_UNNAMED.url(bouncer.url()),
-                isolation_level="READ COMMITTED",
-                connect_args=ASYNCPG_UNNAMED.connect_args,
-            )
+            other = open_backend(url, "driver", settings, table_name=backend.table.name)
+            pinner = create_engine(settings.url(url), isolation_level="READ COMMITTED")
+            pinned: list[AsyncConnection] = []
+            midway: dict[str, Any] = {}
+
+            async def between_batches(seconds: float) -> None:
+                if midway:
+                    return
+                async with other.purge_lock() as taken:
+                    midway["other instance took it"] = taken
+                # Whatever server connection is free now goes to another client, in a
+                # transaction, until the pass has ended.
+                conn = await pinner.connect()
+                await conn.execute(text("SELECT pg_backend_pid()"))
+                pinned.append(conn)
+                midway["locks"] = len(await advisory_locks(key))
+
             try:
-                async with backend.purge_lock() as taken:
-                    assert taken
-                    # What load does at random, made certain: the server connection that
-                    # holds the lock is busy (a transaction pins it to another client) when
-                    # the unlock comes, so the unlock runs on the other one.
-                    (holder,) = await advisory_locks(key)
-                    pinned = await pin_server_connection(pinner, holder[0])
+                result = await purge_pass(
+                    backend, clock(), PASS_BATCH, pause=1.0, sleep=between_batches
+                )
                 held = await advisory_locks(key)
-                await pinned.rollback()
-                await pinned.close()
-            finally:
-                await pinner.dispose()
-            other = open_backend(
-                bouncer.url(), "driver", ASYNCPG_UNNAMED, table_name=backend.table.name
-            )
-            try:
-                async with other.purge_lock() as taken_again:
+                for conn in pinned:
+                    await conn.rollback()
+                    await conn.close()
+                async with other.purge_lock() as taken_after:
                     pass
             finally:
+                await pinner.dispose()
                 await other.dispose()
     report(
-        f"pgbouncer transaction purge lock: after the pass {len(held)} advisory lock(s) still"
-        f" held on the server; another instance {'took' if taken_again else 'could not take'} it"
+        f"pgbouncer transaction purge lock ({settings.name}): a pass of {result.batches}"
+        f" batches removed {result.removed} rows; midway the server held"
+        f" {midway['locks']} lock(s) and another instance"
+        f" {'took' if midway['other instance took it'] else 'could not take'} it;"
+        f" after the pass {len(held)} lock(s) left, another instance"
+        f" {'took' if taken_after else 'could not take'} it"
     )
+    assert not result.skipped
+    assert result.removed == PASS_ROWS
+    assert midway == {"other instance took it": False, "locks": 1}
     assert held == []
-    assert taken_again
-
-
-async def pin_server_connection(engine: AsyncEngine, pid: int) -> AsyncConnection:
-    """A client connection through PgBouncer in an open transaction on the server
-    connection (backend) ``pid``: PgBouncer lends that one to no one else meanwhile."""
-    for _ in range(20):
-        conn = await engine.connect()
-        got = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
-        if got == pid:
-            return conn
-        await conn.rollback()  # the other server connection: give it back, try again
-        await conn.close()
-    raise AssertionError(f"PgBouncer never lent server connection {pid}")
+    assert taken_after
 
 
 async def advisory_locks(key: int) -> list[Any]:

@@ -67,8 +67,8 @@ class SqlBackend:
             for an engine of the backend's own.
         table_name: the table's name.
         schema: the schema (PostgreSQL) the table lives in; None for the default.
-        execution: what runs the statements: ``"driver"`` (straight on asyncpg or
-            aiosqlite: the fast way), ``"sqlalchemy"`` (SQLAlchemy's execution: events,
+        execution: what runs the statements: ``"driver"`` (straight on asyncpg, psycopg
+            or aiosqlite: the fast way), ``"sqlalchemy"`` (SQLAlchemy's execution: events,
             echo, logging and execution options apply), or ``"auto"``: the driver where
             there is one and nothing on the engine expects SQLAlchemy's execution (echo,
             statement logging, a statement-event listener). Chosen once, here; shown by
@@ -124,7 +124,9 @@ class SqlBackend:
 
         Without ``url``, the ``TYPED_SESSION_SQL_URL`` environment variable, else a SQLite
         file ``./sessions.db``. ``engine_options`` (``pool_size``, ``connect_args``, ...) go
-        to :func:`~typed_session_sql.backends.sql.create_engine`.
+        to :func:`~typed_session_sql.backends.sql.create_engine`, which also reads
+        ``?prepared_statements=false`` in the URL (behind PgBouncer before 1.21 in
+        transaction mode).
 
         With driver execution the backend holds ``held_connections`` of the pool's
         connections for its statements (by default ``pool_size``, one less when

@@ -32,6 +32,11 @@ __all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
 
 _BORN = "typed_session_sql.connected_at"
 
+# After the server refused a connection while others of ours were in use ("too many
+# clients"), statements wait for those instead of asking for more: once this many seconds
+# have passed, one may ask again.
+_ASK_AGAIN_AFTER = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class HeldConnections:
@@ -131,7 +136,13 @@ class PerStatement:
 
 class Holder:
     """Up to ``config.count`` connections taken from the engine's pool and kept checked out
-    for the backend's own statements; the most recently used first."""
+    for the backend's own statements; the most recently used first.
+
+    Where the server refuses another connection while some of the held ones are in use (it
+    is full), the statement waits for one of those, as long as ``config.timeout``, instead
+    of failing; and until ``_ASK_AGAIN_AFTER`` has passed, statements share the connections
+    there are rather than ask for more.
+    """
 
     def __init__(
         self, engine: AsyncEngine, config: HeldConnections, driver: DriverConnections
@@ -141,6 +152,8 @@ class Holder:
         self._engine = engine
         self._driver = driver
         self._in_use = 0  # slots taken, of `held`
+        self._opening = 0  # connections being opened
+        self._refused_at = -_ASK_AGAIN_AFTER  # when the server last refused one more
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._idle: list[PoolProxiedConnection] = []
         self._busy: set[PoolProxiedConnection] = set()
@@ -151,24 +164,69 @@ class Holder:
         event.listen(sync_engine, "connect", _stamp_birth)
 
     async def acquire(self) -> PoolProxiedConnection:
-        if self._in_use < self.held:
+        deadline = monotonic() + self.config.timeout
+        if self._in_use < self._slots():
             self._in_use += 1
         else:
-            await self._wait_for_a_slot()
-        try:
-            while True:
-                pooled = self._take_idle()
-                if pooled is None:
-                    pooled = await _open_from_pool(self._engine, self._driver)
-                    pooled.info.setdefault(_BORN, monotonic())
-                    break
+            await self._wait_for_a_slot(self.config.timeout)
+        while True:
+            try:
+                pooled = await self._connection()
+            except _Full as full:
+                # Wait for a connection in use, having given up the slot to no one.
+                self._in_use -= 1
+                try:
+                    await self._wait_for_a_slot(max(0.0, deadline - monotonic()))
+                except TimeoutError:
+                    if full.refusal is None:
+                        raise
+                    raise full.refusal from None
+                continue
+            except BaseException:
+                self._free_a_slot()
+                raise
+            self._busy.add(pooled)
+            return pooled
+
+    async def _connection(self) -> PoolProxiedConnection:
+        """An idle connection fit for use, else a new one. Raises :class:`_Full` rather than
+        ask for one the server would refuse while others of ours are in use."""
+        while True:
+            pooled = self._take_idle()
+            if pooled is not None:
                 if not self.config.pre_ping or await self._answers(pooled):
-                    break
-        except BaseException:
-            self._free_a_slot()
-            raise
-        self._busy.add(pooled)
-        return pooled
+                    return pooled
+                continue
+            if (self._busy or self._opening) and self._refused_lately():
+                raise _Full(None)
+            self._opening += 1
+            asked = monotonic()
+            try:
+                pooled = await _open_from_pool(self._engine, self._driver)
+            except Exception as error:
+                self._refused_at = monotonic()
+                if self._idle:
+                    continue  # one came back meanwhile
+                if self._busy or self._opening > 1:  # others have, or may get, one
+                    raise _Full(error) from error
+                raise
+            finally:
+                self._opening -= 1
+            if asked > self._refused_at:
+                self._refused_at = -_ASK_AGAIN_AFTER  # asked since the refusal: there is room
+            pooled.info.setdefault(_BORN, monotonic())
+            return pooled
+
+    def _refused_lately(self) -> bool:
+        return monotonic() - self._refused_at < _ASK_AGAIN_AFTER
+
+    def _slots(self) -> int:
+        """How many statements may hold a connection at once now: after a refusal, as many
+        as there are connections (none: the server is down, not full, and each may try)."""
+        there = len(self._busy) + len(self._idle) + self._opening
+        if there and self._refused_lately():
+            return min(self.held, there)
+        return self.held
 
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         self._busy.discard(pooled)
@@ -216,11 +274,11 @@ class Holder:
             return False
         return True
 
-    async def _wait_for_a_slot(self) -> None:
+    async def _wait_for_a_slot(self, within: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(within):
                 await waiter
         except BaseException as error:
             if waiter.done() and not waiter.cancelled():
@@ -234,7 +292,7 @@ class Holder:
             raise
 
     def _free_a_slot(self) -> None:
-        while self._waiters:
+        while self._waiters and self._in_use <= self._slots():
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot goes to the first in line
@@ -248,6 +306,15 @@ class Holder:
         for pooled in idle:
             _discard(self._driver, pooled)
         self._stale |= self._busy
+
+
+class _Full(Exception):
+    """The server refused a new connection (``refusal``), or lately did (None), while
+    others of ours are in use."""
+
+    def __init__(self, refusal: Exception | None) -> None:
+        super().__init__("full")
+        self.refusal = refusal
 
 
 # A connection the backend closes itself is then detached from its pool: the pool forgets

@@ -11,13 +11,13 @@ import os
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import URL, Engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from typed_session_sql.urls import async_url
 
-__all__ = ["DEFAULT_URL", "URL_ENV", "create_engine"]
+__all__ = ["DEFAULT_URL", "PREPARED_STATEMENTS", "URL_ENV", "create_engine"]
 
 URL_ENV = "TYPED_SESSION_SQL_URL"
 DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
@@ -30,6 +30,20 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
 )
+
+PREPARED_STATEMENTS = "prepared_statements"
+"""The URL query parameter that, set to ``false``, keeps every driver from naming a
+statement: what a pooler in transaction mode needs when it does not track prepared
+statements (PgBouncer before 1.21, or with ``max_prepared_statements = 0``). The engine
+never passes it on to the driver."""
+
+# What each driver is told, with prepared_statements=false, so that it never names a
+# statement (a named one may be run later on a server connection that never saw it).
+_UNNAMED_STATEMENTS: dict[str, dict[str, Any]] = {
+    "asyncpg": {"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+    "psycopg": {"prepare_threshold": None},
+}
+_FALSE, _TRUE = ("false", "off", "no", "0"), ("true", "on", "yes", "1")
 
 # Engines create_engine made: their connections are in autocommit from the moment they
 # connect, which the SQLite driver executor needs.
@@ -45,6 +59,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     A SQLite file the engine creates is readable by its owner only (0600, and so are its
     ``-wal`` and ``-shm`` files, which SQLite creates with the file's mode). Extra
     ``kwargs`` go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+
+    ``?prepared_statements=false`` in the URL (see :data:`PREPARED_STATEMENTS`) turns off
+    the driver's statement naming: asyncpg's and SQLAlchemy's statement caches, psycopg's
+    ``prepare_threshold``. ``connect_args`` given here win over it.
     """
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
@@ -58,13 +76,29 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # the connection really is in autocommit.
         options["skip_autocommit_rollback"] = True
     options.update(kwargs)
-    engine = create_async_engine(async_url(url), **options)
+    parsed, named = _statement_naming(make_url(async_url(url)))
+    if not named:
+        unnamed = _UNNAMED_STATEMENTS.get(parsed.get_driver_name(), {})
+        options["connect_args"] = {**unnamed, **options.get("connect_args", {})}
+    engine = create_async_engine(parsed, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "do_connect", _create_sqlite_file_private)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if options["isolation_level"] == "AUTOCOMMIT":
         _MADE_HERE.add(engine.sync_engine)
     return engine
+
+
+def _statement_naming(url: URL) -> tuple[URL, bool]:
+    """``url`` without :data:`PREPARED_STATEMENTS`, and whether it lets drivers name
+    statements (the default)."""
+    value = url.query.get(PREPARED_STATEMENTS)
+    if value is None:
+        return url, True
+    setting = value if isinstance(value, str) else value[-1]
+    if setting.lower() not in _FALSE + _TRUE:
+        raise ValueError(f"{PREPARED_STATEMENTS} in the URL must be true or false, not {setting!r}")
+    return url.difference_update_query([PREPARED_STATEMENTS]), setting.lower() in _TRUE
 
 
 def autocommit_on_connect(engine: AsyncEngine) -> bool:

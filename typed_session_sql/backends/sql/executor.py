@@ -8,8 +8,8 @@ for all executors. There are two:
   dialect. Engine events (``before_cursor_execute`` and the rest), ``echo`` and the
   ``sqlalchemy.engine`` loggers, and execution options all apply.
 - :class:`~.driver_executor.DriverExecutor`: the precompiled SQL straight on the driver's
-  connection (asyncpg, aiosqlite), past SQLAlchemy's per-statement machinery, which costs
-  about as much as the database round trip itself. Statements are logged at DEBUG on the
+  connection (asyncpg, psycopg, aiosqlite), past SQLAlchemy's per-statement machinery,
+  which costs about as much as the database round trip itself. Statements are logged at DEBUG on the
   ``typed_session_sql.sql`` logger and seen by driver-level tracing (OpenTelemetry's
   asyncpg instrumentation).
 
@@ -30,6 +30,7 @@ from typed_session_sql.backends.sql.aiosqlite_driver import AiosqliteDriver
 from typed_session_sql.backends.sql.asyncpg_driver import AsyncpgDriver
 from typed_session_sql.backends.sql.driver_executor import Driver
 from typed_session_sql.backends.sql.engine import autocommit_on_connect
+from typed_session_sql.backends.sql.psycopg_driver import PsycopgDriver
 from typed_session_sql.backends.sql.statements import Prepared
 
 __all__ = ["DRIVERS", "Execution", "Executor", "choose"]
@@ -42,6 +43,7 @@ Execution = Literal["auto", "driver", "sqlalchemy"]
 DRIVERS: Mapping[str, Callable[[], Driver]] = {
     "asyncpg": AsyncpgDriver,
     "aiosqlite": AiosqliteDriver,
+    "psycopg": PsycopgDriver,
 }
 
 # The engine events that fire around a statement SQLAlchemy runs: a listener on any of them
@@ -105,6 +107,9 @@ def _unsupported(engine: AsyncEngine) -> str:
     if driver == "aiosqlite" and not autocommit_on_connect(engine):
         # sqlite3 would open a transaction before each write and leave it open.
         return "the SQLite engine's connections are not in autocommit (use create_engine)"
+    if driver == "psycopg" and not autocommit_on_connect(engine):
+        # psycopg would begin a transaction before the first statement and leave it open.
+        return "the psycopg engine's connections are not in autocommit (use create_engine)"
     return ""
 
 

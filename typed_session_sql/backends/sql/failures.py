@@ -45,6 +45,11 @@ class Failure(enum.Enum):
     """The connection was already closed: the statement never reached the database."""
     UNAVAILABLE = "unavailable"
     """No connection could be had: refused, timed out, unknown host or login."""
+    STATEMENT_NAME = "statement_name"
+    """A named prepared statement is missing on the server connection (SQLSTATE 26000), its
+    name is taken there (42P05), or the statement of that name takes other arguments
+    (08P01: another client's). A pooler in transaction mode that does not track prepared
+    statements moved the client to another server connection."""
     OTHER = "other"
 
 
@@ -69,6 +74,8 @@ def classify(error: BaseException) -> Failure:
             return Failure.TABLE_MISSING
         if sqlstate == "40001":
             return Failure.SERIALIZATION
+        if sqlstate in ("26000", "42P05", "08P01"):
+            return Failure.STATEMENT_NAME
         return Failure.OTHER
     cause = error
     while not isinstance(cause, sqlite3.Error) and cause.__cause__ is not None:
@@ -135,6 +142,13 @@ def store_error(failed: StatementFailed, table: str) -> SessionError:
         )
     if failure is Failure.UNAVAILABLE:
         return StoreUnavailableError(f"session store unavailable: {describe_error(cause)}")
+    if failure is Failure.STATEMENT_NAME:
+        return StoreUnavailableError(
+            f"session store failed: {describe_error(cause)}; behind a pooler in transaction "
+            "mode (PgBouncer before 1.21) add prepared_statements=false to the database URL "
+            "(on an engine of your own: asyncpg statement_cache_size=0 and SQLAlchemy's "
+            "prepared_statement_cache_size=0, or psycopg prepare_threshold=None)"
+        )
     return StoreUnavailableError(f"session store failed: {describe_error(cause)}")
 
 

@@ -35,11 +35,14 @@ def lock_key(table_name: str) -> int:
 async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
     """Hold the cross-instance purge lock for ``table``; yield whether it was taken.
 
-    On PostgreSQL: ``pg_try_advisory_lock`` on a dedicated autocommit connection, so the
-    lock lives exactly as long as the pass (a crashed purger's lock dies with its
-    connection) and no transaction stays open meanwhile. Elsewhere (SQLite, whose writers
-    its file lock serialises): always yields True. Needs a session-pooling connection path:
-    behind PgBouncer in transaction mode a session-level advisory lock is not reliable.
+    On PostgreSQL: ``pg_try_advisory_xact_lock`` in a transaction of its own, on a
+    dedicated connection, held open for the pass and rolled back after it, which releases
+    the lock (a crashed purger's lock dies with its connection). A transaction, not a
+    session-level lock: behind a pooler in transaction mode (PgBouncer) the open transaction
+    keeps the client on one server connection, where a session-level lock would be taken on
+    one server connection and released on another. It holds no snapshot meanwhile, so it
+    keeps no purged row from VACUUM. Elsewhere (SQLite, whose writers its file lock
+    serialises): always yields True.
     """
     if engine.dialect.name != "postgresql":
         yield True
@@ -51,30 +54,32 @@ async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
         raise StoreUnavailableError(
             f"could not take the purge lock: {describe_error(error)}"
         ) from error
-    got = released = False
+    released = False
     try:
         try:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            lock = text("SELECT pg_try_advisory_lock(:k)")
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            await conn.begin()
+            lock = text("SELECT pg_try_advisory_xact_lock(:k)")
             got = bool((await conn.execute(lock, {"k": key})).scalar())
+            # The server keeps a query's portal, and its snapshot, until the next statement:
+            # one that takes no snapshot (SAVEPOINT) lets VACUUM clean up during the pass.
+            await conn.begin_nested()
         except Exception as error:
             raise StoreUnavailableError(
                 f"could not take the purge lock: {describe_error(error)}"
             ) from error
-        released = not got
         yield got
     finally:
         with anyio.CancelScope(shield=True):
-            if got:
-                with anyio.move_on_after(10):
-                    try:
-                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                        released = True
-                    except Exception:
-                        _log.debug("could not release the purge lock", exc_info=True)
+            with anyio.move_on_after(10):
+                try:
+                    await conn.rollback()  # ends the transaction: the lock goes with it
+                    released = True
+                except Exception:
+                    _log.debug("could not release the purge lock", exc_info=True)
             if not released:
                 # Never hand a connection that may hold the lock back to the pool (a failure
-                # or a cancellation while taking it, or an unlock that failed): closing it
+                # or a cancellation while taking it, or a rollback that failed): closing it
                 # ends its database session, which releases the lock.
                 await conn.invalidate()
             await conn.close()

@@ -23,6 +23,11 @@ from typed_session_sql.backends.sql.statements import Prepared
 
 __all__ = ["SqlAlchemyExecutor"]
 
+# SQLAlchemy reads an INSERT's rowcount from the cursor when asked, and the cursor of a
+# statement that returns no rows is closed as soon as it ran: psycopg's closed cursor then
+# says -1, so every create would look like a taken id. Kept at execution, it is the count.
+_COUNTED = {"preserve_rowcount": True}
+
 
 class SqlAlchemyExecutor:
     """Runs statements through ``engine`` (switched to autocommit if it is not)."""
@@ -49,8 +54,10 @@ class SqlAlchemyExecutor:
         except (SQLAlchemyError, OSError) as error:  # refused, pool timeout, DNS, ...
             raise StatementFailed(Failure.UNAVAILABLE) from error
         try:
-            result = await conn.execute(statement.clause, dict(params))
-            return result.all() if statement.returns_rows else result.rowcount
+            if statement.returns_rows:
+                return (await conn.execute(statement.clause, dict(params))).all()
+            result = await conn.execute(statement.clause, dict(params), execution_options=_COUNTED)
+            return result.rowcount
         except DBAPIError as error:
             # The driver's own error as the cause, not SQLAlchemy's wrapper: on an engine that
             # does not hide parameters, the wrapper's text lists them.

@@ -116,9 +116,15 @@ def build_statements(
     def arg(name: str, column: ColumnElement[Any]) -> Any:
         return bindparam(name, type_=column.type)
 
+    # A driver executor passes arguments by position: a dialect that names its parameters
+    # (psycopg's pyformat) is compiled by its own class in its positional style, which its
+    # constructor takes as create_engine's `paramstyle` does.
+    dialect_class: Any = type(dialect)
+    positional = dialect if dialect.positional else dialect_class(paramstyle="format")
+
     def prepare(name: str, clause: Any, columns: Sequence[ColumnElement[Any]] = ()) -> Prepared:
         compiled = clause.compile(
-            dialect=dialect,
+            dialect=positional,
             schema_translate_map=schema_translate_map,
             render_schema_translate=bool(schema_translate_map),
         )

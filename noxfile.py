@@ -103,9 +103,10 @@ def bench(session: nox.Session) -> None:
     """The published benchmarks into benchmarks/results/ (~12 min); `-- --quick` in seconds.
 
     Type-checks the harness first, then runs benchmarks/run.py on a PostgreSQL server of its
-    own, the shared Redis and a temporary SQLite file.
+    own, the shared Redis, a temporary SQLite file and a table of its own on the machine's
+    MariaDB server.
     """
-    session.install("-e", ".[postgres,demo]", *BENCH_REQUIREMENTS)
+    session.install("-e", ".[postgres,mysql,demo]", *BENCH_REQUIREMENTS)
     session.run("mypy", *(f"benchmarks/{name}.py" for name in BENCH_HARNESS))
     session.run("python", "benchmarks/run.py", "--require-all", *session.posargs)
 

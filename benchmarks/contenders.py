@@ -1,4 +1,4 @@
-"""What is measured: the store and the raw drivers, on PostgreSQL and SQLite.
+"""What is measured: the store and the raw drivers, on PostgreSQL, SQLite and MariaDB.
 
 Every contender does the same two operations on sessions seeded beforehand:
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiosqlite
+import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -88,6 +89,10 @@ class Endpoints:
     redis_port: int
     sqlite_path: Path
     counted: bool = False
+    mariadb_host: str = ""  # "": no MariaDB server in this run
+    mariadb_port: int = 3306
+    mariadb_user: str = "root"
+    mariadb_database: str = "test"
 
     def pg_url(self, driver: str = "asyncpg") -> str:
         return (
@@ -102,6 +107,24 @@ class Endpoints:
     def sqlite_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.sqlite_path}"
 
+    @property
+    def mariadb_url(self) -> str:
+        return (
+            f"mysql+asyncmy://{self.mariadb_user}@{self.mariadb_host}:{self.mariadb_port}"
+            f"/{self.mariadb_database}"
+        )
+
+    @property
+    def mariadb_params(self) -> dict[str, Any]:
+        """asyncmy's connect() arguments, in autocommit as the store runs."""
+        return {
+            "host": self.mariadb_host,
+            "port": self.mariadb_port,
+            "user": self.mariadb_user,
+            "database": self.mariadb_database,
+            "autocommit": True,
+        }
+
 
 @dataclass
 class Shared:
@@ -112,6 +135,7 @@ class Shared:
     sessions: int
     keys: dict[str, list[str]] = field(default_factory=dict)
     redis_prefix: str = ""
+    mariadb_table: str = ""  # on the shared MariaDB server: a name of the run's own
 
 
 class Contender(abc.ABC):
@@ -119,7 +143,7 @@ class Contender(abc.ABC):
 
     key: ClassVar[str]  # stable id in results.json
     label: ClassVar[str]  # what the tables call it
-    server: ClassVar[str] = "postgres"  # "postgres", "sqlite" or "redis"
+    server: ClassVar[str] = "postgres"  # "postgres", "sqlite", "mariadb" or "redis"
     threaded: ClassVar[bool] = False  # load/modify are blocking, run in threads
     pool: ThreadPoolExecutor | None = None
     keys: int = 0  # how many sessions its load/modify cycle through
@@ -393,3 +417,119 @@ async def _store_pragmas(at: Endpoints, table: str) -> list[str]:
     finally:
         await backend.dispose()
     return [f"PRAGMA busy_timeout = {int(timeout)}", f"PRAGMA synchronous = {int(synchronous)}"]
+
+
+class StoreMariadb(_Store):
+    """The store on MariaDB; its engine runs statements prepared (asyncmy's cache)."""
+
+    key = "store-mariadb"
+    label = "typed-session-sql on MariaDB (`SqlBackend.from_url`)"
+    server = "mariadb"
+    seeds = "store-mariadb"
+    execution: ClassVar[str] = "auto"  # the driver executor, asyncmy
+
+    def make_backend(self, at: Endpoints, shared: Shared) -> SqlBackend:
+        return SqlBackend.from_url(
+            at.mariadb_url,
+            table_name=shared.mariadb_table,
+            pool_size=CONCURRENCY_MAX,
+            execution=self.execution,  # type: ignore[arg-type]
+        )
+
+    async def seed(self, shared: Shared) -> None:
+        await self.backend.create_schema()
+        self.cookies[:] = await save_concurrently(self.store, shared.sessions)
+
+
+class StoreMariadbSqlAlchemy(StoreMariadb):
+    """The same sessions through SQLAlchemy's execution: what the driver executor saves."""
+
+    key = "store-mariadb-sqlalchemy"
+    label = "typed-session-sql on MariaDB, SQLAlchemy's executor"
+    execution = "sqlalchemy"
+
+    async def seed(self, shared: Shared) -> None:
+        return None  # StoreMariadb's sessions
+
+
+class _RawAsyncmy(Contender):
+    """The floor on MariaDB: asyncmy running the store's two statements on hashed ids."""
+
+    server = "mariadb"
+    hashes: list[bytes]
+    select_sql: str
+    update_sql: str
+
+    async def open(self, at: Endpoints, shared: Shared) -> None:
+        t = shared.mariadb_table
+        self.select_sql, self.update_sql = floor_statements(t, lambda n: "%s")
+        await self.connect(at.mariadb_params)
+        rows = await self.run(0, f"SELECT id_hash FROM {t} ORDER BY id_hash", None)
+        self.hashes = [row[0] for row in rows][: shared.sessions]
+        self.keys = len(self.hashes)
+
+    @abc.abstractmethod
+    async def connect(self, params: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def run(self, w: int, sql: str, args: tuple[Any, ...] | None) -> Any:
+        """Run ``sql`` for worker ``w``: a query's rows, or a write's row count."""
+
+    async def load(self, w: int, k: int) -> None:
+        rows = await self.run(w, self.select_sql, (self.hashes[k],))
+        assert len(rows) == 1
+
+    async def modify(self, w: int, k: int) -> None:
+        h = self.hashes[k]
+        (row,) = await self.run(w, self.select_sql, (h,))
+        assert await self.run(w, self.update_sql, (row[0], row[3], h, row[1])) == 1
+
+
+async def _on(conn: Any, sql: str, args: tuple[Any, ...] | None) -> Any:
+    """One statement on an asyncmy connection, as the text protocol runs it."""
+    cursor = conn.cursor()
+    count = await cursor.execute(sql, args)
+    return await cursor.fetchall() if sql.startswith("SELECT") else count
+
+
+class AsyncmyPool(_RawAsyncmy):
+    key = "asyncmy-pool"
+    label = "raw asyncmy, its pool"
+
+    async def connect(self, params: dict[str, Any]) -> None:
+        self.pool_ = await asyncmy.create_pool(
+            minsize=CONCURRENCY_MAX, maxsize=CONCURRENCY_MAX, **params
+        )
+
+    async def run(self, w: int, sql: str, args: tuple[Any, ...] | None) -> Any:
+        async with self.pool_.acquire() as conn:
+            return await _on(conn, sql, args)
+
+    async def close(self) -> None:
+        self.pool_.close()
+        await self.pool_.wait_closed()
+
+
+class AsyncmyConnections(_RawAsyncmy):
+    key = "asyncmy-conn"
+    label = "raw asyncmy, a connection per worker"
+
+    async def connect(self, params: dict[str, Any]) -> None:
+        self.conns = [await asyncmy.connect(**params) for _ in range(CONCURRENCY_MAX)]
+
+    async def run(self, w: int, sql: str, args: tuple[Any, ...] | None) -> Any:
+        return await _on(self.conns[w], sql, args)
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            await conn.ensure_closed()
+
+
+class AsyncmyPrepared(AsyncmyConnections):
+    """The same with asyncmy's prepared-statement cache, as the store's engine runs it."""
+
+    key = "asyncmy-prepared"
+    label = "raw asyncmy, a connection per worker, prepared statements"
+
+    async def connect(self, params: dict[str, Any]) -> None:
+        await super().connect({**params, "stmt_cache_size": 32})

@@ -1,10 +1,10 @@
 """Part 1: load and load+save, the store against the raw drivers and the peers.
 
 For each operation and concurrency, every contender of a group (PostgreSQL and Redis
-together; SQLite apart) runs ``rounds`` times for ``seconds``, the order rotating each round,
-so drift on a shared machine shows up as spread instead of as a difference between
-contenders. Before timing, a counting pass runs each operation through the wire counters
-(``wire.py``) on a second instance of each contender.
+together; SQLite apart; MariaDB apart) runs ``rounds`` times for ``seconds``, the order
+rotating each round, so drift on a shared machine shows up as spread instead of as a
+difference between contenders. Before timing, a counting pass runs each operation through
+the wire counters (``wire.py``) on a second instance of each contender.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ from typing import Any
 
 from contenders import (
     AiosqliteConnections,
+    AsyncmyConnections,
+    AsyncmyPool,
+    AsyncmyPrepared,
     AsyncpgConnections,
     AsyncpgPool,
     Contender,
     Endpoints,
     Shared,
     StoreAppEngine,
+    StoreMariadb,
+    StoreMariadbSqlAlchemy,
     StoreOwnEngine,
     StoreSqlite,
 )
@@ -32,7 +37,19 @@ from wire import CountingProxy, StatementCounter
 
 OPERATIONS = ("load", "load+save")
 CONCURRENCY = (1, 16)
-FLOORS = {"postgres": "asyncpg-pool", "sqlite": "aiosqlite"}
+FLOORS = {"postgres": "asyncpg-pool", "sqlite": "aiosqlite", "mariadb": "asyncmy-pool"}
+MARIADB: list[type[Contender]] = [
+    StoreMariadb,
+    StoreMariadbSqlAlchemy,
+    AsyncmyPool,
+    AsyncmyConnections,
+    AsyncmyPrepared,
+]
+
+
+def group(server: str) -> str:
+    """The group a contender on ``server`` is timed in: Redis goes with PostgreSQL."""
+    return server if server in FLOORS else "postgres"
 
 
 @dataclass
@@ -138,6 +155,7 @@ async def run(
         *peers,
         StoreSqlite,
         AiosqliteConnections,
+        *(MARIADB if direct.mariadb_host else []),
     ]
     timed: list[Contender] = []
     try:
@@ -162,9 +180,10 @@ async def run(
             log(f"  counted {twin.key}: {wire[twin.key]}")
 
         results: dict[str, Any] = {}
-        for server in ("postgres", "sqlite"):
-            group = [c for c in timed if (c.server == "sqlite") == (server == "sqlite")]
-            results[server] = await _alternate(group, settings, FLOORS[server], log)
+        for name, floor in FLOORS.items():
+            members = [c for c in timed if group(c.server) == name]
+            if members:
+                results[name] = await _alternate(members, settings, floor, log)
         return {
             "contenders": {
                 c.key: {"label": c.label, "server": c.server, "wire": wire[c.key]} for c in timed

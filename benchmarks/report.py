@@ -27,19 +27,25 @@ APPS = {
 PLOTS = ("operations.png", "web.png", "growth.png")
 ORDER = (
     "store", "store-app-engine", "asyncpg-pool", "asyncpg-conn", "django", "flask-session",
-    "advanced-alchemy", "starsessions-redis", "store-sqlite", "aiosqlite",
+    "advanced-alchemy", "starsessions-redis", "store-sqlite", "aiosqlite", "store-mariadb",
+    "store-mariadb-sqlalchemy", "asyncmy-pool", "asyncmy-conn", "asyncmy-prepared",
 )  # fmt: skip
+GROUPS = ("sqlite", "mariadb")  # timed apart; every other server is timed with PostgreSQL
 
 
 def _contenders(ops: dict[str, Any], server: str | None = None) -> list[tuple[str, Any]]:
     """The contenders in the order the tables list them (results.json keeps keys sorted),
-    of one server kind ("sqlite", or any other when ``server`` is "postgres")."""
+    of one group ("sqlite", "mariadb", or "postgres": PostgreSQL and Redis)."""
     known = ops["contenders"]
     keys = [k for k in ORDER if k in known] + sorted(set(known) - set(ORDER))
     chosen = [(k, known[k]) for k in keys]
     if server is None:
         return chosen
-    return [(k, c) for k, c in chosen if (c["server"] == "sqlite") == (server == "sqlite")]
+    return [
+        (k, c)
+        for k, c in chosen
+        if (c["server"] if c["server"] in GROUPS else "postgres") == server
+    ]
 
 
 QUICK = " (--quick: proves the harness works; the numbers mean nothing)"
@@ -108,6 +114,19 @@ def readme_figures(results: dict[str, Any]) -> str:
         f"of concurrent loads went from {_ms(purge['loads']['before']['p99_ms'])} to "
         f"{_ms(purge['loads']['during']['p99_ms'])} ms.",
     ]
+    mariadb = ops["results"].get("mariadb")
+    if mariadb:
+        m_load, m_save = mariadb["load c=16"], mariadb["load+save c=16"]
+        paragraphs.insert(
+            2,
+            f"- **MariaDB**: at 16 concurrent the store ran at "
+            f"{m_load['store-mariadb']['ratio']:.2f}x raw asyncmy's pool for loads and "
+            f"{m_save['store-mariadb']['ratio']:.2f}x for load+save (at 1 concurrent "
+            f"{mariadb['load c=1']['store-mariadb']['ratio']:.2f}x / "
+            f"{mariadb['load+save c=1']['store-mariadb']['ratio']:.2f}x); through SQLAlchemy's "
+            f"executor at {m_load['store-mariadb-sqlalchemy']['ratio']:.2f}x / "
+            f"{m_save['store-mariadb-sqlalchemy']['ratio']:.2f}x.",
+        )
     wrapped = [
         textwrap.fill(p, 95, subsequent_indent="  " if p.startswith("- ") else "")
         for p in paragraphs
@@ -246,11 +265,28 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
             "",
         ]
         lines += _operations_section(ops, "sqlite", "raw aiosqlite")
+        if "mariadb" in ops["results"]:
+            lines += [
+                "",
+                "## 3. MariaDB",
+                "",
+                f"The same operations on MariaDB {machine.get('mariadb')} (the machine's shared "
+                "server, InnoDB, a table of the run's own), the store's driver executor (asyncmy) "
+                "and SQLAlchemy's executor against raw asyncmy running the same two statements "
+                "in autocommit, in its default text protocol, and with its prepared-statement "
+                "cache (`stmt_cache_size`) as the store's engine turns it on. Round trips "
+                "counted on the wire by a MySQL protocol proxy (commands the client sends). "
+                "Settings: "
+                + ", ".join(f"{k} {v}" for k, v in (machine.get("mariadb_settings") or {}).items())
+                + ".",
+                "",
+            ]
+            lines += _operations_section(ops, "mariadb", "raw asyncmy through its own pool")
     webr = results.get("web")
     if webr:
         lines += [
             "",
-            "## 3. Through a real server",
+            "## 4. Through a real server",
             "",
             f"A Starlette app under uvicorn (its own process), loaded by {webr['generator']} "
             f"over {webr['connections']} keep-alive connections on loopback, every request "
@@ -291,7 +327,7 @@ def _growth_section(grow: dict[str, Any], plan: dict[str, Any], plotted: bool) -
     sizes = list(grow["latency"]["load c=1"])
     lines = [
         "",
-        "## 4. Growth",
+        "## 5. Growth",
         "",
         f"Tables of {', '.join(f'{int(s):,}' for s in sizes)} rows ({grow['live_sessions']:,} "
         "live sessions each, the rest expired rows filled server-side), the sizes alternating "

@@ -6,14 +6,17 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
 
 1. load and load+save: the store (own engine, app engine) against raw asyncpg (its pool,
    a connection per worker), the peers (Django, Flask-Session, advanced-alchemy,
-   starsessions on Redis) and, on SQLite, raw aiosqlite; round trips per operation counted
-   at the wire (operations.py, contenders.py, peers.py, wire.py);
+   starsessions on Redis), on SQLite raw aiosqlite, and on MariaDB raw asyncmy; round
+   trips per operation counted at the wire (operations.py, contenders.py, peers.py,
+   wire.py);
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
 3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (pgserver.py; --url
 uses an existing one instead, in a database created and dropped for the run), Redis keys
-under a prefix of its own (deleted at the end), and a temporary SQLite file. ``--quick`` shrinks
+under a prefix of its own (deleted at the end), a temporary SQLite file, and a table of its
+own on the MariaDB server at ``--mariadb-url`` (the machine's, dropped at the end; skipped
+if none answers, unless ``--require-all``). ``--quick`` shrinks
 every duration and size so the whole harness runs in seconds (tests/test_bench.py).
 """
 
@@ -26,6 +29,7 @@ import importlib.util
 import os
 import platform
 import secrets
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 import growth
 import operations
@@ -88,8 +93,8 @@ class Plan:
 def versions() -> dict[str, str]:
     found = {}
     for name in (
-        "typed-session-sql", "sqlalchemy", "asyncpg", "aiosqlite", "starlette", "uvicorn",
-        "uvloop", "httptools", "django", "psycopg", "flask", "flask-session",
+        "typed-session-sql", "sqlalchemy", "asyncpg", "aiosqlite", "asyncmy", "starlette",
+        "uvicorn", "uvloop", "httptools", "django", "psycopg", "flask", "flask-session",
         "flask-sqlalchemy", "advanced-alchemy", "litestar", "starsessions", "redis",
     ):  # fmt: skip
         try:
@@ -156,12 +161,20 @@ async def measure(
         await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
+    mariadb = await _mariadb(args.mariadb_url, args.require_all, log)
+    my_host, my_port = mariadb["endpoint"] if mariadb else ("", 0)
     pg = CountingProxy("postgres", host, port)
     rd = CountingProxy("redis", args.redis_host, args.redis_port)
+    my = CountingProxy("mysql", my_host or "127.0.0.1", my_port)
     results: dict[str, Any] = {}
     stages: dict[str, float] = {}
     try:
         pg_port, redis_port = pg.start(), rd.start()
+        mariadb_at: dict[str, Any] = {}
+        counted_mariadb: dict[str, Any] = {}
+        if mariadb:
+            mariadb_at = mariadb["endpoints"]
+            counted_mariadb = {"mariadb_host": "127.0.0.1", "mariadb_port": my.start()}
         with tempfile.TemporaryDirectory() as tmp:
             direct = Endpoints(
                 pg_host=host,
@@ -171,6 +184,7 @@ async def measure(
                 redis_host=args.redis_host,
                 redis_port=args.redis_port,
                 sqlite_path=Path(tmp) / "sessions.db",
+                **mariadb_at,
             )
             counted = replace(
                 direct,
@@ -179,8 +193,13 @@ async def measure(
                 redis_host="127.0.0.1",
                 redis_port=redis_port,
                 counted=True,
+                **counted_mariadb,
             )
-            shared = Shared(table="sessions", sessions=plan.sessions)
+            shared = Shared(
+                table="sessions",
+                sessions=plan.sessions,
+                mariadb_table=f"tss_bench_{secrets.token_hex(4)}" if mariadb else "",
+            )
             parts = args.parts.split(",")
 
             if "operations" in parts:
@@ -189,10 +208,14 @@ async def measure(
                 settings_ = operations.Settings(
                     plan.seconds, plan.rounds, plan.sessions, plan.count_ops, plan.warmup
                 )
-                results["operations"] = await operations.run(
-                    settings_, direct, counted, {"postgres": pg, "redis": rd}, shared, log,
-                    args.require_all,
-                )  # fmt: skip
+                proxies = {"postgres": pg, "redis": rd, "mariadb": my}
+                try:
+                    results["operations"] = await operations.run(
+                        settings_, direct, counted, proxies, shared, log, args.require_all
+                    )
+                finally:
+                    if shared.mariadb_table:
+                        await _drop_mariadb_table(direct, shared.mariadb_table)
                 stages["operations"] = time.perf_counter() - mark
 
             if "web" in parts:
@@ -226,6 +249,8 @@ async def measure(
     finally:
         pg.stop()
         rd.stop()
+        if mariadb:
+            my.stop()
         conn = await asyncpg.connect(admin)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -245,12 +270,59 @@ async def measure(
             "postgresql_settings": settings,
             "postgresql_server": "the benchmark's own" if not args.url else "given by --url",
             "sqlite": sqlite3.sqlite_version,
+            "mariadb": mariadb.get("version") if mariadb else None,
+            "mariadb_settings": mariadb.get("settings") if mariadb else None,
             "platform": platform.platform(terse=True),
         },
         "versions": versions(),
         "payload_json_bytes": json_size(),
     }
     return results
+
+
+async def _mariadb(url: str, required: bool, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Where the MariaDB server is and what it runs; None (logged) if nothing answers."""
+    at = make_url(url)
+    host, port = at.host or "127.0.0.1", at.port or 3306
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as error:
+        if required:
+            raise SystemExit(f"no MariaDB server at {host}:{port} ({error})") from None
+        log(f"  no MariaDB server at {host}:{port}: its part is left out")
+        return None
+    endpoints = {
+        "mariadb_host": host,
+        "mariadb_port": port,
+        "mariadb_user": at.username or "root",
+        "mariadb_database": at.database or "test",
+    }
+    params = {k.removeprefix("mariadb_"): v for k, v in endpoints.items()}
+    conn = await asyncmy.connect(**params)
+    try:
+        cursor = conn.cursor()
+        await cursor.execute(
+            "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@innodb_buffer_pool_size,"
+            " @@max_connections"
+        )
+        version, flush, pool, connections = (await cursor.fetchall())[0]
+    finally:
+        await conn.ensure_closed()
+    settings = {
+        "innodb_flush_log_at_trx_commit": flush,
+        "innodb_buffer_pool_size": pool,
+        "max_connections": connections,
+    }
+    return {"endpoint": (host, port), "endpoints": endpoints, "version": version,
+            "settings": settings}  # fmt: skip
+
+
+async def _drop_mariadb_table(at: Endpoints, table: str) -> None:
+    conn = await asyncmy.connect(**at.mariadb_params)
+    try:
+        await conn.cursor().execute(f"DROP TABLE IF EXISTS `{table}`")
+    finally:
+        await conn.ensure_closed()
 
 
 if __name__ == "__main__":
@@ -261,6 +333,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--redis-host", default="127.0.0.1")
     parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument(
+        "--mariadb-url",
+        default="mysql+asyncmy://root@127.0.0.1:3306/test",
+        help="the MariaDB server (and database) to measure on, in a table of the run's own",
+    )
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes and durations: proves the harness"

@@ -74,6 +74,10 @@ async def _tasks(
 ) -> Sample:
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     clock = time.perf_counter
+    # Worker w takes keys w, w + c, ...: wrapping at a multiple of c keeps every worker in a
+    # lane of its own (1,000 keys and 16 workers would otherwise let a worker that wrapped
+    # run into another's key, and two saves of one session race).
+    span = keys - keys % concurrency or keys
 
     async def worker(w: int) -> None:
         mine = latencies[w]
@@ -81,7 +85,7 @@ async def _tasks(
         while going(started := clock()):
             await op(w, key)
             mine.append(clock() - started)
-            key = (key + concurrency) % keys
+            key = (key + concurrency) % span
 
     started = clock()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
@@ -101,6 +105,7 @@ def run_threads(
     clock = time.perf_counter
     ready = threading.Barrier(concurrency + 1)
     deadline = [0.0]
+    span = keys - keys % concurrency or keys  # lanes of their own, as in _tasks
 
     def worker(w: int) -> None:
         mine = latencies[w]
@@ -112,7 +117,7 @@ def run_threads(
                 return
             op(w, key)
             mine.append(clock() - started)
-            key = (key + concurrency) % keys
+            key = (key + concurrency) % span
 
     futures = [pool.submit(worker, w) for w in range(concurrency)]
     started = clock()

@@ -5,7 +5,10 @@ assumed.
   the server. For PostgreSQL it counts the server's ReadyForQuery messages (exactly one ends
   every round trip of the protocol: a simple Query, or an extended-protocol batch up to its
   Sync) and the client's Query and Execute messages (statements). For Redis it counts the
-  commands the client sends (no contender here pipelines, so each is one round trip).
+  commands the client sends (no contender here pipelines, so each is one round trip). For
+  MySQL/MariaDB it counts the client's commands (packets that open an exchange, sequence
+  number 0: a query, a ping, ...); the server answers each before the next, so each is one
+  round trip.
 - SQLite: :class:`TracedConnection`, a ``sqlite3.Connection`` whose trace callback counts
   every statement SQLite runs, given to aiosqlite (and so to SQLAlchemy) as the
   connection ``factory``.
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Protocol = Literal["postgres", "redis"]
+Protocol = Literal["postgres", "redis", "mysql"]
 Counter = Callable[[bytes], None]
 
 _SSL_REQUEST = 80877103
@@ -41,21 +44,25 @@ class Counts:
     statements: int = 0
 
 
-class _PgScanner:
-    """Finds message boundaries in one direction of a PostgreSQL protocol stream.
+class _Scanner:
+    """Finds message boundaries in one direction of a length-prefixed protocol stream: each
+    message's header is read whole, its payload skipped without being copied. Subclasses
+    say how long a header is and what it holds (:meth:`parse`)."""
 
-    Every message is a type byte and a 4-byte length that counts itself; the client's first
-    message (startup) has no type byte. Yields the type byte of each message as its header
-    is complete; payload bytes are skipped without being copied.
-    """
-
-    def __init__(self, *, typed: bool) -> None:
-        self.typed = typed
+    def __init__(self) -> None:
         self.header = bytearray()
         self.skip = 0
 
+    def need(self) -> int:
+        """How many bytes the next header has."""
+        raise NotImplementedError
+
+    def parse(self, header: bytes) -> tuple[int | None, int]:
+        """The tag to report for a complete header (None: nothing), and its payload size."""
+        raise NotImplementedError
+
     def feed(self, data: bytes) -> list[int]:
-        types: list[int] = []
+        tags: list[int] = []
         i, n = 0, len(data)
         while i < n:
             if self.skip:
@@ -63,21 +70,46 @@ class _PgScanner:
                 self.skip -= step
                 i += step
                 continue
-            need = 5 if self.typed else 4
+            need = self.need()
             take = min(need - len(self.header), n - i)
             self.header += data[i : i + take]
             i += take
             if len(self.header) < need:
                 break
-            if self.typed:
-                types.append(self.header[0])
-                (length,) = struct.unpack("!I", self.header[1:5])
-            else:
-                (length,) = struct.unpack("!I", self.header[:4])
-                self.typed = True  # the startup message is the only untyped one we forward
-            self.skip = length - 4
+            tag, self.skip = self.parse(bytes(self.header))
+            if tag is not None:
+                tags.append(tag)
             self.header.clear()
-        return types
+        return tags
+
+
+class _PgScanner(_Scanner):
+    """PostgreSQL: every message is a type byte and a 4-byte length that counts itself; the
+    client's first message (startup) has no type byte. Reports each message's type byte."""
+
+    def __init__(self, *, typed: bool) -> None:
+        super().__init__()
+        self.typed = typed
+
+    def need(self) -> int:
+        return 5 if self.typed else 4
+
+    def parse(self, header: bytes) -> tuple[int | None, int]:
+        if not self.typed:
+            self.typed = True  # the startup message is the only untyped one we forward
+            return None, struct.unpack("!I", header)[0] - 4
+        return header[0], struct.unpack("!I", header[1:5])[0] - 4
+
+
+class _MysqlScanner(_Scanner):
+    """MySQL: every packet is a 3-byte little-endian payload length and a sequence byte.
+    Reports each packet's sequence number."""
+
+    def need(self) -> int:
+        return 4
+
+    def parse(self, header: bytes) -> tuple[int | None, int]:
+        return header[3], int.from_bytes(header[:3], "little")
 
 
 class _RespScanner:
@@ -175,6 +207,8 @@ class CountingProxy:
             try:
                 if self.protocol == "postgres":
                     up, down = self._postgres_counters()
+                elif self.protocol == "mysql":
+                    up, down = self._mysql_counters()
                 else:
                     up, down = self._redis_counters()
                 await asyncio.gather(
@@ -216,6 +250,19 @@ class CountingProxy:
             for kind in server.feed(data):
                 if kind == 0x5A:  # 'Z' ReadyForQuery: one round trip done
                     self.counts.round_trips += 1
+
+        return up, down
+
+    def _mysql_counters(self) -> tuple[Counter, Counter]:
+        client = _MysqlScanner()
+
+        def up(data: bytes) -> None:
+            commands = client.feed(data).count(0)  # the handshake's replies are 1 and up
+            self.counts.statements += commands
+            self.counts.round_trips += commands
+
+        def down(data: bytes) -> None:
+            return None
 
         return up, down
 

@@ -1,13 +1,14 @@
 """SQL backends for tests: every database x executor, each on a fresh table.
 
 A :class:`SqlTarget` is one database (a fresh SQLite file, or a randomly named table on the
-real PostgreSQL server, so parallel runs never collide) run by one executor (the driver's,
-or SQLAlchemy's). ``SQL_TARGETS`` lists all of them; the contract suite gets one backend
+real PostgreSQL or MariaDB server, so parallel runs never collide) run by one executor (the
+driver's, or SQLAlchemy's). ``SQL_TARGETS`` lists all of them; the contract suite gets one backend
 factory per target (``SQL_BACKEND_FACTORIES``) and the SQL test modules the ``sql_target``
 and ``sql_backend`` fixtures (tests/conftest.py), parametrised with the same ids.
 
 Without a server, PostgreSQL tests skip with the reason, unless
-``TYPED_SESSION_SQL_REQUIRE_POSTGRES=1`` (CI), where they fail instead.
+``TYPED_SESSION_SQL_REQUIRE_POSTGRES=1`` (CI), where they fail instead; MariaDB tests the
+same with ``TYPED_SESSION_SQL_REQUIRE_MARIADB=1`` (tests/mariadb/server.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from tests.mariadb.server import require_mariadb
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend, create_engine
 from typed_session_sql.backends.sql.driver_executor import statement_logger
@@ -36,7 +38,7 @@ POSTGRES_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("TYPED_SESSION_SQL_REQUIRE_POSTGRES") == "1"
 
-Database = Literal["sqlite", "postgres"]
+Database = Literal["sqlite", "postgres", "mariadb"]
 Execution = Literal["driver", "sqlalchemy"]
 
 
@@ -78,6 +80,11 @@ class SqlTarget:
     execution: Execution
 
     @property
+    def server(self) -> bool:
+        """Whether the database is a shared server (tables of a random name, dropped)."""
+        return self.database != "sqlite"
+
+    @property
     def id(self) -> str:
         return f"{self.database}-{self.execution}"
 
@@ -86,6 +93,9 @@ class SqlTarget:
         """A URL for this database: a file in a fresh directory, or the test server."""
         if self.database == "postgres":
             yield require_postgres()
+            return
+        if self.database == "mariadb":
+            yield require_mariadb()
             return
         with tempfile.TemporaryDirectory() as directory:
             yield f"sqlite+aiosqlite:///{Path(directory) / 'sessions.db'}"
@@ -98,10 +108,10 @@ class SqlTarget:
         unless ``schema`` is False; dropped afterwards on PostgreSQL); ``options`` go to
         ``from_url``. With ``url``, that database instead of a fresh one.
 
-        SQLite's table has the default name (the file is fresh); PostgreSQL's a random one.
+        SQLite's table has the default name (the file is fresh); the servers' a random one.
         """
         async with self.url() as fresh:
-            if self.database == "postgres":
+            if self.server:
                 options.setdefault("table_name", unique_name("sessions"))
             backend = SqlBackend.from_url(url or fresh, execution=self.execution, **options)
             try:
@@ -109,7 +119,7 @@ class SqlTarget:
                     await backend.create_schema()
                 yield backend
             finally:
-                if schema and self.database == "postgres":
+                if schema and self.server:
                     async with backend.engine.begin() as conn:
                         await conn.run_sync(backend.metadata.drop_all)
                 await backend.dispose()
@@ -120,6 +130,8 @@ SQL_TARGETS = [
     SqlTarget("sqlite", "sqlalchemy"),
     SqlTarget("postgres", "driver"),
     SqlTarget("postgres", "sqlalchemy"),
+    SqlTarget("mariadb", "driver"),
+    SqlTarget("mariadb", "sqlalchemy"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The benchmark harness runs end to end: `benchmarks/run.py --quick` in seconds.
 
 It starts a PostgreSQL server of its own, times every contender installed here (the peers
-are installed only by `nox -s bench`, so here they are reported absent), serves the web app
+are installed only by `nox -s bench`, so here they are reported absent; MariaDB's part runs
+on the machine's server when one answers), serves the web app
 under uvicorn, fills and purges tables, and writes results.json and results.md. The figures
 of a quick run mean nothing; what this test holds to is the harness working, and the round
 trips it counts at the wire, which are exact: one per load, two per load+save.
@@ -53,8 +54,26 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
     purge = results["growth"]["purge"]
     assert purge["removed"] == purge["expired_rows"] == results["meta"]["plan"]["growth_sizes"][-1]
 
+    # MariaDB: the machine's server (CI has one; elsewhere the run leaves it out).
+    mariadb = results["operations"]["results"].get("mariadb")
+    if os.environ.get("TYPED_SESSION_SQL_REQUIRE_MARIADB") == "1":
+        assert mariadb is not None
+    if mariadb is not None:
+        for key in (
+            "store-mariadb", "store-mariadb-sqlalchemy", "asyncmy-pool", "asyncmy-conn",
+            "asyncmy-prepared",
+        ):  # fmt: skip
+            wire = contenders[key]["wire"]
+            assert wire["load"]["round_trips"] == 1, key
+            assert wire["load+save"]["round_trips"] == 2, key
+        for cell in ("load c=1", "load c=16", "load+save c=1", "load+save c=16"):
+            assert mariadb[cell]["store-mariadb"]["ops_per_s"] > 0
+            assert mariadb[cell]["asyncmy-pool"]["ratio"] == 1
+
     report = (tmp_path / "results.md").read_text()
-    for heading in ("## 1. Load", "## 2. SQLite", "## 3. Through a real server", "## 4. Growth"):
+    if mariadb is not None:
+        assert "## 3. MariaDB" in report
+    for heading in ("## 1. Load", "## 2. SQLite", "## 4. Through a real server", "## 5. Growth"):
         assert heading in report
     if importlib.util.find_spec("matplotlib") is not None:
         for plot in ("operations.png", "web.png", "growth.png"):

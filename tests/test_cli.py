@@ -59,7 +59,7 @@ def exit_code(args: list[str]) -> int:
         (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:notaport/test", EXIT_USAGE),
         (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:99999/test", EXIT_USAGE),
         (f"nosuchdialect://root:{SECRET}@host/db", EXIT_USAGE),
-        (f"mysql://root:{SECRET}@127.0.0.1/db", EXIT_USAGE),  # driver not installed
+        (f"mssql://root:{SECRET}@127.0.0.1/db", EXIT_USAGE),  # driver not installed
         (f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:1/test", EXIT_UNAVAILABLE),
         (f"{PG}/no_such_database_here", EXIT_UNAVAILABLE),
         (f"postgresql+asyncpg://no_such_role:{SECRET}@127.0.0.1:5432/test", EXIT_UNAVAILABLE),
@@ -110,6 +110,16 @@ def test_a_command_line_traceback_never_reaches_the_user() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_bad_prepared_statements_value_is_a_usage_error_that_names_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"postgresql://root:{SECRET}@127.0.0.1:5432/test?prepared_statements=maybe"
+    assert exit_code(["stats", "--url", url]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    assert "prepared_statements in the URL must be true or false, not 'maybe'" in err
+
+
 def test_async_url_maps_sync_and_driverless_urls() -> None:
     assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
     assert async_url("postgresql://u@h:5/db") == "postgresql+asyncpg://u@h:5/db"
@@ -119,11 +129,20 @@ def test_async_url_maps_sync_and_driverless_urls() -> None:
     assert async_url("sqlite:///./s.db") == "sqlite+aiosqlite:///./s.db"
     assert async_url("sqlite://") == "sqlite+aiosqlite://"
     assert async_url("sqlite+pysqlite:////abs.db") == "sqlite+aiosqlite:////abs.db"
+    assert async_url("mysql://u:p@h:3306/db?charset=utf8mb4") == (
+        "mysql+asyncmy://u:p@h:3306/db?charset=utf8mb4"
+    )
+    assert async_url("mysql+pymysql://h/db") == "mysql+asyncmy://h/db"
+    assert async_url("mysql+mysqldb://h/db") == "mysql+asyncmy://h/db"
+    assert async_url("mariadb://h/db") == "mariadb+asyncmy://h/db"
+    assert async_url("mariadb+pymysql://h/db") == "mariadb+asyncmy://h/db"
     for untouched in (
         "postgresql+asyncpg://h/db?sslmode=x",
         "sqlite+aiosqlite:///s.db",
         "postgresql+psycopg://h/db",
-        "mysql://h/db",
+        "mysql+asyncmy://h/db",
+        "mysql+aiomysql://h/db",
+        "mssql://h/db",
         "not a url",
     ):
         assert async_url(untouched) == untouched

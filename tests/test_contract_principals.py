@@ -35,6 +35,19 @@ async def handles_of(store: SessionStore[Cart], principal: str) -> list[str]:
     return [info.handle for info in await store.sessions_of(principal)]
 
 
+async def test_principals_are_compared_exactly(store: SessionStore[Cart]) -> None:
+    # MySQL's and MariaDB's default collations make 'alice' = 'Alice' = 'alice ' true; a
+    # user listing or revoking their sessions must never reach another's.
+    names = ["alice", "Alice", "alice ", "\u00e9", "e\u0301"]  # é composed, and decomposed
+    cookies = {name: await signed_in(store, name) for name in names}
+    for name in names:
+        assert await handles_of(store, name) == [(await must_load(store, cookies[name])).handle]
+    assert await store.revoke_all("alice") == 1
+    assert await store.load(cookies["alice"]) is None
+    for name in names[1:]:
+        assert await store.load(cookies[name]) is not None, name
+
+
 async def test_sign_in_rotates_and_the_pre_login_id_is_dead(
     backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.mariadb.test_galera_sessions import ENGINE
 from typed_session_sql import SqlBackend
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "production.md"
@@ -20,13 +21,24 @@ def python_blocks() -> list[str]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("block", python_blocks())
-async def test_each_example_makes_a_postgresql_backend(block: str) -> None:
+async def test_each_example_makes_a_backend(block: str) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(block, str(DOC), "exec"), namespace)
     backend = namespace["backend"]
     assert isinstance(backend, SqlBackend)
-    assert backend.engine.dialect.name == "postgresql"
+    galera = "wsrep_sync_wait" in block
+    assert backend.engine.dialect.name == ("mysql" if galera else "postgresql")
     await backend.dispose()
+
+
+def test_the_galera_example_sets_what_the_galera_tests_ran_with() -> None:
+    (block,) = [block for block in python_blocks() if "wsrep_sync_wait" in block]
+    for name, value in ENGINE.items():
+        if name != "connect_args":
+            assert f"{name}={value!r}" in block
+    measured = ENGINE["connect_args"]
+    assert f'"init_command": {measured["init_command"]!r}'.replace("'", '"') in block
+    assert f'"connect_timeout": {measured["connect_timeout"]}' in block
 
 
 def test_the_failover_example_asks_asyncpg_for_every_host_and_the_writable_one() -> None:

@@ -1,7 +1,7 @@
-"""The Alembic migrations on SQLite and PostgreSQL: equal to the backend's table, one version
-record per session table, a record from the shared pre-0.2 version table carried over, a
-table missing after a migration reported, N processes migrating one fresh database at once,
-and the package installed from a checkout into a fresh virtualenv."""
+"""The Alembic migrations on SQLite, PostgreSQL and MariaDB: equal to the backend's table,
+one version record per session table, a record from the shared pre-0.2 version table carried
+over, a table missing after a migration reported, N processes migrating one fresh database
+at once, and the package installed from a checkout into a fresh virtualenv."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection
 
+from tests.mariadb.server import require_mariadb
 from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql import Record, SqlBackend
 from typed_session_sql.alembic_support import LEGACY_VERSION_TABLE, make_config, version_table
@@ -82,18 +83,22 @@ async def use_backend(target: Target, table: str | None = None) -> Record | None
         return await b.read(b"k" * 32)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     if request.param == "sqlite":
         yield Target(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}", "typed_sessions", None)
         return
-    url = require_postgres()
-    schema = unique_name("mig")
-    run(execute(url, f'CREATE SCHEMA "{schema}"'))
+    # A schema of the test's own (on MySQL, a schema is a database).
+    server, create, drop = {
+        "postgres": (require_postgres, 'CREATE SCHEMA "{}"', 'DROP SCHEMA "{}" CASCADE'),
+        "mariadb": (require_mariadb, "CREATE DATABASE `{}`", "DROP DATABASE `{}`"),
+    }[request.param]
+    url, schema = server(), unique_name("mig")
+    run(execute(url, create.format(schema)))
     try:
         yield Target(url, unique_name("sessions"), schema)
     finally:
-        run(execute(url, f'DROP SCHEMA "{schema}" CASCADE'))
+        run(execute(url, drop.format(schema)))
 
 
 async def execute(url: str, *statements: str) -> None:
@@ -107,7 +112,8 @@ async def execute(url: str, *statements: str) -> None:
 
 
 def qualified(target: Target, name: str) -> str:
-    return f'"{target.schema}"."{name}"' if target.schema else f'"{name}"'
+    q = "`" if target.url.startswith("mysql") else '"'
+    return f"{q}{target.schema}{q}.{q}{name}{q}" if target.schema else f"{q}{name}{q}"
 
 
 def test_upgrade_matches_the_backend_table_and_downgrade_removes_it(target: Target) -> None:

@@ -101,8 +101,8 @@ async def test_two_purgers_at_once_neither_fails_nor_double_counts(
     assert await count_rows(sql_backend) == LIVE
 
 
-@pytest.mark.sql(database="postgres")
-async def test_postgres_a_pass_is_skipped_while_another_instance_holds_the_lock(
+@pytest.mark.sql(database=["postgres", "mariadb"])  # pg_try_advisory_lock, GET_LOCK
+async def test_a_pass_is_skipped_while_another_instance_holds_the_lock(
     sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
 ) -> None:
     backend = sql_backend

@@ -134,6 +134,8 @@ async def test_an_app_disposing_backend_engine_leaks_nothing(sql_target: SqlTarg
         assert len(held) == 2
         if sql_target.database == "postgres":
             assert all(driver.is_closed() for driver in held)
+        if sql_target.database == "mariadb":
+            assert not any(driver.connected for driver in held)
         assert await backend.read(ROW) is None
         assert checked_out(backend) == 1
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from tests.asgi_apps import Cart
 from tests.clock import FakeClock
+from tests.mariadb.server import require_mariadb
 from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
     SessionStore,
@@ -88,6 +89,9 @@ async def test_an_outage_names_its_cause(sql_target: SqlTarget) -> None:
     if sql_target.database == "postgres":
         url = make_url(require_postgres()).set(port=1).render_as_string(hide_password=False)
         cause = "ConnectionRefusedError"
+    elif sql_target.database == "mariadb":
+        url = make_url(require_mariadb()).set(port=1).render_as_string(hide_password=False)
+        cause = "Can't connect to MySQL server"
     else:
         url = f"sqlite+aiosqlite:///{Path('/nonexistent-dir') / 'sessions.db'}"
         cause = "OperationalError"

@@ -138,7 +138,7 @@ async def test_statements_are_logged_when_sqlalchemy_engine_logs_at_info(
             await round_trip(backend, clock)
             words = [m.split(None, 1)[0] for m in engine_logging if backend.table.name in m]
             assert words == ["INSERT", "SELECT", "UPDATE"]
-            if sql_target.database == "postgres":
+            if sql_target.server:
                 async with backend.engine.begin() as conn:
                     await conn.run_sync(backend.metadata.drop_all)
 

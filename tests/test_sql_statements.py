@@ -1,8 +1,9 @@
 """What the SQL backend sends: one statement per operation, no transaction around it.
 
 Statements are counted with a ``before_cursor_execute`` listener; BEGIN/COMMIT are looked
-for in the driver's own trace (asyncpg's query logger, sqlite3's trace callback), which sees
-everything that goes to the database, including what the driver sends by itself.
+for in the driver's own trace (asyncpg's query logger, sqlite3's trace callback, asyncmy's
+transport), which sees everything that goes to the database, including what the driver
+sends by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.clock import FakeClock
+from tests.mariadb.wire import tap
 from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
     EventKind,
@@ -57,6 +59,8 @@ class Trace:
         driver = dbapi_connection.driver_connection
         if hasattr(driver, "add_query_logger"):  # asyncpg
             driver.add_query_logger(self._sent)
+        elif hasattr(driver, "_transport"):  # asyncmy: what its transport writes
+            tap(driver, self._on_wire)
         else:  # aiosqlite: the sqlite3 connection's own trace, on aiosqlite's thread
             driver._conn.set_trace_callback(self._on_wire)
 
@@ -207,7 +211,8 @@ async def test_listing_a_principals_sessions_uses_the_principal_index(
         if backend.engine.dialect.name == "sqlite":
             plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + listing)
         else:
-            await conn.exec_driver_sql("SET enable_seqscan = off")
+            if backend.engine.dialect.name == "postgresql":
+                await conn.exec_driver_sql("SET enable_seqscan = off")
             plan = await conn.exec_driver_sql("EXPLAIN " + listing)
         text = " ".join(str(row) for row in plan.all())
     assert index in text, text

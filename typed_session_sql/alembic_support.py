@@ -16,8 +16,10 @@ it over to the table's own (if the table exists), leaving the old one in place.
 **One migrator at a time.** :func:`upgrade`, :func:`downgrade` and our ``env.py`` run the
 migration in one transaction that first takes a lock: ``pg_advisory_xact_lock`` on
 PostgreSQL (per table, released at commit), ``BEGIN IMMEDIATE`` on SQLite (its write lock;
-others wait up to the engine's ``busy_timeout``). N processes migrating one fresh database
-at once take turns: the first creates the table, the others find it at head.
+others wait up to the engine's ``busy_timeout``), ``GET_LOCK`` on MySQL and MariaDB (per
+database and table, released after the commit; DDL commits there by itself, so the lock
+is the connection's, not the transaction's). N processes migrating one fresh database at
+once take turns: the first creates the table, the others find it at head.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
-from typed_session_sql.backends.sql_table import DEFAULT_TABLE, EpochMicros
+from typed_session_sql.backends.sql.table import (
+    DEFAULT_TABLE,
+    MYSQL_DIALECTS,
+    EpochMicros,
+    Utf8Bytes,
+)
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
 from typed_session_sql.errors import SessionTableMissingError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -76,6 +83,7 @@ _ATTRIBUTE_PREFIX = "typed_session_sql."
 # table's primary key, so the version table's name stays within 59.
 _MAX_VERSION_TABLE = 59
 _SUFFIX = "_alembic_version"
+_MYSQL_LOCK = "typed_session_sql.migration_lock"  # connection.info: the GET_LOCK name held
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +274,20 @@ def _take_lock(connection: Connection, table: str, schema: str | None) -> None:
     elif dialect == "postgresql":
         key = _lock_key(table, schema)
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif dialect in MYSQL_DIALECTS:
+        # Lock names are server-wide (and at most 64 characters): the database's name is in
+        # the hash. Wait as long as it takes, as pg_advisory_xact_lock does (MariaDB takes
+        # no negative timeout): 0 is "not yet", NULL an error.
+        database = schema or connection.exec_driver_sql("SELECT DATABASE()").scalar()
+        digest = blake3(f"typed_session_sql migrate {database}.{table}".encode()).hexdigest(8)
+        name = f"typed_session_sql_migrate_{digest}"
+        taken: object = 0
+        while taken == 0:
+            lock = text("SELECT GET_LOCK(:name, 60)")
+            taken = connection.execute(lock, {"name": name}).scalar()
+        if taken != 1:
+            raise StoreUnavailableError("could not take the migration lock (GET_LOCK)")
+        connection.info[_MYSQL_LOCK] = name
 
 
 def _end(connection: Connection, *, commit: bool) -> None:
@@ -281,6 +303,12 @@ def _end(connection: Connection, *, commit: bool) -> None:
         connection.commit()
     else:
         connection.rollback()
+    name = connection.info.pop(_MYSQL_LOCK, None)
+    if name is not None and not connection.invalidated:
+        try:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        except SQLAlchemyError:
+            connection.invalidate()  # closing it releases the lock
 
 
 def _recorded(connection: Connection, table: str, schema: str | None) -> tuple[str, ...]:
@@ -348,8 +376,11 @@ include_name: IncludeName = exclude_session_tables()
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    """A ``render_item`` hook: writes our timestamp type as ``sa.BigInteger()`` (the column
-    it is), so a generated revision needs no import of this package."""
+    """A ``render_item`` hook: writes our timestamp type as ``sa.BigInteger()`` and our
+    MySQL principal type as ``sa.VARBINARY(...)`` (the columns they are), so a generated
+    revision needs no import of this package."""
     if type_ == "type" and isinstance(obj, EpochMicros):
         return "sa.BigInteger()"
+    if type_ == "type" and isinstance(obj, Utf8Bytes):
+        return f"sa.VARBINARY(length={obj.impl.length})"
     return False

@@ -3,16 +3,20 @@
 The library runs on SQLAlchemy's asyncio engine, so a URL must name an async driver. The
 URLs platforms and habits hand out name the database and a sync driver, or none:
 ``postgres://`` (Heroku, Render, Fly), ``postgresql://``, ``postgresql+psycopg2://``,
-``sqlite:///file.db``. Each names the database without doubt, and for each there is
-exactly one async driver this library supports, so :func:`async_url` maps it there instead
-of failing on a driver that is not installed or cannot run under asyncio:
+``mysql://``, ``sqlite:///file.db``. Each names the database without doubt, and for each the
+library has one default async driver, so :func:`async_url` maps it there instead of failing
+on a driver that is not installed or cannot run under asyncio:
 
 - ``postgres://``, ``postgresql://``, ``postgresql+psycopg2://`` -> ``postgresql+asyncpg://``
   (a ``sslmode`` query option becomes asyncpg's ``ssl``, which takes the same values);
+- ``mysql://``, ``mysql+pymysql://``, ``mysql+mysqldb://`` -> ``mysql+asyncmy://``, and
+  the same with ``mariadb`` -> ``mariadb+asyncmy://`` (the URL's query options are the
+  same for both drivers: ``charset``, ``ssl_ca`` and the like);
 - ``sqlite://``, ``sqlite+pysqlite://`` -> ``sqlite+aiosqlite://``.
 
-Anything else is left as written: an async URL passes through untouched, and a URL no
-installed driver takes fails where the engine is made.
+Anything else is left as written: an async URL passes through untouched (so
+``postgresql+psycopg://`` picks psycopg 3, the other PostgreSQL driver the library runs on),
+and a URL no installed driver takes fails where the engine is made.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ _ASYNC_SCHEMES = {
     "postgres": "postgresql+asyncpg",
     "postgresql": "postgresql+asyncpg",
     "postgresql+psycopg2": "postgresql+asyncpg",
+    **{
+        f"{family}{driver}": f"{family}+asyncmy"
+        for family in ("mysql", "mariadb")
+        for driver in ("", "+pymysql", "+mysqldb")
+    },
     "sqlite": "sqlite+aiosqlite",
     "sqlite+pysqlite": "sqlite+aiosqlite",
 }
 
 # The extra that installs each async driver, for error messages.
-DRIVER_EXTRAS = {"asyncpg": "postgres", "aiosqlite": ""}
+DRIVER_EXTRAS = {"asyncpg": "postgres", "psycopg": "psycopg", "asyncmy": "mysql", "aiosqlite": ""}
 
 
 def async_url(url: str) -> str:

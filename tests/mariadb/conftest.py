@@ -2,7 +2,7 @@
 tests' own (marker ``galera``).
 
 Galera tests start three servers (about 10-20 s), so they run only when selected:
-``pytest -m galera`` (``.ci/run`` does). Otherwise they are skipped with that hint.
+``pytest -m galera`` (``.ci/run`` does). Otherwise they are deselected, not skipped.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.figures import Report, reporter, summarize
 from tests.mariadb.galera import GaleraCluster, galera_available, galera_cluster
 from tests.mariadb.server import require_mariadb, scratch_table
+from tests.selection import deselect_unless_asked
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "galera" in (config.getoption("markexpr", "") or ""):
-        return
-    skip = pytest.mark.skip(reason="starts a 3-node Galera cluster: run with -m galera")
-    for item in items:
-        if item.get_closest_marker("galera") is not None:
-            item.add_marker(skip)
+    # By marker only: tests/mariadb also holds the shared server's tests, which always run.
+    deselect_unless_asked(config, items, "galera")
 
 
 @pytest.fixture
@@ -46,3 +44,13 @@ def galera() -> Iterator[GaleraCluster]:
         pytest.fail(f"cannot start a Galera cluster: {missing}")
     with galera_cluster(3) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def report() -> Report:
+    """Print one line of figures now, and again in the run's closing summary."""
+    return reporter("galera")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    summarize(terminalreporter, "galera")

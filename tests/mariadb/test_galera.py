@@ -12,7 +12,7 @@ from tests.mariadb.server import connect, unique_table
 pytestmark = [pytest.mark.anyio, pytest.mark.galera]
 
 # Reads wait until the node has applied every write the cluster committed before them
-# (read-your-writes across nodes; see notes/mariadb-findings.md).
+# (read-your-writes across nodes; see docs/mysql-notes.md).
 CAUSAL = {"init_command": "SET SESSION wsrep_sync_wait = 1"}
 
 

@@ -9,52 +9,26 @@ end of the run under "production figures", so a CI log shows them without ``-s``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.figures import Report as Report  # the scenarios import it from here
+from tests.figures import reporter, summarize
+from tests.selection import deselect_unless_asked
+
 HERE = Path(__file__).parent
-_FIGURES: list[str] = []
-
-Report = Callable[[str], None]
-
-
-def _asked_for(config: pytest.Config) -> bool:
-    """Whether this run asked for the production tests: by marker, or by path."""
-    if "production" in (config.option.markexpr or ""):
-        return True
-    for arg in config.args:
-        path = Path(arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _asked_for(config):
-        return
-    kept = [item for item in items if item.get_closest_marker("production") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(
-            items=[item for item in items if item.get_closest_marker("production")]
-        )
-        items[:] = kept
+    deselect_unless_asked(config, items, "production", HERE)
 
 
 @pytest.fixture
 def report() -> Report:
     """Print one line of figures now, and again in the run's closing summary."""
-
-    def emit(line: str) -> None:
-        print(f"\n[production] {line}", flush=True)
-        _FIGURES.append(line)
-
-    return emit
+    return reporter("production")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("production figures")
-        for line in _FIGURES:
-            terminalreporter.write_line(line)
+    summarize(terminalreporter, "production")

@@ -144,8 +144,7 @@ async def serving_app(
     config: dict[str, Any] = {"url": url, "table": table}
     if engine is not None:
         config["engine"] = engine
-    # The child writes to its own copy of the log's descriptor: ours closes once it runs.
-    with (logs / "uvicorn.log").open("wb") as log:
+    with (logs / "uvicorn.log").open("wb") as log:  # the child has its own copy of it
         app = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -187,19 +186,34 @@ async def running_load(
     http_processes: int,
     tasks: int,
     logs: Path,
+    urls: list[str] | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> AsyncIterator[Load]:
     """``processes`` store workers and ``http_processes`` HTTP workers (against one
-    uvicorn app process), each with ``tasks`` tasks; all stopped (by pid) on the way out."""
+    uvicorn app process), each with ``tasks`` tasks; all stopped (by pid) on the way out.
+    With ``urls``, process n (the app counting as the last) connects to ``urls[n]``, round
+    robin; ``engine`` replaces every process's engine options."""
+    urls = urls or [url]
     async with AsyncExitStack() as stack:
-        base: dict[str, Any] = {"url": url, "table": table, "cookies": cookies, "tasks": tasks}
+        base: dict[str, Any] = {"table": table, "cookies": cookies, "tasks": tasks}
+        if engine is not None:
+            base["engine"] = engine
         if http_processes:
-            base["http"] = await stack.enter_async_context(serving_app(url, table, logs))
+            app_url = urls[processes % len(urls)]
+            base["http"] = await stack.enter_async_context(
+                serving_app(app_url, table, logs, engine)
+            )
         workers: list[Worker] = []
         try:
             for n in range(processes + http_processes):
                 http = n >= processes
                 name = f"{'h' if http else 'p'}{n}"
-                config = {**base, "name": name, "http": base.get("http") if http else None}
+                config = {
+                    **base,
+                    "url": urls[n % len(urls)],
+                    "name": name,
+                    "http": base.get("http") if http else None,
+                }
                 with (logs / f"{name}.log").open("wb") as log:
                     process = await asyncio.create_subprocess_exec(
                         sys.executable,
@@ -237,15 +251,23 @@ Fault = Callable[[Load], Awaitable[object]]
 
 
 async def around_a_fault(
-    url: str, table: str, cookies: list[str], logs: Path, fault: Fault
+    url: str,
+    table: str,
+    cookies: list[str],
+    logs: Path,
+    fault: Fault,
+    *,
+    urls: list[str] | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> tuple[Load, float, float]:
     """Three store processes and an HTTP one (6 tasks each) run until each has had
     WARM_OPERATIONS successes; then ``fault`` runs; then the load runs until each process
     has had AFTER_OPERATIONS successes after it, and stops. Returns the load and when the
-    fault started and ended."""
+    fault started and ended. ``urls`` and ``engine``: see :func:`running_load`."""
     async with running_load(
-        url, table, cookies, processes=3, http_processes=1, tasks=6, logs=logs
-    ) as load:
+        url, table, cookies, processes=3, http_processes=1, tasks=6, logs=logs, urls=urls,
+        engine=engine,
+    ) as load:  # fmt: skip
         await load.successes(WARM_OPERATIONS, load.started, PHASE_BOUND)
         fault_start = time.time()
         await fault(load)

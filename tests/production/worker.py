@@ -69,7 +69,7 @@ class StoreClient:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.backend = SqlBackend.from_url(
-            config["url"], table_name=config["table"], **ENGINE_OPTIONS
+            config["url"], table_name=config["table"], **config.get("engine", ENGINE_OPTIONS)
         )
         self.store = SessionStore(Counts, self.backend)
         self.cookies: list[str] = config["cookies"]
@@ -293,7 +293,8 @@ async def main(config: dict[str, Any]) -> None:
                 for n, client in enumerate(clients)
             )
         )
-        width = ENGINE_OPTIONS["pool_size"] + ENGINE_OPTIONS["max_overflow"]
+        engine = config.get("engine", ENGINE_OPTIONS)
+        width = engine["pool_size"] + engine["max_overflow"]
         await check_afterwards(clients[0], ledger, width)
     finally:
         for client in {id(client): client for client in clients}.values():

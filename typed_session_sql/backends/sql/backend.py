@@ -66,9 +66,10 @@ class SqlBackend:
         engine: the engine to use. Statements run in autocommit mode; see :meth:`from_url`
             for an engine of the backend's own.
         table_name: the table's name.
-        schema: the schema (PostgreSQL) the table lives in; None for the default.
-        execution: what runs the statements: ``"driver"`` (straight on asyncpg, psycopg
-            or aiosqlite: the fast way), ``"sqlalchemy"`` (SQLAlchemy's execution: events,
+        schema: the schema (PostgreSQL; the database on MySQL) the table lives in; None for
+            the default.
+        execution: what runs the statements: ``"driver"`` (straight on asyncpg, psycopg,
+            asyncmy or aiosqlite: the fast way), ``"sqlalchemy"`` (SQLAlchemy's execution: events,
             echo, logging and execution options apply), or ``"auto"``: the driver where
             there is one and nothing on the engine expects SQLAlchemy's execution (echo,
             statement logging, a statement-event listener). Chosen once, here; shown by
@@ -163,7 +164,7 @@ class SqlBackend:
         """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
         over this backend's engine (no second engine, no URL needed): the one call an app
         makes at start-up. Concurrent callers, in any number of processes, take turns under
-        a lock (PostgreSQL advisory lock, SQLite write lock). See
+        a lock (PostgreSQL advisory lock, SQLite write lock, MySQL GET_LOCK). See
         :func:`typed_session_sql.alembic_support.upgrade`."""
         from typed_session_sql.alembic_support import upgrade
 
@@ -176,8 +177,8 @@ class SqlBackend:
             await self.engine.dispose()
 
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
-        """The cross-instance purge lock for this table (PostgreSQL's advisory lock; always
-        free elsewhere); entering it yields whether it was taken."""
+        """The cross-instance purge lock for this table (PostgreSQL's advisory lock, MySQL's
+        GET_LOCK; always free on SQLite); entering it yields whether it was taken."""
         return maintenance.purge_lock(self.engine, self.table)
 
     async def stats(self, now: datetime) -> TableStats:

@@ -8,10 +8,10 @@ for all executors. There are two:
   dialect. Engine events (``before_cursor_execute`` and the rest), ``echo`` and the
   ``sqlalchemy.engine`` loggers, and execution options all apply.
 - :class:`~.driver_executor.DriverExecutor`: the precompiled SQL straight on the driver's
-  connection (asyncpg, psycopg, aiosqlite), past SQLAlchemy's per-statement machinery,
-  which costs about as much as the database round trip itself. Statements are logged at DEBUG on the
-  ``typed_session_sql.sql`` logger and seen by driver-level tracing (OpenTelemetry's
-  asyncpg instrumentation).
+  connection (asyncpg, psycopg, aiosqlite, asyncmy), past SQLAlchemy's per-statement
+  machinery, which costs about as much as the database round trip itself. Statements are
+  logged at DEBUG on the ``typed_session_sql.sql`` logger and seen by driver-level tracing
+  (OpenTelemetry's asyncpg instrumentation).
 
 :func:`choose` picks one for an engine: ``execution="auto"`` takes the driver executor where
 there is one for the engine's driver and nothing on the engine expects SQLAlchemy's
@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from typed_session_sql.backends.sql.aiosqlite_driver import AiosqliteDriver
+from typed_session_sql.backends.sql.asyncmy_driver import AsyncmyDriver
 from typed_session_sql.backends.sql.asyncpg_driver import AsyncpgDriver
 from typed_session_sql.backends.sql.driver_executor import Driver
 from typed_session_sql.backends.sql.engine import autocommit_on_connect
@@ -44,6 +45,7 @@ DRIVERS: Mapping[str, Callable[[], Driver]] = {
     "asyncpg": AsyncpgDriver,
     "aiosqlite": AiosqliteDriver,
     "psycopg": PsycopgDriver,
+    "asyncmy": AsyncmyDriver,
 }
 
 # The engine events that fire around a statement SQLAlchemy runs: a listener on any of them

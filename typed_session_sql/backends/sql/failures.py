@@ -21,11 +21,21 @@ from typed_session_sql.errors import (
     describe_error,
 )
 
-__all__ = ["Failure", "RetryBudget", "StatementFailed", "classify", "store_error"]
+__all__ = [
+    "Failure",
+    "RetryBudget",
+    "StatementFailed",
+    "classify",
+    "ends_connection",
+    "mysql_error_code",
+    "store_error",
+]
 
 _SERIALIZATION_RETRIES = 5
 _SQLITE_ID_TAKEN = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 _SQLITE_DATA = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT_CHECK"})
+_MYSQL_DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql", "MySQLdb"})
+_MYSQL_PACKET_TOO_BIG = 1153
 
 
 class Failure(enum.Enum):
@@ -38,7 +48,8 @@ class Failure(enum.Enum):
     TABLE_MISSING = "table_missing"
     """The session table does not exist."""
     SERIALIZATION = "serialization"
-    """SQLSTATE 40001: the statement was rolled back; running it again is safe."""
+    """SQLSTATE 40001 (MySQL: error 1213, a deadlock or a Galera certification failure): the
+    statement was rolled back; running it again is safe."""
     DISCONNECTED = "disconnected"
     """The connection died during the statement, which may or may not have committed."""
     UNSENT = "unsent"
@@ -53,6 +64,30 @@ class Failure(enum.Enum):
     OTHER = "other"
 
 
+# MySQL/MariaDB error numbers (their drivers carry no SQLSTATE attribute), as seen on
+# MariaDB 10.11 and a Galera cluster (docs/mysql-notes.md).
+_MYSQL = {
+    1062: Failure.ID_TAKEN,  # duplicate key (1048, NULL into NOT NULL, is a bug: OTHER)
+    # A deadlock, or a Galera certification failure: the statement was rolled back whole.
+    1213: Failure.SERIALIZATION,
+    1146: Failure.TABLE_MISSING,
+    1264: Failure.DATA,  # out of range
+    1366: Failure.DATA,  # incorrect string value
+    1406: Failure.DATA,  # too long for the column
+    _MYSQL_PACKET_TOO_BIG: Failure.DATA,  # bigger than max_allowed_packet
+    1040: Failure.UNAVAILABLE,  # too many connections
+    1205: Failure.UNAVAILABLE,  # lock wait timeout: only the statement was rolled back
+    # A Galera node outside the primary component (or still joining) refuses every
+    # statement before running it: once more, on another connection.
+    1047: Failure.UNSENT,
+    2006: Failure.UNSENT,  # "server has gone away": the client could not send the command
+    2013: Failure.DISCONNECTED,  # lost during the statement: it may have run
+    2055: Failure.DISCONNECTED,
+    1927: Failure.DISCONNECTED,  # the connection was killed
+    4031: Failure.DISCONNECTED,  # closed by the server for inactivity (MySQL 8)
+}
+
+
 class StatementFailed(Exception):
     """An executor's report of a failed statement; ``__cause__`` is the driver's error."""
 
@@ -63,7 +98,13 @@ class StatementFailed(Exception):
 
 def classify(error: BaseException) -> Failure:
     """The failure a driver-level error (asyncpg's, sqlite3's, or a DBAPI adapter's) means,
-    by its SQLSTATE or SQLite error name; OTHER when it names none we know."""
+    by its SQLSTATE, MySQL error number or SQLite error name; OTHER when it names none we
+    know."""
+    code = mysql_error_code(error)
+    if code is not None:  # before the SQLSTATE: MySQL's are coarse (23000 for 1062 and 1048)
+        if code == 0 and type(error).__name__ == "InterfaceError":
+            return Failure.UNSENT  # "Not connected": the driver closed it before
+        return _MYSQL.get(code, Failure.OTHER)
     sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
     if isinstance(sqlstate, str):
         if sqlstate == "23505":
@@ -89,6 +130,21 @@ def classify(error: BaseException) -> Failure:
         if str(cause).startswith("no such table"):
             return Failure.TABLE_MISSING
     return Failure.OTHER
+
+
+def mysql_error_code(error: BaseException) -> int | None:
+    """The MySQL/MariaDB error number of a MySQL driver's error (``args[0]``), else None."""
+    if type(error).__module__.partition(".")[0] not in _MYSQL_DRIVERS or not error.args:
+        return None
+    code = error.args[0]
+    return code if isinstance(code, int) else None
+
+
+def ends_connection(error: BaseException) -> bool:
+    """Whether the server closes the connection after ``error`` although the statement's
+    failure is the data's (MySQL's "packet bigger than max_allowed_packet"): the connection
+    must not be used again."""
+    return mysql_error_code(error) == _MYSQL_PACKET_TOO_BIG
 
 
 class RetryBudget:
@@ -149,15 +205,23 @@ def store_error(failed: StatementFailed, table: str) -> SessionError:
             "(on an engine of your own: asyncpg statement_cache_size=0 and SQLAlchemy's "
             "prepared_statement_cache_size=0, or psycopg prepare_threshold=None)"
         )
+    if failure is Failure.ID_TAKEN:  # MySQL's message quotes the key: the id hash
+        return StoreUnavailableError(
+            f"session store failed: a unique key was taken ({type(cause).__name__}"
+            f"{_sqlstate(cause)})"
+        )
     return StoreUnavailableError(f"session store failed: {describe_error(cause)}")
 
 
 def store_error_cause(failed: StatementFailed) -> BaseException | None:
-    """What the library's error chains to: the driver's error, except for refused data,
-    whose messages may quote the refused value."""
-    return None if failed.failure is Failure.DATA else failed.__cause__
+    """What the library's error chains to: the driver's error, except for refused data and
+    a taken key, whose messages may quote the value (MySQL's: the id hash)."""
+    quotes = failed.failure in (Failure.DATA, Failure.ID_TAKEN)
+    return None if quotes else failed.__cause__
 
 
 def _sqlstate(error: BaseException) -> str:
+    code = mysql_error_code(error)
+    number = f", error {code}" if code is not None else ""
     sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    return f", SQLSTATE {sqlstate}" if isinstance(sqlstate, str) else ""
+    return number + (f", SQLSTATE {sqlstate}" if isinstance(sqlstate, str) else "")

@@ -18,7 +18,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from typed_session_sql.backends.sql.engine import reject_closed_connections
-from typed_session_sql.backends.sql.failures import Failure, StatementFailed, classify
+from typed_session_sql.backends.sql.failures import (
+    Failure,
+    StatementFailed,
+    classify,
+    ends_connection,
+)
 from typed_session_sql.backends.sql.statements import Prepared
 
 __all__ = ["SqlAlchemyExecutor"]
@@ -62,7 +67,11 @@ class SqlAlchemyExecutor:
             # The driver's own error as the cause, not SQLAlchemy's wrapper: on an engine that
             # does not hide parameters, the wrapper's text lists them.
             cause = error.orig or error
-            failure = Failure.DISCONNECTED if error.connection_invalidated else classify(cause)
+            failure = classify(cause)
+            if error.connection_invalidated and failure is not Failure.UNSENT:
+                failure = Failure.DISCONNECTED  # unless the driver knows nothing was sent
+            elif ends_connection(cause):
+                await conn.invalidate()  # the server closes it: never back to the pool
             raise StatementFailed(failure) from cause
         except (SQLAlchemyError, OSError) as error:
             raise StatementFailed(Failure.OTHER) from error

@@ -34,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import NullType
 
+from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
+
 __all__ = ["Prepared", "Revoke", "Statements", "build_statements"]
 
 Revoke = Literal["all", "one", "others"]
@@ -229,6 +231,13 @@ def build_statements(
         # Concurrent purgers take disjoint batches instead of queueing on each other's
         # row locks (and never block a request writing one of those rows for long).
         victims = victims.with_for_update(skip_locked=True)
+    purging: Any = delete(table).where(c.id_hash.in_(victims.scalar_subquery()))
+    if dialect.name in MYSQL_DIALECTS:
+        # MySQL and MariaDB refuse LIMIT in an IN subquery (error 1235), and SKIP LOCKED
+        # on a DELETE; a multi-table DELETE joined to a derived table takes both. Oldest
+        # expiry first, as the expiry index reads.
+        batch = victims.order_by(c.expires_at).with_for_update(skip_locked=True).subquery("v")
+        purging = delete(table).where(c.id_hash == batch.c.id_hash)
 
     return Statements(
         insert=prepare("insert", inserting),
@@ -259,7 +268,7 @@ def build_statements(
                 delete(table).where(of_principal & (c.id_hash != arg("row_id", c.id_hash))),
             ),
         },
-        purge=prepare("purge", delete(table).where(c.id_hash.in_(victims.scalar_subquery()))),
+        purge=prepare("purge", purging),
         clear=prepare("clear", delete(table)),
         insert_ignores_conflict=ignores_conflict,
     )

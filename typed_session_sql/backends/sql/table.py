@@ -7,6 +7,12 @@ Timestamps are stored as integer microseconds since the Unix epoch (UTC). Intege
 the same on every dialect whatever the database session's time zone, SQLite included
 (where DATETIME is text), cost nothing to convert, and make it impossible to mix in the
 database's own clock: every ``now`` comes from the store.
+
+On MySQL and MariaDB three columns take types of their own (the other dialects' DDL is
+unchanged): the key is ``VARBINARY(32)`` (a key on a BLOB needs a prefix length), the data
+``LONGBLOB`` (a BLOB holds 64 KiB at most) and the principal ``VARBINARY(1020)``: its UTF-8
+bytes, compared exactly, where every text collation MariaDB and MySQL share ignores case or
+trailing spaces (``'alice' = 'Alice '`` is true under the server's default).
 """
 
 from __future__ import annotations
@@ -25,13 +31,18 @@ from sqlalchemy import (
     Table,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
 
-__all__ = ["DEFAULT_TABLE", "EpochMicros", "session_table"]
+__all__ = ["DEFAULT_TABLE", "MYSQL_DIALECTS", "EpochMicros", "Utf8Bytes", "session_table"]
 
 DEFAULT_TABLE = "typed_sessions"
+
+MYSQL_DIALECTS = ("mysql", "mariadb")
+"""SQLAlchemy's names for the MySQL family: ``mysql+asyncmy://`` says ``mysql`` whatever the
+server, ``mariadb+asyncmy://`` says ``mariadb``; types and statements cover both."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -58,6 +69,23 @@ class EpochMicros(TypeDecorator[datetime]):
         return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
+class Utf8Bytes(TypeDecorator[str]):
+    """Text stored as its UTF-8 bytes in a ``VARBINARY``: compared byte for byte, whatever
+    the server's collation. The principal's type on MySQL and MariaDB (see the module
+    docstring); 4 bytes a character at most, so ``length`` is 4 times the characters."""
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else value.encode()
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
+        # A row written by hand with bytes that are not UTF-8 raises UnicodeDecodeError (a
+        # ValueError): the backend's unreadable-row path.
+        return None if value is None else bytes(value).decode()
+
+
 def session_table(
     metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None
 ) -> Table:
@@ -67,17 +95,32 @@ def session_table(
         metadata,
         # blake3 of the session id: uniformly distributed, so a fine key for range-sharded
         # distributed SQL too (no sequence, no hot spot).
-        Column("id_hash", LargeBinary(32), primary_key=True),
-        Column("data", LargeBinary, nullable=False),
+        Column(
+            "id_hash",
+            LargeBinary(32).with_variant(mysql.VARBINARY(32), *MYSQL_DIALECTS),
+            primary_key=True,
+        ),
+        Column(
+            "data",
+            LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL_DIALECTS),
+            nullable=False,
+        ),
         # NULL = never expires (never purged).
         Column("expires_at", EpochMicros, nullable=True),
         Column("created_at", EpochMicros, nullable=False),
         Column("version", Integer, nullable=False),
         # Who signed in (set only by Session.sign_in), and when; NULL = anonymous.
-        Column("principal", String(MAX_PRINCIPAL_LENGTH), nullable=True),
+        Column(
+            "principal",
+            String(MAX_PRINCIPAL_LENGTH).with_variant(
+                Utf8Bytes(4 * MAX_PRINCIPAL_LENGTH), *MYSQL_DIALECTS
+            ),
+            nullable=True,
+        ),
         Column("authenticated_at", EpochMicros, nullable=True),
         Index(f"ix_{name}_expires_at", "expires_at"),
-        # Partial: anonymous sessions (most rows, most writes) never enter it.
+        # Partial: anonymous sessions (most rows, most writes) never enter it. MySQL and
+        # MariaDB have no partial indexes: there it is a plain one.
         Index(
             f"ix_{name}_principal",
             "principal",

@@ -4,6 +4,11 @@ Written out column by column, not built from the backend's current table definit
 revision must keep meaning what it meant when later revisions change the table. A test
 compares the migrated database with the backend's definition (autogenerate finds no diff).
 
+On MySQL and MariaDB (dialect name ``mysql`` or ``mariadb``, by the URL) three columns take
+types of their own: a binary key (a BLOB cannot be a key), LONGBLOB data (a BLOB holds 64
+KiB) and the principal as UTF-8 bytes, compared exactly (their text collations ignore case
+and trailing spaces). The principal index is a plain one there: no partial indexes.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-27
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import mysql
 
 from typed_session_sql.alembic_support import BRANCH_LABEL, options
 
@@ -21,19 +27,25 @@ down_revision = None
 branch_labels = (BRANCH_LABEL,)
 depends_on = None
 
+MYSQL = ("mysql", "mariadb")
+
 
 def upgrade() -> None:
     settings = options(context.config, context.get_x_argument(as_dictionary=True))
     op.create_table(
         settings.table,
-        sa.Column("id_hash", sa.LargeBinary(32), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "id_hash", sa.LargeBinary(32).with_variant(mysql.VARBINARY(32), *MYSQL), nullable=False
+        ),
+        sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL), nullable=False),
         # Microseconds since 1970-01-01 UTC; NULL = never expires.
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         # Who signed in, and when (microseconds, as above); NULL = anonymous.
-        sa.Column("principal", sa.String(255), nullable=True),
+        sa.Column(
+            "principal", sa.String(255).with_variant(mysql.VARBINARY(1020), *MYSQL), nullable=True
+        ),
         sa.Column("authenticated_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id_hash"),
         schema=settings.schema,
@@ -44,7 +56,7 @@ def upgrade() -> None:
         ["expires_at"],
         schema=settings.schema,
     )
-    # Partial: anonymous sessions never enter it.
+    # Partial: anonymous sessions never enter it (a plain index on MySQL and MariaDB).
     op.create_index(
         f"ix_{settings.table}_principal",
         settings.table,

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tests.e2e.server import REPOSITORY, fresh_postgres_database, serve
+from tests.e2e.server import REPOSITORY, fresh_postgres_database, serve, sqlite_rows
 from typed_session_sql.cli import build_parser
 from typed_session_sql.demo.app import create_app
 from typed_session_sql.demo.forms import MAX_FORM_BYTES
@@ -87,12 +88,6 @@ def visitor(client: httpx.AsyncClient) -> Visitor:
     return Visitor(client)
 
 
-def rows(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        count: int = db.execute("SELECT count(*) FROM typed_sessions").fetchone()[0]
-        return count
-
-
 async def signed_in_visitor(client: httpx.AsyncClient, name: str) -> Visitor:
     visitor = Visitor(client)
     token = await visitor.token()
@@ -112,7 +107,7 @@ async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(
     assert signed_in.status_code == 303
     assert signed_in.headers["location"] == "/"
     assert sorted(visitor.cookies) == [CSRF, SESSION]
-    assert rows(database) == 1
+    assert sqlite_rows(database) == 1
 
     token = await visitor.token()
     for quantity in ("2", "3"):
@@ -129,7 +124,7 @@ async def test_sign_in_fill_the_cart_see_the_session_and_sign_out(
     out = await visitor.go("POST", "/sign-out", {"csrf_token": token})
     assert out.status_code == 303
     assert SESSION not in visitor.cookies
-    assert rows(database) == 0
+    assert sqlite_rows(database) == 0
     assert "<h1>Sign in</h1>" in (await visitor.go("GET", "/")).text
 
 
@@ -141,7 +136,7 @@ async def test_looking_at_pages_stores_nothing(client: httpx.AsyncClient, databa
         response = await visitor.go("GET", path)
         assert response.status_code == 200
         assert SESSION not in visitor.cookies
-    assert rows(database) == 0
+    assert sqlite_rows(database) == 0
 
 
 async def test_a_planted_session_id_is_worthless_after_sign_in(client: httpx.AsyncClient) -> None:
@@ -199,7 +194,7 @@ async def test_forms_without_the_right_csrf_token_are_refused(
     response = await visitor.go("POST", "/sign-in", form)
     assert response.status_code == 403
     assert "Hello" not in (await visitor.go("GET", "/")).text
-    assert rows(database) == 0
+    assert sqlite_rows(database) == 0
 
 
 async def test_a_token_from_before_sign_in_is_worthless_after_it(visitor: Visitor) -> None:
@@ -332,7 +327,7 @@ async def test_a_bad_name_is_a_400(visitor: Visitor, database: Path, name: str) 
     response = await visitor.go("POST", "/sign-in", {"name": name, "csrf_token": token})
     assert response.status_code == 400
     assert "Please enter a name." in response.text
-    assert rows(database) == 0
+    assert sqlite_rows(database) == 0
 
 
 async def test_names_are_escaped(visitor: Visitor) -> None:
@@ -381,7 +376,7 @@ async def test_the_database_is_migrated_on_start(tmp_path: Path) -> None:
     app = create_app(f"sqlite+aiosqlite:///{path}")
     async with app.router.lifespan_context(app):
         pass
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "typed_sessions" in tables
     assert any("alembic" in table for table in tables)

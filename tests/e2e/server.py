@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,14 @@ from tests.sql_backends import require_postgres, unique_name
 
 STARTUP_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
+
+
+def sqlite_rows(database: Path, query: str = "SELECT count(*) FROM typed_sessions") -> int:
+    """The first column of the query's first row, on a connection closed afterwards (sqlite3's
+    own ``with`` ends a transaction but leaves the connection open, a ResourceWarning on 3.13)."""
+    with closing(sqlite3.connect(database)) as db:
+        value: int = db.execute(query).fetchone()[0]
+        return value
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import serve
+from tests.e2e.server import serve, sqlite_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -62,12 +61,6 @@ def demo_url(tmp_path: Path, database: Path) -> Iterator[str]:
     with serve(command, cwd=tmp_path) as server:
         yield server.url
     assert "Traceback" not in server.text, server.text
-
-
-def rows(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        count: int = db.execute("SELECT count(*) FROM typed_sessions").fetchone()[0]
-        return count
 
 
 def cookie_names(context: Any) -> list[str]:
@@ -119,7 +112,7 @@ def test_sign_in_reload_cart_sign_out_in_chromium(
             assert_security_headers(response)
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         assert cookie_names(context) == ["__Host-csrf"]
-        assert rows(database) == 0
+        assert sqlite_rows(database) == 0
         assert page.evaluate("document.cookie") == ""  # HttpOnly: invisible to scripts
         # The stylesheet is allowed by its hash: the button has the accent colour.
         button = page.get_by_role("button", name="Sign in")
@@ -131,7 +124,7 @@ def test_sign_in_reload_cart_sign_out_in_chromium(
         expect(page.get_by_role("heading", name="Hello, Ada")).to_be_visible()
         signed_in = session_cookie(context)["value"]
         assert cookie_names(context) == ["__Host-csrf", "__Host-id"]
-        assert rows(database) == 1
+        assert sqlite_rows(database) == 1
 
         page.reload()
         expect(page.get_by_role("heading", name="Hello, Ada")).to_be_visible()
@@ -153,7 +146,7 @@ def test_sign_in_reload_cart_sign_out_in_chromium(
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         assert cookie_names(context) == ["__Host-csrf"]  # signed out: no session cookie
-        assert rows(database) == 0
+        assert sqlite_rows(database) == 0
         assert problems == []
 
         # The signed-out cookie, replayed from elsewhere, is worth nothing.

@@ -25,7 +25,7 @@ from tests.production.load import (
     verdict,
 )
 from tests.production.servers import init_cluster, require_tools, running
-from typed_session_sql.backends.sql_engine import create_engine
+from typed_session_sql.backends.sql.engine import create_engine
 
 pytestmark = [pytest.mark.production, pytest.mark.anyio]
 

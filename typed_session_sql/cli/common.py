@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from typed_session_sql.alembic_support import SCHEMA_ENV, TABLE_ENV
-from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
-from typed_session_sql.backends.sql_table import DEFAULT_TABLE
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql.table import DEFAULT_TABLE
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -124,11 +124,11 @@ def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any
     Without ``create_sqlite_file``, a SQLite file that does not exist is an
     :class:`UnavailableError` rather than a new empty database (a purge or a look at the
     counts has nothing to do on one). ``options`` go to
-    :func:`~typed_session_sql.backends.sql_engine.create_engine`.
+    :func:`~typed_session_sql.backends.sql.engine.create_engine`.
     """
     from sqlalchemy.engine import make_url
 
-    from typed_session_sql.backends.sql_engine import create_engine
+    from typed_session_sql.backends.sql.engine import UrlOptionError, create_engine
     from typed_session_sql.urls import async_url
 
     try:
@@ -145,11 +145,13 @@ def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any
         return create_engine(db.url, **options)
     except ImportError as error:
         raise UsageError(_missing_driver(parsed.get_driver_name(), error)) from error
+    except UrlOptionError as error:
+        raise UsageError(str(error)) from error
     except Exception as error:
         # The message may quote the URL, password included: name the error class only.
         raise UsageError(
             f"no installed driver takes the URL {db.masked_url!r} ({type(error).__name__}); "
-            "use postgresql+asyncpg://... or sqlite+aiosqlite:///..."
+            "use postgresql://..., mysql://... or sqlite:///..."
         ) from error
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from typed_session_sql.backends.sql_engine import DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
 from typed_session_sql.cli.common import EXIT_USAGE
 
 DESCRIPTION = """\

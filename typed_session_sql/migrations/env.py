@@ -2,7 +2,7 @@
 
 Settings: ``-x url=... -x table=... -x schema=...``, or TYPED_SESSION_SQL_URL /
 TYPED_SESSION_SQL_TABLE / TYPED_SESSION_SQL_SCHEMA. The table definition (the autogenerate
-target) is the backend's own: :func:`typed_session_sql.backends.sql_table.session_table`.
+target) is the backend's own: :func:`typed_session_sql.backends.sql.table.session_table`.
 Each session table has its own version table (:func:`~typed_session_sql.alembic_support.
 version_table`), and every online run holds the migration lock
 (:func:`~typed_session_sql.alembic_support.serialised`).
@@ -17,8 +17,8 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 
 from typed_session_sql.alembic_support import options, serialised, version_table
-from typed_session_sql.backends.sql_engine import create_engine
-from typed_session_sql.backends.sql_table import session_table
+from typed_session_sql.backends.sql.engine import create_engine
+from typed_session_sql.backends.sql.table import session_table
 from typed_session_sql.urls import async_url
 
 settings = options(context.config, context.get_x_argument(as_dictionary=True))

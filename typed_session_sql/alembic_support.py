@@ -35,13 +35,13 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
 from typed_session_sql.backends.sql.table import (
     DEFAULT_TABLE,
     MYSQL_DIALECTS,
     EpochMicros,
     Utf8Bytes,
 )
-from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
 from typed_session_sql.errors import SessionTableMissingError, StoreUnavailableError
 
 if TYPE_CHECKING:

@@ -51,6 +51,7 @@ class UrlOptionError(ValueError):
     """A query option of the library's own in the database URL has a value it does not
     take. The message names the option and the value, never the rest of the URL."""
 
+
 # Statements asyncmy keeps prepared on each connection: more than the backend has (12).
 ASYNCMY_STATEMENT_CACHE = 32
 

@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class SqlTarget:
 
         SQLite's table has the default name (the file is fresh); the servers' a random one.
         """
-        async with self.url() as fresh:
+        async with self.url() as fresh, aiosqlite_threads_joined():
             if self.server:
                 options.setdefault("table_name", unique_name("sessions"))
             backend = SqlBackend.from_url(url or fresh, execution=self.execution, **options)
@@ -123,6 +124,31 @@ class SqlTarget:
                     async with backend.engine.begin() as conn:
                         await conn.run_sync(backend.metadata.drop_all)
                 await backend.dispose()
+
+
+# Python names a thread after its target: aiosqlite's are "Thread-N (_connection_worker_thread)".
+_AIOSQLITE_WORKER = "(_connection_worker_thread)"
+_JOIN_BOUND = 10.0  # seconds: a bound on a thread that never ends, not a wait for time
+
+
+@asynccontextmanager
+async def aiosqlite_threads_joined() -> AsyncIterator[None]:
+    """On leaving, wait for the aiosqlite worker threads started inside to end, while the
+    event loop still runs.
+
+    aiosqlite (0.22) stops the thread of a connection that failed to open by queueing a stop
+    it never awaits, and so does SQLAlchemy's terminate. Each test has an event loop of its
+    own: if it closes before the thread runs that stop, the thread dies on "Event loop is
+    closed" in whatever test runs next, which then fails for it. The thread only hands a
+    result to the loop and ends, so joining it here does not block on the loop.
+    """
+    before = set(threading.enumerate())
+    try:
+        yield
+    finally:
+        for thread in set(threading.enumerate()) - before:
+            if thread.name.endswith(_AIOSQLITE_WORKER):
+                thread.join(timeout=_JOIN_BOUND)
 
 
 SQL_TARGETS = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
-from tests.sql_backends import SqlTarget, require_postgres, unique_name
+from tests.sql_backends import SqlTarget, aiosqlite_threads_joined, require_postgres, unique_name
 from typed_session_sql import (
     CookieCommand,
     Session,
@@ -64,16 +63,11 @@ async def test_postgres_unreachable_raises_store_unavailable_with_cause(
 
 async def test_sqlite_unopenable_raises_store_unavailable(tmp_path: Path, clock: FakeClock) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'sessions.db'}"
-    async with SqlBackend.from_url(url) as backend:
+    async with aiosqlite_threads_joined(), SqlBackend.from_url(url) as backend:
         store = SessionStore(Cart, backend, clock=clock)
         with pytest.raises(StoreUnavailableError) as caught:
             await store.load(ids.new_cookie_value())
         assert caught.value.__cause__ is not None
-        del caught
-    # aiosqlite stops the worker thread of a connection that failed to open only when it is
-    # collected; collect it while the event loop still runs.
-    gc.collect()
-    await asyncio.sleep(0)
 
 
 @pytest.fixture

@@ -1,15 +1,31 @@
-"""Slow suites that start servers of their own run only when asked for.
+"""Which tests run: slow suites only when asked for, and what a missing server means.
 
-A run asks for one by its marker (``-m production``, ``-m galera``) or by naming its
-directory or a file in it. Otherwise its tests are deselected, not skipped: a skip in the
-default run would read as something missing on the machine.
+A slow suite that starts servers of its own runs only when a run asks for it, by its marker
+(``-m production``, ``-m galera``) or by naming its directory or a file in it. Otherwise its
+tests are deselected, not skipped: a skip in the default run would read as something
+missing on the machine.
+
+A test whose server, tool or package is missing skips with the reason, unless
+``TYPED_SESSION_SQL_REQUIRE_<WHAT>=1`` says the machine must have it (``.ci/run`` sets
+them), where it fails instead.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(reason: str, requirement: str) -> NoReturn:
+    """Skip the calling test for ``reason``, or fail it where
+    ``TYPED_SESSION_SQL_REQUIRE_<requirement>=1`` (read now, so a test can set it)."""
+    variable = f"TYPED_SESSION_SQL_REQUIRE_{requirement}"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason} and {variable}=1")
+    pytest.skip(reason)
 
 
 def asked_for(config: pytest.Config, marker: str, directory: Path | None = None) -> bool:

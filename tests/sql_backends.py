@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from tests.mariadb.server import require_mariadb
+from tests.selection import unavailable
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend, create_engine
 from typed_session_sql.backends.sql.driver_executor import statement_logger
@@ -37,7 +37,6 @@ from typed_session_sql.backends.sql.driver_executor import statement_logger
 POSTGRES_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
 )
-REQUIRE_POSTGRES = os.environ.get("TYPED_SESSION_SQL_REQUIRE_POSTGRES") == "1"
 
 Database = Literal["sqlite", "postgres", "mariadb"]
 Execution = Literal["driver", "sqlalchemy"]
@@ -54,10 +53,7 @@ def require_postgres() -> str:
         with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2):
             pass
     except OSError as error:
-        reason = f"PostgreSQL at {url.host}:{url.port} does not answer ({error})"
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_POSTGRES=1")
-        pytest.skip(reason)
+        unavailable(f"PostgreSQL at {url.host}:{url.port} does not answer ({error})", "POSTGRES")
     return POSTGRES_URL
 
 

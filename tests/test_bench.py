@@ -18,17 +18,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.selection import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) -> None:
     if shutil.which("pg_config") is None:
-        reason = "the benchmark starts its own PostgreSQL server: pg_config --bindir not found"
-        if os.environ.get("TYPED_SESSION_SQL_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(
+            "the benchmark starts its own PostgreSQL server: pg_config --bindir not found",
+            "POSTGRES",
+        )
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,

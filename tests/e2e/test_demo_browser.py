@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.server import serve, sqlite_rows
+from tests.selection import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -38,10 +39,7 @@ pytestmark = pytest.mark.browser
 def require_chromium() -> None:
     if CHROMIUM.exists():
         return
-    reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if os.environ.get("TYPED_SESSION_SQL_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_BROWSER=1")
-    pytest.skip(reason)
+    unavailable(f"{CHROMIUM} is missing (apt-get install chromium)", "BROWSER")
 
 
 @pytest.fixture

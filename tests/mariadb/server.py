@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import pytest
 from sqlalchemy.engine import make_url
+
+from tests.selection import unavailable
 
 if TYPE_CHECKING:
     from asyncmy.connection import Connection
@@ -25,13 +26,6 @@ if TYPE_CHECKING:
 MARIADB_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_MARIADB_URL", "mysql+asyncmy://root@127.0.0.1:3306/test"
 )
-REQUIRE_MARIADB = os.environ.get("TYPED_SESSION_SQL_REQUIRE_MARIADB") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRE_MARIADB:
-        pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_MARIADB=1")
-    pytest.skip(reason)
 
 
 def require_mariadb(url: str = MARIADB_URL) -> str:
@@ -40,13 +34,13 @@ def require_mariadb(url: str = MARIADB_URL) -> str:
     try:
         import asyncmy  # noqa: F401
     except ImportError:
-        _unavailable("the asyncmy driver is not installed")
+        unavailable("the asyncmy driver is not installed", "MARIADB")
     parsed = make_url(url)
     try:
         with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 3306), 2):
             pass
     except OSError as error:
-        _unavailable(f"MariaDB at {parsed.host}:{parsed.port} does not answer ({error})")
+        unavailable(f"MariaDB at {parsed.host}:{parsed.port} does not answer ({error})", "MARIADB")
     return url
 
 

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.mariadb import server
 from tests.mariadb.server import connect, require_mariadb, scratch_table
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mariadb]
@@ -71,7 +70,7 @@ def _closed_port() -> int:
 def test_no_server_skips_or_fails_in_ci(
     monkeypatch: pytest.MonkeyPatch, required: bool, outcome: str
 ) -> None:
-    monkeypatch.setattr(server, "REQUIRE_MARIADB", required)
+    monkeypatch.setenv("TYPED_SESSION_SQL_REQUIRE_MARIADB", "1" if required else "0")
     url = f"mysql+asyncmy://root@127.0.0.1:{_closed_port()}/test"
     expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
     with pytest.raises(expected, match="does not answer"):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests.selection import unavailable
 
 SERVER_USER = "postgres"
 START_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
@@ -43,10 +43,7 @@ def require_tools(*names: str) -> None:
         missing.append("root (to run servers as the postgres user)")
     if not missing:
         return
-    reason = "missing: " + ", ".join(missing)
-    if os.environ.get("TYPED_SESSION_SQL_REQUIRE_PRODUCTION") == "1":
-        pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_PRODUCTION=1")
-    pytest.skip(reason)
+    unavailable("missing: " + ", ".join(missing), "PRODUCTION")
 
 
 def pg_bindir() -> Path:
@@ -419,7 +416,7 @@ def require_module(name: str) -> None:
     try:
         __import__(name)
     except ImportError:
-        reason = f"the {name!r} package is missing (the nox production session installs it)"
-        if os.environ.get("TYPED_SESSION_SQL_REQUIRE_PRODUCTION") == "1":
-            pytest.fail(reason + " and TYPED_SESSION_SQL_REQUIRE_PRODUCTION=1")
-        pytest.skip(reason)
+        unavailable(
+            f"the {name!r} package is missing (the nox production session installs it)",
+            "PRODUCTION",
+        )

@@ -8,8 +8,6 @@ backend made to fail, and on SQL backends whose database is not there.
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tests.backends import OutageMemoryBackend
 from tests.clock import FakeClock
 from tests.models import Cart
-from tests.sql_backends import require_postgres
+from tests.sql_backends import aiosqlite_threads_joined, require_postgres
 from typed_session_sql import (
     Backend,
     EventKind,
@@ -127,7 +125,7 @@ async def test_a_database_that_is_not_there_is_reported_once_per_call(
     opened: AbstractAsyncContextManager[Backend] = unreachable_postgres()
     if database == "sqlite":
         opened = SqlBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nodir' / 'sessions.db'}")
-    async with opened as backend:
+    async with aiosqlite_threads_joined(), opened as backend:
         events: list[SessionEvent] = []
         store = SessionStore(Cart, backend, clock=clock, on_event=events.append)
         value = ids.new_cookie_value()
@@ -150,7 +148,3 @@ async def test_a_database_that_is_not_there_is_reported_once_per_call(
             assert type(cause).__name__ in record.getMessage()
             assert value not in record.getMessage()
             del caught
-    # aiosqlite stops the worker thread of a connection that failed to open only when it is
-    # collected; collect it while the event loop still runs.
-    gc.collect()
-    await asyncio.sleep(0)

@@ -149,6 +149,7 @@ def release(session: nox.Session) -> None:
     package from the unpacked sdist and run the test suite there."""
     import shutil
     import tarfile
+    import tempfile
 
     session.install("build>=1.2", "twine>=6")
     work = Path(session.create_tmp()).resolve()
@@ -163,7 +164,13 @@ def release(session: nox.Session) -> None:
     (tree,) = unpacked.iterdir()
     with session.chdir(tree):
         session.install(".[postgres,demo]", "--group", "test")  # built from the sdist's tree
-        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+        # create_tmp() pointed TMPDIR into the checkout, which may sit in a directory only
+        # its owner can enter (a clone in `mktemp -d`): the servers some tests start run as
+        # the postgres user and could not reach their data directories there.
+        session.run(
+            "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs,
+            env={"TMPDIR": tempfile.gettempdir()},
+        )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -22,7 +22,9 @@ os.environ["PATH"] = os.pathsep.join([*map(str, _PYENV), os.environ.get("PATH", 
 # The floor of the SQLAlchemy range pyproject.toml allows (the newest below its cap is what
 # resolves by default).
 SQLALCHEMY_FLOOR = "sqlalchemy[asyncio]==2.0.43"
-SQL_SUITES = ["tests/test_contract.py", "tests/test_contract_principals.py", "tests/test_sql_*"]
+# Test families are directories, so a new module of a family is in its session without a list
+# to keep up to date (tests/test_layout.py fails on a family's module outside its directory).
+SQL_SUITES = ["tests/contract", "tests/sql"]
 
 
 @nox.session(python=PYTHON)
@@ -45,8 +47,7 @@ def tests_bounds(session: nox.Session, sqlalchemy: str) -> None:
     session.install("-e", ".[postgres,demo]", "--group", "test")
     if sqlalchemy == "floor":
         session.install(SQLALCHEMY_FLOOR)
-    suites = [str(p) for pattern in SQL_SUITES for p in sorted(Path().glob(pattern))]
-    session.run("python", "-m", "pytest", "-q", *suites, *session.posargs)
+    session.run("python", "-m", "pytest", "-q", *SQL_SUITES, *session.posargs)
 
 
 @nox.session(python=PYTHON)

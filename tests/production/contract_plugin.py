@@ -2,7 +2,7 @@
 
     TYPED_SESSION_SQL_CONTRACT_TARGETS='{"pgbouncer-transaction-driver": {"url": ...,
         "execution": "driver", "settings": "asyncpg-unnamed"}}' \\
-        python -m pytest -p tests.production.contract_plugin tests/test_contract*.py
+        python -m pytest -p tests.production.contract_plugin tests/contract/
 
 Loaded with ``-p``, it runs before any conftest: it replaces the entries of
 ``tests.sql_backends.SQL_BACKEND_FACTORIES`` (the contract suite's SQL backends, which

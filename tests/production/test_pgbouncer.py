@@ -121,7 +121,7 @@ def test_contract_suite_passes_through_pgbouncer(
     upstream_port: int, mode: str, settings: Settings, report: Report
 ) -> None:
     requires(settings)
-    contract = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("tests/test_contract*.py"))
+    contract = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("tests/contract/test_*.py"))
     with pgbouncer(mode, upstream_port=upstream_port) as bouncer:
         targets = {
             f"pgbouncer-{mode}-{settings.name}-{execution}": {

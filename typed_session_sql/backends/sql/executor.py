@@ -123,7 +123,7 @@ def _observers(engine: AsyncEngine) -> str:
         return "sqlalchemy.engine logs statements"
     # SQLAlchemy has no documented way to ask whether an engine has listeners; its event
     # collections on the engine's `dispatch` (a typed public attribute) are the only one.
-    # Asked once, here; tests/test_sql_executors.py checks it on both SQLAlchemy bounds.
+    # Asked once, here; tests/sql/test_sql_executors.py checks it on both SQLAlchemy bounds.
     dispatch = sync_engine.dispatch
     listened = [name for name in _STATEMENT_EVENTS if getattr(dispatch, name)]
     if listened:

@@ -23,9 +23,9 @@ from sqlalchemy import event, text
 
 from tests.clock import FakeClock
 from tests.mariadb.server import connect, require_mariadb
+from tests.sql.test_sql_connections import connected
+from tests.sql.test_sql_failures import Cart, saves_go_on
 from tests.sql_backends import SqlTarget
-from tests.test_sql_connections import connected
-from tests.test_sql_failures import Cart, saves_go_on
 from typed_session_sql import (
     IdCollisionError,
     SessionStore,

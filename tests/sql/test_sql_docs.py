@@ -13,7 +13,7 @@ from sqlalchemy import MetaData
 
 from typed_session_sql.backends.sql import session_table
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "sql-store.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "sql-store.md"
 
 
 def section(title: str) -> str:

@@ -24,7 +24,7 @@ os.environ["PATH"] = os.pathsep.join([*map(str, _PYENV), os.environ.get("PATH", 
 SQLALCHEMY_FLOOR = "sqlalchemy[asyncio]==2.0.43"
 # Test families are directories, so a new module of a family is in its session without a list
 # to keep up to date (tests/test_layout.py fails on a family's module outside its directory).
-SQL_SUITES = ["tests/contract", "tests/sql"]
+SQL_SUITES = ["tests/contract", "tests/sql", "tests/purge", "tests/migrations"]
 
 
 @nox.session(python=PYTHON)
@@ -38,16 +38,17 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=["3.11", "3.13"])
 @nox.parametrize("sqlalchemy", ["floor", "newest"])
 def tests_bounds(session: nox.Session, sqlalchemy: str) -> None:
-    """The contract suite and the SQL backend's own tests (every database x executor) on
-    both ends of the SQLAlchemy range and both ends of the Python range: what an upgrade
-    of either can break. The rest does not touch SQLAlchemy's execution, and `tests` runs
-    all of it on 3.11 with the newest SQLAlchemy, which this session then skips."""
+    """The contract suite, the SQL backend's own tests (every database x executor), the purge
+    and the migrations on both ends of the SQLAlchemy range and both ends of the Python
+    range: what an upgrade of either can break (the slow wheel build runs in `tests` only).
+    The rest does not touch SQLAlchemy's execution, and `tests` runs all of it on 3.11 with
+    the newest SQLAlchemy, which this session then skips."""
     if session.python == PYTHON and sqlalchemy == "newest":
         session.skip("the tests session runs the whole suite here")
     session.install("-e", ".[postgres,demo]", "--group", "test")
     if sqlalchemy == "floor":
         session.install(SQLALCHEMY_FLOOR)
-    session.run("python", "-m", "pytest", "-q", *SQL_SUITES, *session.posargs)
+    session.run("python", "-m", "pytest", "-q", "-m", "not wheel", *SQL_SUITES, *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -147,8 +148,8 @@ def newest_python() -> str:
 @nox.session(python=newest_python())
 def release(session: nox.Session) -> None:
     """Build the sdist and the wheel, check them with twine, then build and install the
-    package from the unpacked sdist and run the tests there (all but the contract and SQL
-    families, which tests_bounds runs on the same Python)."""
+    package from the unpacked sdist and run the tests there (all but the families that
+    tests_bounds runs on the same Python)."""
     import shutil
     import tarfile
     import tempfile
@@ -169,9 +170,9 @@ def release(session: nox.Session) -> None:
         # create_tmp() pointed TMPDIR into the checkout, which may sit in a directory only
         # its owner can enter (a clone in `mktemp -d`): the servers some tests start run as
         # the postgres user and could not reach their data directories there.
-        # The contract and SQL families ran on this Python in tests_bounds already: here
-        # the rest, so each test runs once on 3.13 (`-- tests/contract` runs them too).
-        selection = session.posargs or ["--ignore=tests/contract", "--ignore=tests/sql"]
+        # tests_bounds ran its families on this Python already: here the rest, so each test
+        # runs once on 3.13 (`-- tests/contract` runs one of them too).
+        selection = session.posargs or [f"--ignore={suite}" for suite in SQL_SUITES]
         session.run(
             "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection,
             env={"TMPDIR": tempfile.gettempdir()},

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, make_url
 from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql.backends.sql import create_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "migrations.md"
 BIN = Path(sys.executable).parent
 

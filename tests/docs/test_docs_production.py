@@ -12,7 +12,7 @@ import pytest
 from tests.mariadb.test_galera_sessions import ENGINE
 from typed_session_sql import SqlBackend
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "production.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "production.md"
 
 
 def python_blocks() -> list[str]:

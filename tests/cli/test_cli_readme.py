@@ -17,7 +17,7 @@ import pytest
 import typed_session_sql
 from typed_session_sql.cli import common
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.server import fresh_postgres_database, serve, uvicorn
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_first_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "sql-store.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "sql-store.md"
 
 
 def python_blocks() -> list[str]:

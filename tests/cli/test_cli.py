@@ -23,7 +23,7 @@ from typed_session_sql.cli import build_parser, main
 from typed_session_sql.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
 from typed_session_sql.urls import async_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "typed_session_sql.cli"]
 SECRET = "hunter2secret"
 PG = f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:5432"

@@ -17,7 +17,7 @@ from typed_session_sql.cli import build_parser
 
 pytestmark = pytest.mark.anyio
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cleanup.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cleanup.md"
 
 
 def blocks(language: str) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.anyio
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "asgi.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "asgi.md"
 PRODUCTION_BACKEND = 'SqlBackend.from_url("postgresql+asyncpg://app@db/app")'
 
 

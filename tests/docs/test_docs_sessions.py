@@ -16,7 +16,7 @@ from typed_session_sql import DoNothing, MemoryBackend, SessionStore
 
 pytestmark = pytest.mark.anyio
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "sessions.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "sessions.md"
 
 
 def python_block(containing: str) -> str:

@@ -31,7 +31,7 @@ from typed_session_sql.backends.sql import create_engine, session_table
 from typed_session_sql.cli import main
 from typed_session_sql.errors import SessionTableMissingError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -10,10 +10,10 @@ The rule, for whoever writes documentation (CONTRIBUTING.md says the same):
 - A block that is deliberately a fragment (one piece of a larger program, with names it
   does not define, or a placeholder like ``...``) has the line ``<!-- fragment: why -->``
   right before its opening fence. It is compiled, so its syntax is checked, but not run.
-  Say in ``why`` where it is exercised, if anywhere (``runs in tests/test_docs_asgi.py``).
+  Say in ``why`` where it is exercised, if anywhere (``runs in tests/docs/test_docs_asgi.py``).
 
 Blocks that need asserting more than "it runs" get a test of their own as well
-(tests/test_docs_*.py, tests/test_readme.py); this test only guarantees none is left out.
+(tests/docs/test_docs_*.py, tests/docs/test_readme.py); this test only guarantees none is left out.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(
     r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
 )

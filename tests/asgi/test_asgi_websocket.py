@@ -17,9 +17,9 @@ import pytest
 import starlette.testclient
 from starlette.websockets import WebSocketDisconnect
 
+from tests.asgi.test_asgi_failures import dead_url
 from tests.asgi_apps import APP_FACTORIES, Cart
 from tests.backends import RecordingBackend
-from tests.test_asgi_failures import dead_url
 from typed_session_sql import MemoryBackend, SessionStore, SqlBackend
 from typed_session_sql.asgi import ASGIApp, CookieSettings
 

@@ -1,4 +1,4 @@
-"""Every fenced ``python`` block in README.md and docs/ runs.
+"""Every fenced ``python`` block in README.md, docs/ and the package's docstrings runs.
 
 The rule, for whoever writes documentation (CONTRIBUTING.md says the same):
 
@@ -12,6 +12,10 @@ The rule, for whoever writes documentation (CONTRIBUTING.md says the same):
   right before its opening fence. It is compiled, so its syntax is checked, but not run.
   Say in ``why`` where it is exercised, if anywhere (``runs in tests/test_docs_asgi.py``).
 
+Docstrings follow the same rule: the fenced ``python`` blocks in a public name's docstring
+(its ``Examples:`` section, which mkdocstrings renders in the reference) run top to bottom
+in one namespace of their own, each docstring apart. The main classes must have one.
+
 Blocks that need asserting more than "it runs" get a test of their own as well
 (tests/test_docs_*.py, tests/test_readme.py); this test only guarantees none is left out.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -58,19 +63,63 @@ def markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def python_blocks(path: Path) -> list[Block]:
-    text = path.read_text()
+def python_blocks(path: Path, text: str | None = None, first_line: int = 1) -> list[Block]:
+    """The blocks of the Markdown file ``path``, or of ``text`` found in it at ``first_line``."""
+    text = path.read_text() if text is None else text
     blocks = []
     for match in FENCE.finditer(text):
         if match["lang"] not in ("python", "py"):
             continue
-        line = text.count("\n", 0, match.start()) + 1
+        line = text.count("\n", 0, match.start()) + first_line
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = FRAGMENT.match(before)
         indent = len(match["indent"])
         source = "\n".join(row[indent:] for row in match["body"].splitlines())
         blocks.append(Block(path, line, source + "\n", marker["why"] if marker else None))
     return blocks
+
+
+def docstring_blocks(obj: object) -> list[Block]:
+    """The blocks in the docstring of the class or function ``obj``, with their line
+    numbers in its source file."""
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)) or "```" not in (obj.__doc__ or ""):
+        return []
+    doc = inspect.cleandoc(obj.__doc__ or "")  # its own, not one inherited
+    path = Path(inspect.getsourcefile(obj) or "")
+    lines, start = inspect.getsourcelines(obj)
+    first = doc.splitlines()[0]
+    offset = next(index for index, row in enumerate(lines) if first in row)
+    return python_blocks(path, doc, start + offset)
+
+
+def documented_objects() -> dict[str, object]:
+    """Every public name of every public module, and the methods and properties of the
+    classes among them, by the name the reference shows; each object once."""
+    from tests.test_docs_reference import public_modules
+
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+
+    def add(name: str, obj: object) -> None:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            found[name] = obj
+
+    for module_name in sorted(public_modules()):
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            add(f"{module_name}.{name}", obj)
+            if inspect.isclass(obj):
+                for member, value in vars(obj).items():
+                    if not member.startswith("_"):
+                        add(f"{module_name}.{name}.{member}", getattr(value, "fget", value))
+    return found
+
+
+def with_examples() -> dict[str, list[Block]]:
+    examples = {name: docstring_blocks(obj) for name, obj in documented_objects().items()}
+    return {name: blocks for name, blocks in examples.items() if blocks}
 
 
 def run_blocks(blocks: list[Block]) -> None:
@@ -102,6 +151,35 @@ def test_every_python_block_runs(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TYPED_SESSION_SQL_URL", f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
     run_blocks(python_blocks(path))
+
+
+@pytest.mark.parametrize("name", sorted(with_examples()))
+def test_every_docstring_example_runs(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TYPED_SESSION_SQL_URL", f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    run_blocks(with_examples()[name])
+
+
+MAIN_CLASSES = [
+    "typed_session_sql.SessionStore",
+    "typed_session_sql.Session",
+    "typed_session_sql.SqlBackend",
+    "typed_session_sql.PurgeScheduler",
+    "typed_session_sql.asgi.SessionMiddleware",
+    "typed_session_sql.testing.SessionJar",
+    "typed_session_sql.testing.AsyncSessionJar",
+]
+
+
+@pytest.mark.parametrize("name", MAIN_CLASSES)
+def test_the_main_classes_have_a_runnable_example(name: str) -> None:
+    module, _, attribute = name.rpartition(".")
+    doc = inspect.getdoc(getattr(importlib.import_module(module), attribute)) or ""
+    assert re.search(r"^Examples?:$", doc, re.M), f"{name}'s docstring has no Examples: section"
+    blocks = with_examples().get(name, [])
+    assert any(block.fragment is None for block in blocks), f"{name} has no runnable example"
 
 
 def test_blocks_are_found_indented_or_not(tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ The rule, for whoever writes documentation (CONTRIBUTING.md says the same):
 - The blocks of one Markdown file run top to bottom in one namespace, as a reader pasting
   them in order would run them: a later block may use what an earlier one defined. They
   run in a temporary directory, with ``TYPED_SESSION_SQL_URL`` pointing at a fresh SQLite
-  file there, so ``SqlBackend.from_url()`` works without a server. Top-level ``await`` is
-  allowed (the file's blocks share one event loop); so is ``asyncio.run(...)``.
+  file there, so ``SqlBackend.from_url()`` works without a server. They run as a script
+  does: a block that awaits does it in a function it runs with ``asyncio.run(...)``, since
+  a reader pasting a top-level ``await`` into a script gets a SyntaxError.
 - A block that is deliberately a fragment (one piece of a larger program, with names it
   does not define, or a placeholder like ``...``) has the line ``<!-- fragment: why -->``
-  right before its opening fence. It is compiled, so its syntax is checked, but not run.
+  right before its opening fence. It is compiled, so its syntax is checked, but not run;
+  it may ``await`` at top level (it is a piece of an ``async def``).
   Say in ``why`` where it is exercised, if anywhere (``runs in tests/test_docs_asgi.py``).
 
 Docstrings follow the same rule: the fenced ``python`` blocks in a public name's docstring
@@ -23,7 +25,6 @@ Blocks that need asserting more than "it runs" get a test of their own as well
 from __future__ import annotations
 
 import ast
-import asyncio
 import importlib
 import inspect
 import re
@@ -54,9 +55,22 @@ class Block:
     def compile(self) -> Any:
         # Line numbers in tracebacks point into the Markdown file.
         padded = "\n" * self.line + self.source
-        return compile(
-            padded, str(self.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
-        )
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.fragment is not None else 0
+        try:
+            return compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
+        except SyntaxError as error:
+            if (
+                self.fragment is None
+                and "outside" in str(error.msg)
+                and "function" in str(error.msg)
+            ):
+                raise AssertionError(
+                    f"the python block at {self} uses {error.msg} at line {error.lineno}: a "
+                    "reader pasting it into a script gets a SyntaxError. Put it in an "
+                    "`async def main()` run with `asyncio.run(main())`, or if it is a piece of "
+                    "a handler, mark it `<!-- fragment: why -->`."
+                ) from error
+            raise
 
 
 def markdown_files() -> list[Path]:
@@ -124,24 +138,17 @@ def with_examples() -> dict[str, list[Block]]:
 
 def run_blocks(blocks: list[Block]) -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    loop = asyncio.new_event_loop()
-    try:
-        for block in blocks:
-            code = block.compile()
-            if block.fragment is not None:
-                continue
-            try:
-                result = eval(code, namespace)  # our own documentation
-                if inspect.iscoroutine(result):  # the block awaits at top level
-                    loop.run_until_complete(result)
-            except Exception as error:
-                raise AssertionError(
-                    f"the python block at {block} failed: {error!r}. Fix the block, or if it is "
-                    "deliberately a fragment, put `<!-- fragment: why -->` on the line before it."
-                ) from error
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    for block in blocks:
+        code = block.compile()
+        if block.fragment is not None:
+            continue
+        try:
+            exec(code, namespace)  # our own documentation
+        except Exception as error:
+            raise AssertionError(
+                f"the python block at {block} failed: {error!r}. Fix the block, or if it is "
+                "deliberately a fragment, put `<!-- fragment: why -->` on the line before it."
+            ) from error
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda path: str(path.relative_to(ROOT)))
@@ -203,6 +210,18 @@ def test_a_failing_block_names_its_file_and_line(tmp_path: Path) -> None:
     blocks = python_blocks(page)
     with pytest.raises(AssertionError, match=r"page\.md:7 failed: ValueError\(1\)"):
         run_blocks(blocks)
+
+
+def test_a_block_that_awaits_outside_a_function_must_be_a_fragment(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nimport asyncio\nawait asyncio.sleep(0)\n```\n\n"
+        "<!-- fragment: inside a handler -->\n```python\nawait store.save(session)\n```\n"
+    )
+    runnable, fragment = python_blocks(page)
+    with pytest.raises(AssertionError, match=r"page\.md:1 uses 'await' outside function at line 3"):
+        run_blocks([runnable])
+    run_blocks([fragment])
 
 
 def test_a_fragment_is_compiled_not_run(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ Blocks that need asserting more than "it runs" get a test of their own as well
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import re
@@ -131,6 +132,7 @@ def documented_objects() -> dict[str, object]:
     return found
 
 
+@functools.cache  # collection and each test ask; the docstrings do not change
 def with_examples() -> dict[str, list[Block]]:
     examples = {name: docstring_blocks(obj) for name, obj in documented_objects().items()}
     return {name: blocks for name, blocks in examples.items() if blocks}

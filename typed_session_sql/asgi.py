@@ -181,6 +181,59 @@ class SessionMiddleware:
             Starlette's own sessions (Authlib, sqladmin, starlette-admin). The store's data
             type must be ``dict``. The session is then loaded before the app runs, when the
             request carries the cookie (``request.session`` cannot wait for the database).
+
+    Examples:
+        A Starlette app counting each visitor's visits (FastAPI and Litestar take the
+        middleware the same way: `app.add_middleware(SessionMiddleware, store=store)`,
+        `DefineMiddleware(SessionMiddleware, store=store)`):
+
+        ```python
+        from dataclasses import dataclass
+
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from typed_session_sql import MemoryBackend, SessionStore
+        from typed_session_sql.asgi import SessionMiddleware
+
+
+        @dataclass
+        class Visits:
+            count: int = 0
+
+
+        store = SessionStore(Visits, MemoryBackend())  # SqlBackend.from_url(...) in production
+
+
+        def one_more(visits: Visits) -> None:
+            visits.count += 1
+
+
+        async def home(request: Request) -> JSONResponse:
+            session = await store.session(request)  # a Session[Visits], loaded on first use
+            session.modify(one_more)
+            return JSONResponse({"visits": session.data.count})
+
+
+        app = Starlette(
+            routes=[Route("/", home)],
+            middleware=[Middleware(SessionMiddleware, store=store)],
+        )
+        ```
+
+        Its cookie, `__Host-id`, is `Secure`: a browser (or a test client) sends it back
+        over HTTPS, or to `localhost`:
+
+        ```python
+        from starlette.testclient import TestClient
+
+        with TestClient(app, base_url="https://testserver") as client:
+            assert client.get("/").json() == {"visits": 1}
+            assert client.get("/").json() == {"visits": 2}
+        ```
     """
 
     def __init__(

@@ -32,11 +32,6 @@ __all__ = ["PurgeScheduler"]
 class PurgeScheduler:
     """Runs purge passes in the background while the ``async with`` block runs.
 
-    ::
-
-        async with PurgeScheduler(store, every=timedelta(minutes=5)):
-            ...  # serve requests
-
     Args:
         store: the store whose expired sessions to delete.
         every: the mean interval between the end of one pass and the start of the next.
@@ -59,6 +54,66 @@ class PurgeScheduler:
     (on the ``typed_session_sql`` logger, without secrets) and retried after a backoff;
     the scheduler only stops when the block exits, which cancels a running batch at once
     (a batch is one statement, so nothing is half done).
+
+    Examples:
+        In the lifespan of the application (here Starlette's; FastAPI's and Litestar's are
+        the same), so every instance runs one and they take turns:
+
+        ```python
+        from collections.abc import AsyncIterator
+        from contextlib import asynccontextmanager
+        from dataclasses import dataclass, field
+        from datetime import timedelta
+
+        from starlette.applications import Starlette
+
+        from typed_session_sql import PurgeScheduler, SessionStore, SqlBackend
+
+
+        @dataclass
+        class Cart:
+            items: list[int] = field(default_factory=list)
+
+
+        backend = SqlBackend.from_url()  # $TYPED_SESSION_SQL_URL
+        store = SessionStore(Cart, backend)
+
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await backend.migrate()
+            async with PurgeScheduler(store, every=timedelta(minutes=5)):
+                yield  # serve requests; leaving the block stops the scheduler
+            await backend.dispose()
+
+
+        app = Starlette(lifespan=lifespan)
+        ```
+
+        Each pass's `PurgeResult` goes to `on_pass`, for metrics; `first_delay=timedelta(0)`
+        runs the first pass at once:
+
+        ```python
+        import asyncio
+
+        from typed_session_sql import PurgeResult
+
+
+        async def main() -> None:
+            await backend.migrate()
+            passed = asyncio.Event()
+
+            def on_pass(result: PurgeResult) -> None:
+                print(f"purged {result.removed} sessions in {result.seconds:.3f} s")
+                passed.set()
+
+            async with PurgeScheduler(store, first_delay=timedelta(0), on_pass=on_pass):
+                await passed.wait()
+            await backend.dispose()
+
+
+        asyncio.run(main())
+        ```
     """
 
     def __init__(

@@ -104,6 +104,56 @@ class Session(Generic[T]):
 
     The methods under "the store's side" are how the store saves a session; an application
     never needs them.
+
+    Examples:
+        What a request handler does with its session, and what each save sends back:
+
+        ```python
+        import asyncio
+        from dataclasses import dataclass, field
+
+        from typed_session_sql import (
+            DeleteCookie,
+            DoNothing,
+            MemoryBackend,
+            SessionStore,
+            SetCookie,
+        )
+
+
+        @dataclass
+        class Cart:
+            items: list[int] = field(default_factory=list)
+
+
+        store = SessionStore(Cart, MemoryBackend())
+
+
+        async def main() -> None:
+            session = store.new()
+            session.data.items.append(1)  # changes are seen, nested ones too
+            assert session.is_new and session.is_changed
+            cookie = await store.save(session)
+            assert isinstance(cookie, SetCookie)
+
+            session = await store.load(cookie.value)
+            assert session is not None and session.data == Cart(items=[1])
+            assert await store.save(session) == DoNothing()  # untouched: no statement
+
+            session.modify(lambda cart: cart.items.append(2))  # replayed after a lost race
+            session.sign_in("ada")  # a new id: the old cookie is dead after the save
+            new_cookie = await store.save(session)
+            assert isinstance(new_cookie, SetCookie)
+            assert await store.load(cookie.value) is None
+
+            session = await store.load(new_cookie.value)
+            assert session is not None and session.principal == "ada"
+            session.delete()  # sign-out
+            assert await store.save(session) == DeleteCookie()
+
+
+        asyncio.run(main())
+        ```
     """
 
     __slots__ = (

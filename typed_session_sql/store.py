@@ -113,6 +113,50 @@ class SessionStore(Generic[T]):
             and expiry it had and fresh data from ``default_factory``, written on save like
             any change, version-checked (``data_reset`` event). A row whose columns cannot
             be read at all is dropped either way.
+
+    Examples:
+        A store of carts; a session is stored once it has something to keep, and the
+        browser gets its id in a cookie:
+
+        ```python
+        import asyncio
+        from dataclasses import dataclass, field
+        from datetime import timedelta
+
+        from typed_session_sql import ExpiryPolicy, MemoryBackend, SessionStore, SetCookie
+
+
+        @dataclass
+        class Cart:
+            items: list[int] = field(default_factory=list)
+
+
+        store = SessionStore(
+            Cart,
+            MemoryBackend(),  # SqlBackend.from_url("postgresql+asyncpg://...") in production
+            expiry=ExpiryPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=12)),
+        )
+
+
+        async def main() -> None:
+            session = store.new()
+            session.sign_in("ada")
+            cookie = await store.save(session)
+            assert isinstance(cookie, SetCookie)  # send cookie.value to the browser
+
+            again = await store.load(cookie.value)  # None: absent, unknown or expired
+            assert again is not None and again.principal == "ada"
+
+            assert len(await store.sessions_of("ada")) == 1  # a "your sessions" page
+            assert await store.revoke_all("ada") == 1  # sign out everywhere
+            assert await store.load(cookie.value) is None
+
+
+        asyncio.run(main())
+        ```
+
+        In a web app, `SessionMiddleware` calls `load` and `save`; handlers take the
+        request's session from `store.session`.
     """
 
     def __init__(

@@ -124,6 +124,58 @@ class SessionJar(_Jar[T]):
         client: the test client; the jar adds itself to its event hooks.
         store: the app's store, for :meth:`set_session` and :meth:`load`.
         cookie: the app's cookie settings, if not the default.
+
+    Examples:
+        A test that starts signed in, then checks what the app stored:
+
+        ```python
+        from dataclasses import dataclass
+
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+        from starlette.testclient import TestClient
+
+        from typed_session_sql import MemoryBackend, SessionStore
+        from typed_session_sql.asgi import SessionMiddleware
+        from typed_session_sql.testing import SessionJar
+
+
+        @dataclass
+        class Account:
+            theme: str = "light"
+
+
+        store = SessionStore(Account, MemoryBackend())
+
+
+        async def dark(request: Request) -> JSONResponse:
+            session = await store.session(request)
+            if session.principal is None:
+                return JSONResponse({"error": "sign in first"}, status_code=403)
+            session.data = Account(theme="dark")
+            return JSONResponse({"user": session.principal})
+
+
+        app = Starlette(
+            routes=[Route("/theme/dark", dark, methods=["POST"])],
+            middleware=[Middleware(SessionMiddleware, store=store)],
+        )
+
+
+        def test_a_signed_in_user_switches_to_dark() -> None:
+            with TestClient(app) as client:  # entered: the jar runs on the client's loop
+                jar = SessionJar(client, store)
+                jar.set_session(principal="ada")  # like Django's force_login
+                assert client.post("/theme/dark").json() == {"user": "ada"}
+                session = jar.load()
+                assert session is not None and session.data.theme == "dark"
+
+
+        test_a_signed_in_user_switches_to_dark()  # pytest would call it
+        ```
     """
 
     def __init__(
@@ -152,7 +204,51 @@ class SessionJar(_Jar[T]):
 
 class AsyncSessionJar(_Jar[T]):
     """The session cookie of an async client (``httpx.AsyncClient``, Litestar's
-    ``AsyncTestClient``), kept over plain HTTP too. Same arguments as :class:`SessionJar`."""
+    ``AsyncTestClient``), kept over plain HTTP too. Same arguments as :class:`SessionJar`.
+
+    Examples:
+        A FastAPI app tested with `httpx.AsyncClient`, the jar's calls awaited (under
+        pytest, mark the test `@pytest.mark.anyio`: anyio's plugin comes with the library):
+
+        ```python
+        import asyncio
+        from dataclasses import dataclass, field
+        from typing import Annotated
+
+        import httpx
+        from fastapi import Depends, FastAPI
+
+        from typed_session_sql import MemoryBackend, Session, SessionStore
+        from typed_session_sql.asgi import SessionMiddleware
+        from typed_session_sql.testing import AsyncSessionJar
+
+
+        @dataclass
+        class Cart:
+            items: list[str] = field(default_factory=list)
+
+
+        store = SessionStore(Cart, MemoryBackend())
+        app = FastAPI()
+        app.add_middleware(SessionMiddleware, store=store)
+
+
+        @app.get("/cart")
+        async def cart(session: Annotated[Session[Cart], Depends(store.session)]) -> list[str]:
+            return session.data.items
+
+
+        async def test_the_cart_shows_what_the_session_holds() -> None:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                jar = AsyncSessionJar(client, store)
+                await jar.set_session(Cart(items=["fig"]))
+                assert (await client.get("/cart")).json() == ["fig"]
+
+
+        asyncio.run(test_the_cart_shows_what_the_session_holds())  # pytest would run it
+        ```
+    """
 
     def __init__(
         self, client: HttpClient, store: SessionStore[T], cookie: CookieSettings | None = None

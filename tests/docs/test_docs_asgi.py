@@ -130,6 +130,8 @@ def test_the_testing_docs_sync_tests_pass(monkeypatch: pytest.MonkeyPatch) -> No
 
 async def test_the_testing_docs_async_test_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     tests = doc_tests(run_the_testing_doc(monkeypatch))
+    marks = [mark.name for mark in getattr(tests["test_with_httpx"], "pytestmark", [])]
+    assert marks == ["anyio"], "plain pytest runs an async test only with a plugin's mark"
     await tests["test_with_httpx"]()
 
 

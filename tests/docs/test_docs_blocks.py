@@ -1,16 +1,22 @@
-"""Every fenced ``python`` block in README.md and docs/ runs.
+"""Every fenced ``python`` block in README.md, docs/ and the package's docstrings runs.
 
 The rule, for whoever writes documentation (CONTRIBUTING.md says the same):
 
 - The blocks of one Markdown file run top to bottom in one namespace, as a reader pasting
   them in order would run them: a later block may use what an earlier one defined. They
   run in a temporary directory, with ``TYPED_SESSION_SQL_URL`` pointing at a fresh SQLite
-  file there, so ``SqlBackend.from_url()`` works without a server. Top-level ``await`` is
-  allowed (the file's blocks share one event loop); so is ``asyncio.run(...)``.
+  file there, so ``SqlBackend.from_url()`` works without a server. They run as a script
+  does: a block that awaits does it in a function it runs with ``asyncio.run(...)``, since
+  a reader pasting a top-level ``await`` into a script gets a SyntaxError.
 - A block that is deliberately a fragment (one piece of a larger program, with names it
   does not define, or a placeholder like ``...``) has the line ``<!-- fragment: why -->``
-  right before its opening fence. It is compiled, so its syntax is checked, but not run.
+  right before its opening fence. It is compiled, so its syntax is checked, but not run;
+  it may ``await`` at top level (it is a piece of an ``async def``).
   Say in ``why`` where it is exercised, if anywhere (``runs in tests/docs/test_docs_asgi.py``).
+
+Docstrings follow the same rule: the fenced ``python`` blocks in a public name's docstring
+(its ``Examples:`` section, which mkdocstrings renders in the reference) run top to bottom
+in one namespace of their own, each docstring apart. The main classes must have one.
 
 Blocks that need asserting more than "it runs" get a test of their own as well
 (tests/docs/test_docs_*.py, tests/docs/test_readme.py); this test only guarantees none is left out.
@@ -19,7 +25,8 @@ Blocks that need asserting more than "it runs" get a test of their own as well
 from __future__ import annotations
 
 import ast
-import asyncio
+import functools
+import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -49,22 +56,36 @@ class Block:
     def compile(self) -> Any:
         # Line numbers in tracebacks point into the Markdown file.
         padded = "\n" * self.line + self.source
-        return compile(
-            padded, str(self.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
-        )
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.fragment is not None else 0
+        try:
+            return compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
+        except SyntaxError as error:
+            if (
+                self.fragment is None
+                and "outside" in str(error.msg)
+                and "function" in str(error.msg)
+            ):
+                raise AssertionError(
+                    f"the python block at {self} uses {error.msg} at line {error.lineno}: a "
+                    "reader pasting it into a script gets a SyntaxError. Put it in an "
+                    "`async def main()` run with `asyncio.run(main())`, or if it is a piece of "
+                    "a handler, mark it `<!-- fragment: why -->`."
+                ) from error
+            raise
 
 
 def markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def python_blocks(path: Path) -> list[Block]:
-    text = path.read_text()
+def python_blocks(path: Path, text: str | None = None, first_line: int = 1) -> list[Block]:
+    """The blocks of the Markdown file ``path``, or of ``text`` found in it at ``first_line``."""
+    text = path.read_text() if text is None else text
     blocks = []
     for match in FENCE.finditer(text):
         if match["lang"] not in ("python", "py"):
             continue
-        line = text.count("\n", 0, match.start()) + 1
+        line = text.count("\n", 0, match.start()) + first_line
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = FRAGMENT.match(before)
         indent = len(match["indent"])
@@ -73,26 +94,63 @@ def python_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+def docstring_blocks(obj: object) -> list[Block]:
+    """The blocks in the docstring of the class or function ``obj``, with their line
+    numbers in its source file."""
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)) or "```" not in (obj.__doc__ or ""):
+        return []
+    doc = inspect.cleandoc(obj.__doc__ or "")  # its own, not one inherited
+    path = Path(inspect.getsourcefile(obj) or "")
+    lines, start = inspect.getsourcelines(obj)
+    first = doc.splitlines()[0]
+    offset = next(index for index, row in enumerate(lines) if first in row)
+    return python_blocks(path, doc, start + offset)
+
+
+def documented_objects() -> dict[str, object]:
+    """Every public name of every public module, and the methods and properties of the
+    classes among them, by the name the reference shows; each object once."""
+    from tests.docs.test_docs_reference import public_modules
+
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+
+    def add(name: str, obj: object) -> None:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            found[name] = obj
+
+    for module_name in sorted(public_modules()):
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            add(f"{module_name}.{name}", obj)
+            if inspect.isclass(obj):
+                for member, value in vars(obj).items():
+                    if not member.startswith("_"):
+                        add(f"{module_name}.{name}.{member}", getattr(value, "fget", value))
+    return found
+
+
+@functools.cache  # collection and each test ask; the docstrings do not change
+def with_examples() -> dict[str, list[Block]]:
+    examples = {name: docstring_blocks(obj) for name, obj in documented_objects().items()}
+    return {name: blocks for name, blocks in examples.items() if blocks}
+
+
 def run_blocks(blocks: list[Block]) -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    loop = asyncio.new_event_loop()
-    try:
-        for block in blocks:
-            code = block.compile()
-            if block.fragment is not None:
-                continue
-            try:
-                result = eval(code, namespace)  # our own documentation
-                if inspect.iscoroutine(result):  # the block awaits at top level
-                    loop.run_until_complete(result)
-            except Exception as error:
-                raise AssertionError(
-                    f"the python block at {block} failed: {error!r}. Fix the block, or if it is "
-                    "deliberately a fragment, put `<!-- fragment: why -->` on the line before it."
-                ) from error
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    for block in blocks:
+        code = block.compile()
+        if block.fragment is not None:
+            continue
+        try:
+            exec(code, namespace)  # our own documentation
+        except Exception as error:
+            raise AssertionError(
+                f"the python block at {block} failed: {error!r}. Fix the block, or if it is "
+                "deliberately a fragment, put `<!-- fragment: why -->` on the line before it."
+            ) from error
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda path: str(path.relative_to(ROOT)))
@@ -102,6 +160,35 @@ def test_every_python_block_runs(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TYPED_SESSION_SQL_URL", f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
     run_blocks(python_blocks(path))
+
+
+@pytest.mark.parametrize("name", sorted(with_examples()))
+def test_every_docstring_example_runs(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TYPED_SESSION_SQL_URL", f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    run_blocks(with_examples()[name])
+
+
+MAIN_CLASSES = [
+    "typed_session_sql.SessionStore",
+    "typed_session_sql.Session",
+    "typed_session_sql.SqlBackend",
+    "typed_session_sql.PurgeScheduler",
+    "typed_session_sql.asgi.SessionMiddleware",
+    "typed_session_sql.testing.SessionJar",
+    "typed_session_sql.testing.AsyncSessionJar",
+]
+
+
+@pytest.mark.parametrize("name", MAIN_CLASSES)
+def test_the_main_classes_have_a_runnable_example(name: str) -> None:
+    module, _, attribute = name.rpartition(".")
+    doc = inspect.getdoc(getattr(importlib.import_module(module), attribute)) or ""
+    assert re.search(r"^Examples?:$", doc, re.M), f"{name}'s docstring has no Examples: section"
+    blocks = with_examples().get(name, [])
+    assert any(block.fragment is None for block in blocks), f"{name} has no runnable example"
 
 
 def test_blocks_are_found_indented_or_not(tmp_path: Path) -> None:
@@ -125,6 +212,18 @@ def test_a_failing_block_names_its_file_and_line(tmp_path: Path) -> None:
     blocks = python_blocks(page)
     with pytest.raises(AssertionError, match=r"page\.md:7 failed: ValueError\(1\)"):
         run_blocks(blocks)
+
+
+def test_a_block_that_awaits_outside_a_function_must_be_a_fragment(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nimport asyncio\nawait asyncio.sleep(0)\n```\n\n"
+        "<!-- fragment: inside a handler -->\n```python\nawait store.save(session)\n```\n"
+    )
+    runnable, fragment = python_blocks(page)
+    with pytest.raises(AssertionError, match=r"page\.md:1 uses 'await' outside function at line 3"):
+        run_blocks([runnable])
+    run_blocks([fragment])
 
 
 def test_a_fragment_is_compiled_not_run(tmp_path: Path) -> None:

@@ -78,6 +78,41 @@ class SqlBackend:
             statements (driver execution only), instead of one checkout from the pool per
             statement. An engine the application shares usually holds none.
         owns_engine: :meth:`dispose` disposes the engine too (as :meth:`from_url` sets).
+
+    Examples:
+        A backend of its own engine, made from a URL (here a SQLite file; without a URL,
+        `$TYPED_SESSION_SQL_URL`), its table created or brought up to date, and closed at
+        the end of the block:
+
+        ```python
+        import asyncio
+        from dataclasses import dataclass, field
+
+        from typed_session_sql import SessionStore, SetCookie, SqlBackend
+
+
+        @dataclass
+        class Cart:
+            items: list[int] = field(default_factory=list)
+
+
+        async def main() -> None:
+            # postgresql+asyncpg://app@db/app, mysql+asyncmy://app@db/app in production
+            async with SqlBackend.from_url("sqlite+aiosqlite:///sessions.db") as backend:
+                await backend.migrate()  # or: typed-session-sql migrate upgrade head
+                store = SessionStore(Cart, backend)
+                session = store.new(Cart(items=[1]))
+                cookie = await store.save(session)  # one INSERT
+                assert isinstance(cookie, SetCookie)
+                loaded = await store.load(cookie.value)  # one SELECT
+                assert loaded is not None and loaded.data.items == [1]
+
+
+        asyncio.run(main())
+        ```
+
+        An application that already has an engine passes it instead:
+        `SqlBackend(engine, table_name="sessions")`.
     """
 
     def __init__(

@@ -72,7 +72,8 @@ def test_the_websocket_example_reads_the_session(monkeypatch: pytest.MonkeyPatch
     with TestClient(namespace["app"]) as client:
         assert client.portal is not None  # entered: the app's event loop
         session = client.portal.call(store.save, store.new(cart(items=["fig", "pear"])))
-        headers = {"cookie": f"__Host-id={session.value}"}
+        # A browser sends its page's Origin; the test client connects to ws://testserver.
+        headers = {"cookie": f"__Host-id={session.value}", "origin": "http://testserver"}
         with client.websocket_connect("/feed", headers=headers) as socket:
             assert socket.receive_text() == "2 items in your cart"
 

@@ -316,7 +316,7 @@ class SessionMiddleware:
         if it is the handshake's own origin or an allowed one."""
         given = [value for key, value in scope["headers"] if key.lower() == b"origin"]
         if len(given) != 1:
-            return f"{len(given)} Origin headers"
+            return f"{len(given)} Origin headers" if given else "no Origin header"
         text = given[0].decode("latin-1")
         origin = _origin_of(text)
         if origin is not None and (origin in self.websocket_origins or origin == _own(scope)):

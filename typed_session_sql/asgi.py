@@ -12,11 +12,14 @@ cookie: the browser may already hold a newer one from the request that won. Once
 error response is out, the request is finished.
 
 A WebSocket connection gets its session the same way, from the handshake's cookie, but
-read-only: nothing can carry a new cookie to the browser over the connection.
+read-only (nothing can carry a new cookie to the browser over the connection), and only
+when the handshake's ``Origin`` is the app's own or an allowed one: browsers send the
+cookie with a handshake any site starts (cross-site WebSocket hijacking).
 
 With ``request_session=True`` the session's data, a dict, is also ``scope["session"]``,
 which is what ``request.session`` reads in Starlette (and so Authlib, sqladmin and
-starlette-admin).
+starlette-admin). Those libraries sign in by writing to it, not by ``sign_in``, so a
+stored session whose content changes gets a new id, and ``clear()`` ends the session.
 
 No framework is imported here: Starlette, FastAPI and Litestar apps all work through the
 scope alone. Store failures are logged once, by the store, where they happen; only the
@@ -27,8 +30,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, get_origin
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -116,6 +120,7 @@ class _Slot:
         "closed",
         "cookie",
         "error",
+        "foreign",
         "had_cookie",
         "headers",
         "outer",
@@ -129,11 +134,13 @@ class _Slot:
         cookie: CookieSettings,
         headers: Headers,
         outer: _Slot | None,
+        foreign: str | None = None,
     ) -> None:
         self.store = store
         self.cookie = cookie
         self.headers = headers
         self.outer = outer
+        self.foreign = foreign  # a WebSocket's refused Origin: its cookie is not used
         self.session: Session[Any] | None = None
         self.error: StoreUnavailableError | None = None
         self.had_cookie = False  # the request named a session, valid or not
@@ -155,6 +162,10 @@ class _Slot:
     async def _load(self) -> Session[Any]:
         value, count = self.cookie.find(self.headers)
         self.had_cookie = count > 0
+        if self.foreign is not None:
+            if count:  # another site's page may be riding on the user's cookie
+                emit(self.store.on_event, EventKind.FOREIGN_ORIGIN, self.foreign)
+            return self.store.new()
         if count > 1:
             emit(self.store.on_event, EventKind.DUPLICATE_COOKIE, f"{count} cookies")
         try:
@@ -181,6 +192,16 @@ class SessionMiddleware:
             Starlette's own sessions (Authlib, sqladmin, starlette-admin). The store's data
             type must be ``dict``. The session is then loaded before the app runs, when the
             request carries the cookie (``request.session`` cannot wait for the database).
+            ``request.session.clear()`` ends the session (sign-out), as does emptying it.
+        rotate_on_change: with ``request_session=True``, give a stored session whose data
+            changed during the request a new id, as :meth:`Session.sign_in` does: those
+            libraries sign in by writing to ``request.session``, so an id planted before
+            would otherwise hold the signed-in session. Turn it off only if every sign-in
+            also calls ``sign_in`` or ``regenerate``.
+        websocket_origins: origins (``"https://app.example:8443"``) besides the
+            handshake's own whose WebSockets get the cookie's session. Any other
+            ``Origin``, ``null`` or none gets a new anonymous session (``foreign_origin``
+            event): browsers send the cookie with a handshake any site starts.
 
     Examples:
         A Starlette app counting each visitor's visits (FastAPI and Litestar take the
@@ -243,17 +264,23 @@ class SessionMiddleware:
         cookie: CookieSettings | None = None,
         error_response: ErrorResponse = default_error_response,
         request_session: bool = False,
+        rotate_on_change: bool = True,
+        websocket_origins: Collection[str] = (),
     ) -> None:
         if request_session and not _is_dict_type(store.data_type):
             raise TypeError(
                 "request_session=True needs a store of dicts, e.g. SessionStore(dict, backend); "
                 f"this store keeps {store.data_type!r}"
             )
+        if isinstance(websocket_origins, str):  # a lone string would be taken letter by letter
+            raise TypeError("websocket_origins must be a collection of origins, not a string")
         self.app = app
         self.store = store
         self.cookie = cookie if cookie is not None else CookieSettings()
         self.error_response = error_response
         self.request_session = request_session
+        self.rotate_on_change = rotate_on_change
+        self.websocket_origins = frozenset(_allowed_origin(origin) for origin in websocket_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -266,13 +293,14 @@ class SessionMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         slot = self._install(scope)
         answered = False  # the app's response was replaced by an error response
+        bridge: _Bridge | None = None
 
         async def send_with_session(message: Message) -> None:
             nonlocal answered
             if answered:
                 return  # the rest of the app's response: dropped
             if message["type"] == "http.response.start":
-                error = await self._commit(slot, scope, message)
+                error = await self._commit(slot, bridge, message)
                 if error is not None:
                     answered = True
                     await self._send_error(scope, receive, send, error)
@@ -281,7 +309,7 @@ class SessionMiddleware:
 
         try:
             if self.request_session:
-                scope["session"] = (await slot.get()).data
+                bridge = _Bridge(await slot.get(), scope, self.store)
             await self.app(scope, receive, send_with_session)
         except SessionError as error:
             if answered:
@@ -294,7 +322,7 @@ class SessionMiddleware:
             await self._send_error(scope, receive, send, error)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = self._install(scope)
+        slot = self._install(scope, foreign=self._refused_origin(scope))
         closed = refused = False  # websocket.close went out; the changes were refused
 
         def refuse_changes() -> None:
@@ -331,12 +359,26 @@ class SessionMiddleware:
             slot.closed = True
         refuse_changes()
 
-    def _install(self, scope: Scope) -> _Slot:
-        slot = _Slot(self.store, self.cookie, scope["headers"], outer=scope.get(SCOPE_KEY))
+    def _install(self, scope: Scope, foreign: str | None = None) -> _Slot:
+        slot = _Slot(self.store, self.cookie, scope["headers"], scope.get(SCOPE_KEY), foreign)
         scope[SCOPE_KEY] = slot
         return slot
 
-    async def _commit(self, slot: _Slot, scope: Scope, message: Message) -> SessionError | None:
+    def _refused_origin(self, scope: Scope) -> str | None:
+        """Why a WebSocket handshake's ``Origin`` is refused (the event's detail), or None
+        if it is the handshake's own origin or an allowed one."""
+        given = [value for key, value in scope["headers"] if key.lower() == b"origin"]
+        if len(given) != 1:
+            return f"{len(given)} Origin headers" if given else "no Origin header"
+        text = given[0].decode("latin-1")
+        origin = _origin_of(text)
+        if origin is not None and (origin in self.websocket_origins or origin == _own(scope)):
+            return None
+        return f"Origin {text[:100]!r} not allowed"  # cut: the header is the client's to fill
+
+    async def _commit(
+        self, slot: _Slot, bridge: _Bridge | None, message: Message
+    ) -> SessionError | None:
         """Save the session and put its headers on ``message``; or return why it failed."""
         slot.closed = True
         session = slot.session
@@ -348,10 +390,11 @@ class SessionMiddleware:
         headers: Headers = list(message.get("headers", []))
         _add_vary_cookie(headers)
         if status < 500:
-            if self.request_session:
-                _take_request_session(session, scope)
             try:
-                result = await self.store.save(session)
+                if bridge is None:
+                    result = await self.store.save(session)
+                else:
+                    result = await self._save_request_session(slot, session, bridge)
             except SessionError as error:
                 return error
             cookie = self._cookie_header(result)
@@ -364,6 +407,24 @@ class SessionMiddleware:
                 headers += [(b"set-cookie", cookie), (b"cache-control", b"no-store")]
         message["headers"] = headers
         return None
+
+    async def _save_request_session(
+        self, slot: _Slot, session: Session[Any], bridge: _Bridge
+    ) -> CookieCommand:
+        """Save what the app did through ``request.session`` as the typed API would have."""
+        bridge.follow_scope(session)
+        if bridge.ends(session):
+            # A sign-out, as Django's flush(): the stored session (and its sign-in) goes;
+            # whatever the app put in after clear() starts a new one, under a new id.
+            session.delete()
+            ended = await self.store.save(session)
+            if not session.data:
+                return ended
+            slot.session = fresh = self.store.new(dict(session.data))
+            return await self.store.save(fresh)
+        if self.rotate_on_change and bridge.changed(session):
+            session.regenerate()  # a sign-in through request.session: see rotate_on_change
+        return await self.store.save(session)
 
     def _cookie_header(self, result: CookieCommand) -> bytes | None:
         if isinstance(result, DeleteCookie):
@@ -415,16 +476,99 @@ def _is_dict_type(data_type: object) -> bool:
     return isinstance(origin, type) and issubclass(origin, dict)
 
 
-def _take_request_session(session: Session[Any], scope: Scope) -> None:
-    """Follow what the app did to ``scope["session"]``: a new dict replaces the data; none
-    (Litestar's ``clear_session``) deletes the session. Mutations are seen by the save."""
-    current = scope.get("session")
-    if current is session.data or session.is_deleted:
-        return
-    if isinstance(current, dict):
-        session.data = current
-    else:
-        session.delete()
+class _RequestSession(dict[str, Any]):
+    """``request.session``: the session's data, in a dict that notes ``clear()``, a sign-out
+    even when the session held no data, only a sign-in."""
+
+    cleared = False
+
+    def clear(self) -> None:
+        self.cleared = True
+        super().clear()
+
+
+class _Bridge:
+    """``request.session`` as the app got it, to tell at the response what the app did."""
+
+    __slots__ = ("before", "exposed", "scope", "signed_in")
+
+    def __init__(self, session: Session[Any], scope: Scope, store: SessionStore[Any]) -> None:
+        # The same content in a dict that notes clear(); through modify, so it is no change.
+        session.modify(_RequestSession)
+        self.exposed: _RequestSession = session.data
+        # A deep copy (nested values change in place too); none for a new session.
+        self.before = (
+            None if session.is_new else store.codec.decode(store.codec.encode(self.exposed))
+        )
+        self.signed_in = (session.principal, session.authenticated_at)
+        self.scope = scope
+        scope["session"] = self.exposed
+
+    def follow_scope(self, session: Session[Any]) -> None:
+        """A dict the app put in the scope instead (Litestar's ``set_session``) is the data
+        now; none (Litestar's ``clear_session``) is a sign-out. Otherwise the data is what
+        ``request.session`` and the typed API made of it."""
+        current = self.scope.get("session")
+        if current is self.exposed or session.is_deleted:
+            return
+        if isinstance(current, dict):
+            session.data = current
+        else:
+            session.delete()
+
+    def ends(self, session: Session[Any]) -> bool:
+        """Whether the app ended the stored session through ``request.session``: cleared it,
+        or emptied it as Starlette's own sessions take it; a sign-in in the same request
+        wins."""
+        if session.is_new or session.is_deleted or self._signing_in(session):
+            return False
+        emptied = bool(self.before) and session.data is self.exposed and not self.exposed
+        return self.exposed.cleared or emptied
+
+    def changed(self, session: Session[Any]) -> bool:
+        """Whether a stored session's data differs from what the request loaded."""
+        if self.before is None or session.is_deleted or self._signing_in(session):
+            return False  # a new session gets a fresh id anyway; a sign-in rotates already
+        return bool(session.data != self.before)
+
+    def _signing_in(self, session: Session[Any]) -> bool:
+        return (session.principal, session.authenticated_at) != self.signed_in
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+Origin = tuple[str, str, int]
+
+
+def _origin_of(text: str) -> Origin | None:
+    """``scheme://host[:port]`` as (scheme, host, port), or None for anything else (``null``,
+    a path, credentials, another scheme)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[parts.scheme]
+
+
+def _own(scope: Scope) -> Origin | None:
+    """The origin a WebSocket handshake was made to: ``https`` for ``wss``, ``http`` for
+    ``ws``, and the ``Host`` it was sent to."""
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    hosts = [value for key, value in scope["headers"] if key.lower() == b"host"]
+    return _origin_of(f"{scheme}://{hosts[0].decode('latin-1')}") if len(hosts) == 1 else None
+
+
+def _allowed_origin(text: str) -> Origin:
+    origin = _origin_of(text) if isinstance(text, str) else None
+    if origin is None:
+        raise ValueError(
+            f"websocket_origins takes origins like 'https://app.example:8443', not {text!r}"
+        )
+    return origin
 
 
 # -- getting the session in a handler ----------------------------------------------------

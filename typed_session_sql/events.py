@@ -45,6 +45,10 @@ class EventKind(enum.StrEnum):
     its id and sign-in and its data started afresh. ``detail`` names the problem."""
     DUPLICATE_COOKIE = "duplicate_cookie"
     """The request carried the session cookie twice (a cookie-tossing sign); no session used."""
+    FOREIGN_ORIGIN = "foreign_origin"
+    """A WebSocket handshake carried the session cookie from an ``Origin`` that is neither
+    the app's own nor allowed (``websocket_origins``): the handler got a new anonymous
+    session instead (cross-site WebSocket hijacking). ``detail`` quotes the Origin."""
     REVOKED = "revoked"
     """Sessions of a principal were revoked: ``count`` of them; ``scope`` is "one", "all"
     or "others" (all but the current one)."""
@@ -67,6 +71,7 @@ _LEVELS = {
     EventKind.MALFORMED_COOKIE: logging.INFO,
     EventKind.UNKNOWN_ID: logging.INFO,
     EventKind.DUPLICATE_COOKIE: logging.WARNING,
+    EventKind.FOREIGN_ORIGIN: logging.WARNING,
     EventKind.CONFLICT: logging.INFO,
     EventKind.REVOKED: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,

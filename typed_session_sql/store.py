@@ -285,6 +285,23 @@ class SessionStore(Generic[T]):
                 authenticated_at=record.authenticated_at,
             )
 
+    async def still_valid(self, session: Session[T]) -> bool:
+        """Whether ``session`` is still stored under its id and live by the store's clock:
+        False once it was signed out, revoked, rotated away (a sign-in elsewhere) or
+        expired, and for a session never stored. One backend read, no write: for a
+        long-lived connection (a WebSocket) to ask now and then whether to go on.
+
+        Raises :class:`StoreUnavailableError` if the backend fails.
+        """
+        if session.handle is None or session.is_deleted:
+            return False
+        with self._reporting_failures():
+            try:
+                record = await self.backend.read(bytes.fromhex(session.handle))
+            except UnreadableRecordError:
+                return False
+            return record is not None and self._is_live(record, self.now())
+
     def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
             return False

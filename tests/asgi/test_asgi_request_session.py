@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -27,7 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from tests.backends import BACKEND_FACTORIES, RecordingBackend
-from typed_session_sql import SessionStore
+from typed_session_sql import MemoryBackend, SessionStore
 from typed_session_sql.asgi import SessionMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +176,137 @@ async def test_a_request_without_the_cookie_costs_nothing(site: Site) -> None:
     assert (await site.browser.get(f"{APP}/")).text == "None None"
     assert site.recorder.kinds == []
     assert not site.browser.cookies
+
+
+# -- signing in and out through request.session -------------------------------------------
+
+
+def admin_app(store: SessionStore[dict[str, Any]], **options: Any) -> Starlette:
+    """Sign-in and sign-out as sqladmin, starlette-admin and Authlib apps write them, and the
+    typed API next to them."""
+
+    async def login(request: Request) -> Response:
+        request.session.update({"token": "ada-token"})  # sqladmin's AuthenticationBackend
+        return PlainTextResponse("signed in")
+
+    async def visit(request: Request) -> Response:
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return PlainTextResponse("visited")
+
+    async def read(request: Request) -> Response:
+        return JSONResponse(dict(request.session))
+
+    async def typed_sign_in(request: Request) -> Response:
+        session = await store.session(request)
+        if request.query_params.get("fresh"):
+            session.data = {}  # nothing of the anonymous session carries over
+        session.sign_in("ada")
+        return PlainTextResponse("signed in")
+
+    async def logout(request: Request) -> Response:
+        request.session.clear()  # sqladmin's logout
+        if request.query_params.get("then"):
+            request.session["user"] = request.query_params["then"]
+        return PlainTextResponse("signed out")
+
+    async def forget_token(request: Request) -> Response:
+        request.session.pop("token", None)
+        return PlainTextResponse("forgotten")
+
+    return Starlette(
+        routes=[
+            Route("/login", login, methods=["POST"]),
+            Route("/visit", visit, methods=["POST"]),
+            Route("/read", read),
+            Route("/typed-sign-in", typed_sign_in, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/forget-token", forget_token, methods=["POST"]),
+        ],
+        middleware=[Middleware(SessionMiddleware, store=store, request_session=True, **options)],
+    )
+
+
+@dataclass
+class Admin:
+    browser: httpx.AsyncClient
+    store: SessionStore[dict[str, Any]]
+    recorder: RecordingBackend
+
+    @property
+    def cookie(self) -> str | None:
+        return self.browser.cookies.get("__Host-id")
+
+    async def post(self, path: str, **query: str) -> str | None:
+        """POST ``path``; the cookie the browser holds afterwards."""
+        assert (await self.browser.post(path, params=query)).status_code == 200
+        return self.cookie
+
+
+@asynccontextmanager
+async def admin(**options: Any) -> AsyncIterator[Admin]:
+    recorder = RecordingBackend(MemoryBackend())
+    store: SessionStore[dict[str, Any]] = SessionStore(dict, recorder)
+    transport = httpx.ASGITransport(app=admin_app(store, **options))
+    async with httpx.AsyncClient(transport=transport, base_url=APP) as browser:
+        yield Admin(browser, store, recorder)
+
+
+async def test_an_sqladmin_login_moves_the_session_to_a_new_id() -> None:
+    async with admin() as site:
+        planted = await site.post("/visit")  # an id an attacker planted, or noted
+        signed_in = await site.post("/login")
+        assert signed_in not in (None, planted)
+        assert await site.store.load(planted) is None
+        assert (await site.browser.get("/read")).json() == {"visits": 1, "token": "ada-token"}
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+async def test_a_change_rotates_the_id_unless_turned_off_and_a_read_never_does(
+    rotate: bool,
+) -> None:
+    async with admin(rotate_on_change=rotate) as site:
+        first = await site.post("/visit")
+        second = await site.post("/visit")
+        assert (first != second) is rotate
+        assert (await site.store.load(first) is None) is rotate
+        site.recorder.kinds.clear()
+        response = await site.browser.get("/read")
+        assert response.json() == {"visits": 2}
+        assert "set-cookie" not in response.headers
+        assert site.recorder.kinds == ["read"]
+
+
+async def test_data_replaced_before_sign_in_is_what_is_saved() -> None:
+    async with admin() as site:
+        await site.post("/visit")
+        cookie = await site.post("/typed-sign-in", fresh="1")
+        session = await site.store.load(cookie)
+        assert session is not None
+        assert (session.principal, session.data) == ("ada", {})
+
+
+async def test_clear_signs_out_a_session_that_holds_only_a_sign_in() -> None:
+    async with admin() as site:
+        signed_in = await site.post("/typed-sign-in")  # a principal, no data
+        assert await site.post("/logout") is None  # the cookie was deleted
+        assert await site.store.load(signed_in) is None
+
+
+async def test_what_is_put_in_after_clear_starts_a_new_session() -> None:
+    async with admin() as site:
+        await site.post("/visit")
+        signed_in = await site.post("/typed-sign-in")
+        fresh = await site.post("/logout", then="bob")
+        assert fresh not in (None, signed_in)
+        assert await site.store.load(signed_in) is None
+        session = await site.store.load(fresh)
+        assert session is not None
+        assert (session.principal, session.data) == (None, {"user": "bob"})
+
+
+async def test_emptying_request_session_ends_the_session() -> None:
+    # As with Starlette's own sessions: a session that had content and has none is gone.
+    async with admin() as site:
+        signed_in = await site.post("/login")
+        assert await site.post("/forget-token") is None
+        assert await site.store.load(signed_in) is None

@@ -72,15 +72,46 @@ def test_the_websocket_example_reads_the_session(monkeypatch: pytest.MonkeyPatch
     with TestClient(namespace["app"]) as client:
         assert client.portal is not None  # entered: the app's event loop
         session = client.portal.call(store.save, store.new(cart(items=["fig", "pear"])))
-        headers = {"cookie": f"__Host-id={session.value}"}
+        # A browser sends its page's Origin; the test client connects to ws://testserver.
+        headers = {"cookie": f"__Host-id={session.value}", "origin": "http://testserver"}
         with client.websocket_connect("/feed", headers=headers) as socket:
             assert socket.receive_text() == "2 items in your cart"
+
+
+def test_the_long_lived_websocket_example_closes_once_the_session_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from typed_session_sql.asgi import SessionMiddleware
+
+    namespace = example(namespace_for("starlette", monkeypatch), "still_valid(session)")
+    store, cart = namespace["store"], namespace["Cart"]
+    app = SessionMiddleware(
+        Starlette(routes=[WebSocketRoute("/orders", namespace["orders"])]), store
+    )
+    with TestClient(app) as client:
+        assert client.portal is not None
+        session = store.new(cart(items=["fig", "pear"]))
+        cookie = client.portal.call(store.save, session)
+        headers = {"cookie": f"__Host-id={cookie.value}", "origin": "http://testserver"}
+        with client.websocket_connect("/orders", headers=headers) as socket:
+            socket.send_text("hello")
+            assert socket.receive_text() == "hello: 2 items"
+            client.portal.call(store.clear)  # signed out everywhere, as far as it knows
+            socket.send_text("again")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_text()
+        assert closed.value.code == 4401
 
 
 async def test_the_request_session_example_saves_request_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    namespace = example(namespace_for("starlette", monkeypatch), "request_session=True")
+    namespace = example(namespace_for("starlette", monkeypatch), 'request.session["next"]')
     transport = httpx.ASGITransport(app=namespace["app"])
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
         response = await client.get("/remember")

@@ -35,6 +35,13 @@ from typed_session_sql import (
     ids,
 )
 from typed_session_sql.backend import Record, Update, UpdateOutcome
+from typed_session_sql.backends.sql.failures import (
+    StatementFailed,
+    classify,
+    mysql_error_code,
+    store_error,
+    store_error_cause,
+)
 from typed_session_sql.errors import DataRejectedError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mariadb, pytest.mark.sql(database="mariadb")]
@@ -217,6 +224,25 @@ async def test_a_taken_id_never_shows_its_hash_in_an_error_or_a_log(
     assert "aaaaaaaa" not in seen
 
 
+async def test_a_syntax_error_is_reported_without_the_statement_it_quotes() -> None:
+    # The server's 1064 message quotes the statement from where parsing failed: inlined by
+    # the text protocol, id hashes and session data. Reported like a taken key: the error
+    # number, not the text, and no chained driver error.
+    secret = b"\x9b\x91secret-id-hash"
+    async with connect(require_mariadb()) as conn, conn.cursor() as cursor:
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - asyncmy's, checked below
+            await cursor.execute("SELECT * FROM %s", [secret])
+    assert mysql_error_code(refused.value) == 1064
+    assert "secret-id-hash" in str(refused.value)  # what must not come out
+    failed = StatementFailed(classify(refused.value))
+    failed.__cause__ = refused.value
+    error = store_error(failed, "typed_sessions")
+    error.__cause__ = store_error_cause(failed)  # as the backend raises it
+    assert isinstance(error, StoreUnavailableError)
+    assert "error 1064" in str(error)
+    assert "secret-id-hash" not in full_text(error)
+
+
 async def test_a_value_bigger_than_max_allowed_packet_is_refused_data(
     sql_target: SqlTarget,
 ) -> None:
@@ -227,8 +253,10 @@ async def test_a_value_bigger_than_max_allowed_packet_is_refused_data(
     # protocol error instead: docs/mysql-notes.md.)
     async with sql_target.open(held_connections=1, pool_size=2, max_overflow=0) as backend:
         (limit,) = (await admin("SELECT @@max_allowed_packet"))[0]
+        # Sent as hex digits (two a byte): a statement 1 MiB over the limit.
+        too_big = record(data=b"x" * ((int(limit) + (1 << 20)) // 2))
         with pytest.raises(DataRejectedError) as caught:
-            await backend.create(b"x" * 32, record(data=b"x" * (int(limit) + (1 << 20))))
+            await backend.create(b"x" * 32, too_big)
         assert not isinstance(caught.value, StoreUnavailableError)
         assert "error 1153" in str(caught.value)
         assert await backend.read(b"x" * 32) is None  # nothing written

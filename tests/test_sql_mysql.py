@@ -34,7 +34,6 @@ from typed_session_sql import (
     SetCookie,
     SqlBackend,
     StoreUnavailableError,
-    alembic_support,
     ids,
 )
 from typed_session_sql.backend import Record, Update, UpdateOutcome
@@ -439,7 +438,7 @@ async def test_a_connection_to_another_database_cannot_stop_migrate(
 async def test_migrate_waits_for_the_lock_a_bounded_time(
     sql_target: SqlTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(alembic_support, "MIGRATION_LOCK_WAIT", 0)
+    monkeypatch.setattr(maintenance, "MIGRATION_LOCK_WAIT", 0)
     async with sql_target.open(schema=False) as backend:
         database = str(backend.engine.url.database)
         with anyio.fail_after(30):  # it waited forever

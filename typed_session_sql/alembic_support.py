@@ -24,10 +24,7 @@ once take turns: the first creates the table, the others find it at head.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
-from typed_session_sql.backends.sql.maintenance import LOCK_HOLDER_QUERY, lock_holder
 from typed_session_sql.backends.sql.table import (
     DEFAULT_TABLE,
     MYSQL_DIALECTS,
@@ -88,12 +84,6 @@ _ATTRIBUTE_PREFIX = "typed_session_sql."
 _MAX_VERSION_TABLE = 59
 _SUFFIX = "_alembic_version"
 _MYSQL_LOCK = "typed_session_sql.migration_lock"  # connection.info: the GET_LOCK name held
-# How long a MySQL/MariaDB migrator waits for the migration lock, in steps of _LOCK_STEP
-# seconds (GET_LOCK's own wait); a migration takes seconds, so a lock held this long is
-# one that something keeps by mistake (a squatter this user cannot see, a stuck session).
-MIGRATION_LOCK_WAIT = 300  # seconds
-_LOCK_STEP = 10
-_log = logging.getLogger("typed_session_sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,36 +276,14 @@ def _take_lock(connection: Connection, table: str, schema: str | None) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     elif dialect in MYSQL_DIALECTS:
         # Lock names are server-wide (and at most 64 characters): the database's name is in
-        # the hash. Wait up to MIGRATION_LOCK_WAIT, in steps (0 is "not yet", NULL an
-        # error), unless the holder is a connection to another database: a squatter, whom
-        # no migrator of this table waits for.
+        # the hash. Waited for a bounded time, and not for a squatter (see take_server_lock).
+        from typed_session_sql.backends.sql.maintenance import take_server_lock
+
         database = schema or connection.exec_driver_sql("SELECT DATABASE()").scalar()
         digest = blake3(f"typed_session_sql migrate {database}.{table}".encode()).hexdigest(8)
         name = f"typed_session_sql_migrate_{digest}"
-        deadline = time.monotonic() + MIGRATION_LOCK_WAIT
-        while True:
-            wait = max(0, min(_LOCK_STEP, math.ceil(deadline - time.monotonic())))
-            lock = text("SELECT GET_LOCK(:name, :wait)")
-            taken = connection.execute(lock, {"name": name, "wait": wait}).scalar()
-            if taken == 1:
-                connection.info[_MYSQL_LOCK] = name
-                return
-            if taken != 0:
-                raise StoreUnavailableError("could not take the migration lock (GET_LOCK)")
-            holder = lock_holder(connection.execute(LOCK_HOLDER_QUERY, {"k": name}).first())
-            if holder is not None and holder.seen and not holder.here:
-                _log.warning(
-                    "the migration lock of %s is held by a connection to another database: "
-                    "migrating without it",
-                    table,
-                )
-                return
-            if time.monotonic() >= deadline:
-                raise StoreUnavailableError(
-                    f"could not take the migration lock of {table} within "
-                    f"{MIGRATION_LOCK_WAIT} s: another migration holds it, or a connection "
-                    "this user cannot see (another user's, or another database's)"
-                )
+        if take_server_lock(connection, name, f"the migration lock of {table}"):
+            connection.info[_MYSQL_LOCK] = name
 
 
 def _end(connection: Connection, *, commit: bool) -> None:

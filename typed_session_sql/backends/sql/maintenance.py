@@ -8,6 +8,8 @@ connections the backend holds for sessions.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,22 +19,14 @@ from typing import Any
 import anyio
 from blake3 import blake3
 from sqlalchemy import Table, case, func, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
 from typed_session_sql.errors import StoreUnavailableError, describe_error
 from typed_session_sql.stats import TableStats
 
-__all__ = [
-    "LOCK_HOLDER_QUERY",
-    "PURGE_LOCK_HELD_TOO_LONG",
-    "LockHolder",
-    "lock_holder",
-    "lock_key",
-    "lock_name",
-    "purge_lock",
-    "table_stats",
-]
+__all__ = ["lock_key", "lock_name", "purge_lock", "table_stats"]
 
 _log = logging.getLogger("typed_session_sql")
 
@@ -169,6 +163,42 @@ async def _take_server_lock(conn: AsyncConnection, name: str) -> bool:
     """MySQL and MariaDB: ``GET_LOCK``, held by the connection until released or closed."""
     conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
     return (await conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": name})).scalar() == 1
+
+
+# How long a migrator waits for the migration lock (MySQL, MariaDB), in steps of
+# _LOCK_STEP seconds (GET_LOCK's own wait): a migration takes seconds, so a lock held this
+# long is kept by mistake (a squatter this user cannot see, a stuck session).
+MIGRATION_LOCK_WAIT = 300  # seconds
+_LOCK_STEP = 10
+
+
+def take_server_lock(connection: Connection, name: str, what: str) -> bool:
+    """Take the ``GET_LOCK`` ``name`` (``what`` it is, for messages) on ``connection``,
+    waiting up to :data:`MIGRATION_LOCK_WAIT`; whether it was taken. False where a
+    connection to another database holds it: that is a squatter, no other migrator, and
+    the caller goes on without it (with a warning). Raises :class:`StoreUnavailableError`
+    when the wait is over."""
+    deadline = time.monotonic() + MIGRATION_LOCK_WAIT
+    while True:
+        wait = max(0, min(_LOCK_STEP, math.ceil(deadline - time.monotonic())))
+        lock = text("SELECT GET_LOCK(:name, :wait)")
+        taken = connection.execute(lock, {"name": name, "wait": wait}).scalar()
+        if taken == 1:
+            return True
+        if taken != 0:
+            raise StoreUnavailableError(f"could not take {what} (GET_LOCK)")
+        holder = lock_holder(connection.execute(LOCK_HOLDER_QUERY, {"k": name}).first())
+        if holder is not None and holder.seen and not holder.here:
+            _log.warning(
+                "%s is held by a connection to another database: going on without it", what
+            )
+            return False
+        if time.monotonic() >= deadline:
+            raise StoreUnavailableError(
+                f"could not take {what} within {MIGRATION_LOCK_WAIT} s: another migration "
+                "holds it, or a connection this user cannot see (another user's, or another "
+                "database's)"
+            )
 
 
 async def _purge_without_a_squatted_lock(conn: AsyncConnection, table: Table) -> bool:

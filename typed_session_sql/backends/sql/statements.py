@@ -27,13 +27,13 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
-    func,
     insert,
     literal_column,
     select,
     type_coerce,
     update,
 )
+from sqlalchemy.sql.functions import func
 from sqlalchemy.types import NullType, TypeDecorator
 
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS

@@ -27,19 +27,26 @@ from typing import Any, Literal
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.mariadb.server import require_mariadb
 from tests.selection import unavailable
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend, create_engine
 from typed_session_sql.backends.sql.driver_executor import statement_logger
+from typed_session_sql.backends.sql.engine import _UNNAMED_STATEMENTS, ASYNCMY_STATEMENT_CACHE
+from typed_session_sql.urls import async_url
 
 POSTGRES_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
 )
 
 Database = Literal["sqlite", "postgres", "mariadb"]
-Execution = Literal["driver", "sqlalchemy"]
+Execution = Literal["driver", "sqlalchemy", "auto"]
+Made = Literal["library", "app", "app-autocommit", "app-nullpool"]
+"""How the engine was made: by the library (``from_url``), or by the application with
+``create_async_engine`` (its defaults, ``isolation_level="AUTOCOMMIT"``, a ``NullPool``)."""
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -75,6 +82,14 @@ class SqlTarget:
 
     database: Database
     execution: Execution
+    made: Made = "library"
+    prepared: bool | None = None
+    """Whether the driver prepares (names) statements: None as the engine's maker leaves it
+    (the library: yes; an app's engine: asyncmy no, asyncpg and psycopg yes)."""
+    query: str = ""
+    """The driver's URL options (``charset=gbk``), for both ways of making."""
+    connect_args: tuple[tuple[str, Any], ...] = ()
+    """The driver's connect arguments (``init_command``), for both ways of making."""
 
     @property
     def server(self) -> bool:
@@ -83,7 +98,12 @@ class SqlTarget:
 
     @property
     def id(self) -> str:
-        return f"{self.database}-{self.execution}"
+        made = "" if self.made == "library" else f"-{self.made}"
+        if self.prepared is not None:
+            made += "-prepared" if self.prepared else "-unprepared"
+        query = f"-{self.query}" if self.query else ""
+        args = "".join(f"-{value}" for _, value in self.connect_args)
+        return f"{self.database}-{self.execution}{made}{query}{args}"
 
     @asynccontextmanager
     async def url(self) -> AsyncIterator[str]:
@@ -110,7 +130,7 @@ class SqlTarget:
         async with self.url() as fresh, aiosqlite_threads_joined():
             if self.server:
                 options.setdefault("table_name", unique_name("sessions"))
-            backend = SqlBackend.from_url(url or fresh, execution=self.execution, **options)
+            backend = self._make(url or fresh, options)
             try:
                 if schema:
                     await backend.create_schema()
@@ -120,6 +140,34 @@ class SqlTarget:
                     async with backend.engine.begin() as conn:
                         await conn.run_sync(backend.metadata.drop_all)
                 await backend.dispose()
+                await backend.engine.dispose()  # the app's engine; again is harmless
+
+    def _make(self, url: str, options: dict[str, Any]) -> SqlBackend:
+        query = self.query
+        connect_args = {**dict(self.connect_args), **options.pop("connect_args", {})}
+        if self.made == "library":
+            if self.prepared is False:
+                query = "&".join(filter(None, [query, "prepared_statements=false"]))
+            if connect_args:
+                options["connect_args"] = connect_args
+            return SqlBackend.from_url(_with_query(url, query), execution=self.execution, **options)
+        url = async_url(url)  # as an application would write it
+        driver = make_url(url).get_driver_name()
+        if self.prepared is False:
+            connect_args = {**_UNNAMED_STATEMENTS.get(driver, {}), **connect_args}
+        elif self.prepared and driver == "asyncmy":
+            connect_args.setdefault("stmt_cache_size", ASYNCMY_STATEMENT_CACHE)
+        engine_options: dict[str, Any] = {"connect_args": connect_args}
+        if self.made == "app-autocommit":
+            engine_options["isolation_level"] = "AUTOCOMMIT"
+        elif self.made == "app-nullpool":
+            engine_options["poolclass"] = NullPool
+        engine = create_async_engine(_with_query(url, query), **engine_options)
+        return SqlBackend(engine, execution=self.execution, **options)
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
 
 
 # Python names a thread after its target: aiosqlite's are "Thread-N (_connection_worker_thread)".
@@ -179,9 +227,17 @@ def _factory(target: SqlTarget) -> BackendFactory:
     return opened
 
 
+# Engines the application made, the way the issue-16 holes came in: the whole contract
+# suite runs on them where it costs least (SQLite); tests/test_contract_engines.py runs a
+# slice of it on the servers, for every way of making an engine and driver setting.
+APP_ENGINE_TARGETS = [
+    SqlTarget("sqlite", "auto", "app"),
+    SqlTarget("sqlite", "auto", "app-autocommit"),
+]
+
 # The SQL entries of the contract suite's backends (tests/backends.py), by name.
 SQL_BACKEND_FACTORIES: dict[str, BackendFactory] = {
-    target.id: _factory(target) for target in SQL_TARGETS
+    target.id: _factory(target) for target in SQL_TARGETS + APP_ENGINE_TARGETS
 }
 
 

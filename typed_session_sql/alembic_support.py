@@ -276,18 +276,14 @@ def _take_lock(connection: Connection, table: str, schema: str | None) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     elif dialect in MYSQL_DIALECTS:
         # Lock names are server-wide (and at most 64 characters): the database's name is in
-        # the hash. Wait as long as it takes, as pg_advisory_xact_lock does (MariaDB takes
-        # no negative timeout): 0 is "not yet", NULL an error.
+        # the hash. Waited for a bounded time, and not for a squatter (see take_server_lock).
+        from typed_session_sql.backends.sql.maintenance import take_server_lock
+
         database = schema or connection.exec_driver_sql("SELECT DATABASE()").scalar()
         digest = blake3(f"typed_session_sql migrate {database}.{table}".encode()).hexdigest(8)
         name = f"typed_session_sql_migrate_{digest}"
-        taken: object = 0
-        while taken == 0:
-            lock = text("SELECT GET_LOCK(:name, 60)")
-            taken = connection.execute(lock, {"name": name}).scalar()
-        if taken != 1:
-            raise StoreUnavailableError("could not take the migration lock (GET_LOCK)")
-        connection.info[_MYSQL_LOCK] = name
+        if take_server_lock(connection, name, f"the migration lock of {table}"):
+            connection.info[_MYSQL_LOCK] = name
 
 
 def _end(connection: Connection, *, commit: bool) -> None:

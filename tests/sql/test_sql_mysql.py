@@ -17,9 +17,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 from asyncmy.constants import CLIENT
-from sqlalchemy import event, text
+from blake3 import blake3
+from sqlalchemy import event, make_url, text
 
 from tests.clock import FakeClock
 from tests.mariadb.server import connect, require_mariadb
@@ -35,6 +37,15 @@ from typed_session_sql import (
     ids,
 )
 from typed_session_sql.backend import Record, Update, UpdateOutcome
+from typed_session_sql.backends.sql import maintenance
+from typed_session_sql.backends.sql.failures import (
+    StatementFailed,
+    classify,
+    mysql_error_code,
+    store_error,
+    store_error_cause,
+)
+from typed_session_sql.backends.sql.maintenance import lock_name
 from typed_session_sql.errors import DataRejectedError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mariadb, pytest.mark.sql(database="mariadb")]
@@ -217,6 +228,25 @@ async def test_a_taken_id_never_shows_its_hash_in_an_error_or_a_log(
     assert "aaaaaaaa" not in seen
 
 
+async def test_a_syntax_error_is_reported_without_the_statement_it_quotes() -> None:
+    # The server's 1064 message quotes the statement from where parsing failed: inlined by
+    # the text protocol, id hashes and session data. Reported like a taken key: the error
+    # number, not the text, and no chained driver error.
+    secret = b"\x9b\x91secret-id-hash"
+    async with connect(require_mariadb()) as conn, conn.cursor() as cursor:
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - asyncmy's, checked below
+            await cursor.execute("SELECT * FROM %s", [secret])
+    assert mysql_error_code(refused.value) == 1064
+    assert "secret-id-hash" in str(refused.value)  # what must not come out
+    failed = StatementFailed(classify(refused.value))
+    failed.__cause__ = refused.value
+    error = store_error(failed, "typed_sessions")
+    error.__cause__ = store_error_cause(failed)  # as the backend raises it
+    assert isinstance(error, StoreUnavailableError)
+    assert "error 1064" in str(error)
+    assert "secret-id-hash" not in full_text(error)
+
+
 async def test_a_value_bigger_than_max_allowed_packet_is_refused_data(
     sql_target: SqlTarget,
 ) -> None:
@@ -227,8 +257,10 @@ async def test_a_value_bigger_than_max_allowed_packet_is_refused_data(
     # protocol error instead: docs/mysql-notes.md.)
     async with sql_target.open(held_connections=1, pool_size=2, max_overflow=0) as backend:
         (limit,) = (await admin("SELECT @@max_allowed_packet"))[0]
+        # Sent as hex digits (two a byte): a statement 1 MiB over the limit.
+        too_big = record(data=b"x" * ((int(limit) + (1 << 20)) // 2))
         with pytest.raises(DataRejectedError) as caught:
-            await backend.create(b"x" * 32, record(data=b"x" * (int(limit) + (1 << 20))))
+            await backend.create(b"x" * 32, too_big)
         assert not isinstance(caught.value, StoreUnavailableError)
         assert "error 1153" in str(caught.value)
         assert await backend.read(b"x" * 32) is None  # nothing written
@@ -336,3 +368,80 @@ async def test_a_read_timeout_bounds_a_statement_stuck_behind_a_lock(
         stored = await backend.read(row)
         assert stored is not None
         assert await backend.touch(row, stored.version, NOW + 2 * HOUR, NOW)
+
+
+# -- GET_LOCK: server-wide names --------------------------------------------------------------
+
+
+def migration_lock_name(backend: SqlBackend) -> str:
+    """The migration lock's name, as anyone on the server can work it out."""
+    place = f"typed_session_sql migrate {backend.engine.url.database}.{backend.table.name}"
+    return f"typed_session_sql_migrate_{blake3(place.encode()).hexdigest(8)}"
+
+
+@asynccontextmanager
+async def holding(lock: str, database: str) -> AsyncIterator[None]:
+    """``lock`` held by a connection of the test's own to ``database``."""
+    url = str(make_url(require_mariadb()).set(database=database))
+    async with connect(url) as conn, conn.cursor() as cursor:
+        await cursor.execute("SELECT GET_LOCK(%s, 0)", [lock])
+        assert list(await cursor.fetchall()) == [(1,)]
+        yield
+
+
+@pytest.mark.sql(execution="driver")
+async def test_a_connection_to_another_database_cannot_stop_the_purges(
+    sql_backend: SqlBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GET_LOCK names are server-wide: any user of the server, in any database, can take the
+    # purge lock's (it is not secret). Passes go on without it, with a warning.
+    lock = lock_name(sql_backend.engine.url.database, sql_backend.table.name)
+    async with holding(lock, "mysql"), sql_backend.purge_lock() as got:
+        assert got
+    assert "held by a connection to another database" in caplog.text
+
+
+@pytest.mark.sql(execution="driver")
+async def test_a_pass_skipped_for_a_lock_held_too_long_warns(
+    sql_backend: SqlBackend, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = lock_name(sql_backend.engine.url.database, sql_backend.table.name)
+    async with holding(lock, str(sql_backend.engine.url.database)):
+        async with sql_backend.purge_lock() as got:  # another purger, just now: its turn
+            assert not got
+        assert "purge" not in caplog.text
+        monkeypatch.setattr(maintenance, "PURGE_LOCK_HELD_TOO_LONG", 0)
+        async with sql_backend.purge_lock() as got:
+            assert not got
+    assert "purge pass skipped: another purger has held the purge lock" in caplog.text
+
+
+@pytest.mark.sql(execution="driver")
+async def test_a_connection_to_another_database_cannot_stop_migrate(
+    sql_target: SqlTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with sql_target.open(schema=False) as backend:
+        try:
+            with anyio.fail_after(30):  # it waited forever
+                async with holding(migration_lock_name(backend), "mysql"):
+                    await backend.migrate()
+        finally:
+            async with backend.engine.begin() as conn:
+                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {backend.table.name}")
+                await conn.exec_driver_sql(
+                    f"DROP TABLE IF EXISTS {backend.table.name}_alembic_version"
+                )
+    assert "migration lock" in caplog.text
+
+
+@pytest.mark.sql(execution="driver")
+async def test_migrate_waits_for_the_lock_a_bounded_time(
+    sql_target: SqlTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "MIGRATION_LOCK_WAIT", 0)
+    async with sql_target.open(schema=False) as backend:
+        database = str(backend.engine.url.database)
+        with anyio.fail_after(30):  # it waited forever
+            async with holding(migration_lock_name(backend), database):
+                with pytest.raises(StoreUnavailableError, match="within 0 s"):
+                    await backend.migrate()

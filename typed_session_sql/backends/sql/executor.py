@@ -106,13 +106,18 @@ def _unsupported(engine: AsyncEngine) -> str:
     driver = engine.dialect.driver
     if driver not in DRIVERS:
         return f"no driver executor for {driver}"
-    if driver == "aiosqlite" and not autocommit_on_connect(engine):
-        # sqlite3 would open a transaction before each write and leave it open.
-        return "the SQLite engine's connections are not in autocommit (use create_engine)"
-    if driver == "psycopg" and not autocommit_on_connect(engine):
-        # psycopg would begin a transaction before the first statement and leave it open.
-        return "the psycopg engine's connections are not in autocommit (use create_engine)"
+    if driver in _OPENS_TRANSACTIONS and not autocommit_on_connect(engine):
+        opener = _OPENS_TRANSACTIONS[driver]
+        return f"the {opener} engine's connections are not in autocommit (use create_engine)"
     return ""
+
+
+# The drivers whose connections, unless create_engine made them autocommit, begin a
+# transaction before a write and leave it open (sqlite3, psycopg, asyncmy): the pool's reset
+# at check-in rolls the write back, which the backend has reported done. SQLAlchemy's
+# execution runs them in autocommit instead. asyncpg runs a statement outside a
+# transaction on its own.
+_OPENS_TRANSACTIONS = {"aiosqlite": "SQLite", "psycopg": "psycopg", "asyncmy": "MySQL"}
 
 
 def _observers(engine: AsyncEngine) -> str:

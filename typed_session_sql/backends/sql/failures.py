@@ -40,6 +40,9 @@ _SQLITE_ID_TAKEN = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRI
 _SQLITE_DATA = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT_CHECK"})
 _MYSQL_DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql", "MySQLdb"})
 _MYSQL_PACKET_TOO_BIG = 1153
+# A syntax error's message quotes the statement from where parsing failed: with values
+# inlined (the text protocol), id hashes, session data and principals.
+_MYSQL_SYNTAX_ERROR = 1064
 
 
 class Failure(enum.Enum):
@@ -216,14 +219,24 @@ def store_error(failed: StatementFailed, table: str) -> SessionError:
             f"session store failed: a unique key was taken ({type(cause).__name__}"
             f"{_sqlstate(cause)})"
         )
+    if _quotes_the_statement(cause):
+        return StoreUnavailableError(
+            f"session store failed: the server could not parse a statement "
+            f"({type(cause).__name__}{_sqlstate(cause)})"
+        )
     return StoreUnavailableError(f"session store failed: {describe_error(cause)}")
 
 
 def store_error_cause(failed: StatementFailed) -> BaseException | None:
-    """What the library's error chains to: the driver's error, except for refused data and
-    a taken key, whose messages may quote the value (MySQL's: the id hash)."""
+    """What the library's error chains to: the driver's error, except for refused data, a
+    taken key and a syntax error, whose messages may quote the values (MySQL's: the id
+    hash, the data)."""
     quotes = failed.failure in (Failure.DATA, Failure.ID_TAKEN)
-    return None if quotes else failed.__cause__
+    return None if quotes or _quotes_the_statement(failed.__cause__) else failed.__cause__
+
+
+def _quotes_the_statement(error: BaseException | None) -> bool:
+    return error is not None and mysql_error_code(error) == _MYSQL_SYNTAX_ERROR
 
 
 def _sqlstate(error: BaseException) -> str:

@@ -8,13 +8,18 @@ connections the backend holds for sessions.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import anyio
 from blake3 import blake3
 from sqlalchemy import Table, case, func, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
@@ -39,6 +44,45 @@ def lock_name(database: str | None, table_name: str) -> str:
     return f"typed_session_sql_purge_{digest}"
 
 
+# A purge pass takes seconds to minutes; a purger holding the lock longer than this has
+# probably hung (its connection idle, its pass stuck), and every other purger's passes are
+# skipped meanwhile: each skip says so in a warning.
+PURGE_LOCK_HELD_TOO_LONG = 600  # seconds
+
+# Who holds a GET_LOCK name: the holder's connection id, the database this connection is
+# in, and, where this user can see the holder (always its own connections; all of them with
+# the PROCESS privilege), the holder's database and how long it has been idle (seconds).
+# A lock connection is idle from the GET_LOCK on: that is how long it has held the lock.
+LOCK_HOLDER_QUERY = text(
+    "SELECT IS_USED_LOCK(:k), DATABASE(), p.DB, p.TIME FROM (SELECT 1) AS one"
+    " LEFT JOIN information_schema.PROCESSLIST AS p ON p.ID = IS_USED_LOCK(:k)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a ``GET_LOCK`` name another connection asked for (MySQL, MariaDB)."""
+
+    seen: bool
+    """Whether this user can see the holder (its own connections; all with PROCESS)."""
+    here: bool
+    """Whether the holder is a connection to this connection's database, as every instance
+    of the application is: GET_LOCK names are server-wide, so a connection to another
+    database holding one is squatting it, by mistake or not."""
+    seconds: int
+    """How long it has held it (0 where unknown)."""
+
+
+def lock_holder(row: Sequence[Any] | None) -> LockHolder | None:
+    """The holder :data:`LOCK_HOLDER_QUERY`'s ``row`` describes; None if the lock is free."""
+    if row is None or row[0] is None:
+        return None
+    _, database, holders_database, seconds = row
+    seen = seconds is not None
+    here = seen and holders_database == database
+    return LockHolder(seen=seen, here=here, seconds=int(seconds or 0))
+
+
 @asynccontextmanager
 async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
     """Hold the cross-instance purge lock for ``table``; yield whether it was taken.
@@ -51,8 +95,10 @@ async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
     one server connection and released on another. It holds no snapshot meanwhile, so it
     keeps no purged row from VACUUM. On MySQL and MariaDB: ``GET_LOCK`` on a dedicated
     autocommit connection, released with ``RELEASE_LOCK`` (per server: on a Galera cluster
-    each node has its own, see docs/production.md). Elsewhere (SQLite, whose writers its
-    file lock serialises): always yields True.
+    each node has its own, see docs/production.md). Its name is server-wide and anyone can
+    work it out: refused it, the purger asks who holds it (:data:`LOCK_HOLDER_QUERY`), and
+    yields True where that is not a connection to its own database. Elsewhere (SQLite,
+    whose writers its file lock serialises): always yields True.
     """
     dialect = engine.dialect.name
     if dialect != "postgresql" and dialect not in MYSQL_DIALECTS:
@@ -77,6 +123,8 @@ async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
                 f"could not take the purge lock: {describe_error(error)}"
             ) from error
         released = not got and dialect != "postgresql"  # nothing held: nothing to release
+        if not got and dialect != "postgresql":
+            got = await _purge_without_a_squatted_lock(conn, table)
         yield got
     finally:
         with anyio.CancelScope(shield=True):
@@ -115,6 +163,66 @@ async def _take_server_lock(conn: AsyncConnection, name: str) -> bool:
     """MySQL and MariaDB: ``GET_LOCK``, held by the connection until released or closed."""
     conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
     return (await conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": name})).scalar() == 1
+
+
+# How long a migrator waits for the migration lock (MySQL, MariaDB), in steps of
+# _LOCK_STEP seconds (GET_LOCK's own wait): a migration takes seconds, so a lock held this
+# long is kept by mistake (a squatter this user cannot see, a stuck session).
+MIGRATION_LOCK_WAIT = 300  # seconds
+_LOCK_STEP = 10
+
+
+def take_server_lock(connection: Connection, name: str, what: str) -> bool:
+    """Take the ``GET_LOCK`` ``name`` (``what`` it is, for messages) on ``connection``,
+    waiting up to :data:`MIGRATION_LOCK_WAIT`; whether it was taken. False where a
+    connection to another database holds it: that is a squatter, no other migrator, and
+    the caller goes on without it (with a warning). Raises :class:`StoreUnavailableError`
+    when the wait is over."""
+    deadline = time.monotonic() + MIGRATION_LOCK_WAIT
+    while True:
+        wait = max(0, min(_LOCK_STEP, math.ceil(deadline - time.monotonic())))
+        lock = text("SELECT GET_LOCK(:name, :wait)")
+        taken = connection.execute(lock, {"name": name, "wait": wait}).scalar()
+        if taken == 1:
+            return True
+        if taken != 0:
+            raise StoreUnavailableError(f"could not take {what} (GET_LOCK)")
+        holder = lock_holder(connection.execute(LOCK_HOLDER_QUERY, {"k": name}).first())
+        if holder is not None and holder.seen and not holder.here:
+            _log.warning(
+                "%s is held by a connection to another database: going on without it", what
+            )
+            return False
+        if time.monotonic() >= deadline:
+            raise StoreUnavailableError(
+                f"could not take {what} within {MIGRATION_LOCK_WAIT} s: another migration "
+                "holds it, or a connection this user cannot see (another user's, or another "
+                "database's)"
+            )
+
+
+async def _purge_without_a_squatted_lock(conn: AsyncConnection, table: Table) -> bool:
+    """Whether to purge although GET_LOCK refused the lock: yes if a connection to another
+    database holds it (a pass running beside another is safe, ``SKIP LOCKED``, just not
+    useful); no if another purger does, with a warning if it has held it too long."""
+    name = lock_name(table.schema or conn.engine.url.database, table.name)
+    holder = lock_holder((await conn.execute(LOCK_HOLDER_QUERY, {"k": name})).first())
+    if holder is None:
+        return False  # released meanwhile: the next pass takes it
+    if not holder.here:
+        _log.warning(
+            "the purge lock of %s is held by a connection to another database, or one this "
+            "user cannot see: purging without it",
+            table.fullname,
+        )
+        return True
+    if holder.seconds >= PURGE_LOCK_HELD_TOO_LONG:
+        _log.warning(
+            "purge pass skipped: another purger has held the purge lock of %s for %d s",
+            table.fullname,
+            holder.seconds,
+        )
+    return False
 
 
 async def table_stats(engine: AsyncEngine, table: Table, now: datetime) -> TableStats:

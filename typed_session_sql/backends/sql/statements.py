@@ -23,6 +23,7 @@ from sqlalchemy import (
     Dialect,
     Executable,
     Integer,
+    String,
     Table,
     bindparam,
     delete,
@@ -32,14 +33,41 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.types import NullType
+from sqlalchemy.sql.functions import func
+from sqlalchemy.types import NullType, TypeDecorator
 
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
 
-__all__ = ["Prepared", "Revoke", "Statements", "build_statements"]
+__all__ = ["HexBytes", "Prepared", "Revoke", "Statements", "build_statements"]
 
 Revoke = Literal["all", "one", "others"]
 _Processor = Callable[[Any], Any]
+
+
+class HexBytes(TypeDecorator[bytes | str]):
+    """Bytes (or a str, as its UTF-8 bytes) sent to MySQL or MariaDB as hexadecimal
+    digits, unhexed by the server: ``UNHEX(%s)``.
+
+    Without a prepared statement (``prepared_statements=false``, an engine the app made,
+    or asyncmy's silent fallback when the server refuses a ``PREPARE``), the driver inlines
+    each value in the statement with backslash escapes it makes without regard to the
+    connection's charset or ``sql_mode``: under ``gbk``, ``big5``, ``sjis`` or ``cp932`` a
+    value's last byte can swallow the backslash (``NO_BACKSLASH_ESCAPES`` breaks every
+    escaped quote), and the rest of the value is SQL. Hex digits need no escaping, mean
+    the same in every ASCII-based charset and ``sql_mode``, and the server turns them back
+    into the exact bytes: no statement depends on escaping being right.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return func.unhex(bindvalue)
+
+    def process_bind_param(self, value: bytes | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return (value.encode() if isinstance(value, str) else bytes(value)).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +142,13 @@ def build_statements(
     ``max_rows``.
     """
     c = table.c
+    mysql = dialect.name in MYSQL_DIALECTS
 
     def arg(name: str, column: ColumnElement[Any]) -> Any:
+        stored = column.type.dialect_impl(dialect)
+        stored = getattr(stored, "impl_instance", stored)  # a TypeDecorator's column type
+        if mysql and stored.python_type is bytes:
+            return bindparam(name, type_=HexBytes())  # the key, the data, the principal
         return bindparam(name, type_=column.type)
 
     # A driver executor passes arguments by position: a dialect that names its parameters
@@ -232,7 +265,7 @@ def build_statements(
         # row locks (and never block a request writing one of those rows for long).
         victims = victims.with_for_update(skip_locked=True)
     purging: Any = delete(table).where(c.id_hash.in_(victims.scalar_subquery()))
-    if dialect.name in MYSQL_DIALECTS:
+    if mysql:
         # MySQL and MariaDB refuse LIMIT in an IN subquery (error 1235), and SKIP LOCKED
         # on a DELETE; a multi-table DELETE joined to a derived table takes both. Oldest
         # expiry first, as the expiry index reads.

@@ -228,7 +228,7 @@ def _factory(target: SqlTarget) -> BackendFactory:
 
 
 # Engines the application made, the way the issue-16 holes came in: the whole contract
-# suite runs on them where it costs least (SQLite); tests/test_contract_engines.py runs a
+# suite runs on them where it costs least (SQLite); tests/contract/test_contract_engines.py runs a
 # slice of it on the servers, for every way of making an engine and driver setting.
 APP_ENGINE_TARGETS = [
     SqlTarget("sqlite", "auto", "app"),

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from tests.cookie_jar import CookieJar
 from tests.e2e.server import REPOSITORY, fresh_postgres_database, serve, sqlite_rows
 from typed_session_sql.cli import build_parser
 from typed_session_sql.demo.app import create_app
@@ -30,33 +31,20 @@ ATTRIBUTES = "; Path=/; Secure; HttpOnly; SameSite=Lax"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-class Visitor:
-    """A browser's cookie jar for the demo: each Set-Cookie applied in arrival order."""
+class Visitor(CookieJar):
+    """A browser for the demo: every cookie hardened alike, forms sent urlencoded."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.cookies: dict[str, str] = {}
+    def check(self, header: str) -> None:
+        assert header.endswith(ATTRIBUTES), header
 
-    async def go(
+    async def go(  # type: ignore[override]
         self,
         method: str,
         path: str,
         form: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        sent = dict(headers or {})
-        if self.cookies:
-            sent["cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        response = await self.client.request(method, path, headers=sent, data=form)
-        self.client.cookies.clear()
-        for header in response.headers.get_list("set-cookie"):
-            assert header.endswith(ATTRIBUTES), header  # every cookie hardened alike
-            name, _, value = header.split(";")[0].partition("=")
-            if "Max-Age=0" in header:
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-        return response
+        return await super().go(method, path, headers, data=form)
 
     async def token(self) -> str:
         match = TOKEN.search((await self.go("GET", "/")).text)

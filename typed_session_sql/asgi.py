@@ -34,6 +34,7 @@ import anyio
 
 from typed_session_sql.commands import CookieCommand, DeleteCookie, SetCookie
 from typed_session_sql.cookies import CookieSettings, Headers
+from typed_session_sql.csrf import Csrf, CsrfFailure, CsrfSettings, csrf_token
 from typed_session_sql.errors import (
     SessionConflictError,
     SessionError,
@@ -49,8 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CookieSettings",
+    "CsrfFailure",
+    "CsrfSettings",
     "SessionAccessor",
     "SessionMiddleware",
+    "csrf_token",
     "default_error_response",
     "get_session",
 ]
@@ -181,6 +185,9 @@ class SessionMiddleware:
             Starlette's own sessions (Authlib, sqladmin, starlette-admin). The store's data
             type must be ``dict``. The session is then loaded before the app runs, when the
             request carries the cookie (``request.session`` cannot wait for the database).
+        csrf: refuse (403) every request with an unsafe method (POST, PUT, PATCH, DELETE...)
+            that lacks the token :func:`csrf_token` gives out for this session; True takes
+            the defaults of :class:`CsrfSettings`. See :mod:`typed_session_sql.csrf`.
     """
 
     def __init__(
@@ -190,6 +197,7 @@ class SessionMiddleware:
         cookie: CookieSettings | None = None,
         error_response: ErrorResponse = default_error_response,
         request_session: bool = False,
+        csrf: bool | CsrfSettings = False,
     ) -> None:
         if request_session and not _is_dict_type(store.data_type):
             raise TypeError(
@@ -201,6 +209,8 @@ class SessionMiddleware:
         self.cookie = cookie if cookie is not None else CookieSettings()
         self.error_response = error_response
         self.request_session = request_session
+        settings = CsrfSettings() if csrf is True else csrf or None
+        self.csrf = None if settings is None else Csrf(settings, self.cookie, store.on_event)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -224,8 +234,15 @@ class SessionMiddleware:
                     answered = True
                     await self._send_error(scope, receive, send, error)
                     return
+                if self.csrf is not None:
+                    self.csrf.finish(scope, message)
             await send(message)
 
+        if self.csrf is not None:  # before the app, and before any session is loaded
+            checked = await self.csrf.check(scope, receive, send, lambda: slot.session)
+            if checked is None:
+                return  # refused with a 403
+            receive = checked
         try:
             if self.request_session:
                 scope["session"] = (await slot.get()).data

@@ -369,3 +369,15 @@ async def test_a_token_asked_for_before_the_session_changes_id_is_warned_about(
         with caplog.at_level(logging.WARNING, logger="typed_session_sql"):
             await browser.go("GET", "/login")
     assert "ask for it after the change" in caplog.text
+
+
+async def test_a_request_the_browser_marks_cross_site_is_refused_before_its_body(
+    site: Site,
+) -> None:
+    browser = site.browser()
+    token = await browser.token()
+    headers = {"x-csrf-token": token, "sec-fetch-site": "cross-site"}
+    refused(await browser.go("POST", "/echo", headers), "sent from another site")
+    for same in ("same-origin", "none"):
+        headers["sec-fetch-site"] = same
+        assert (await browser.go("POST", "/echo", headers)).status_code == 200

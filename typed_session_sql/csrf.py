@@ -6,7 +6,8 @@ HMAC of ``S`` keyed by the session id the browser holds (by the empty key for a 
 with no session). A page gets ``S`` masked with fresh random bytes each time it asks
 (``csrf_token``), as Django does against BREACH. A request with an unsafe method must
 present a token that unmasks to ``S``, and the cookie's tag must match the session cookie
-the request carries. So:
+the request carries. A request the browser marks as sent from another site
+(``Sec-Fetch-Site: cross-site``) is refused at once. So:
 
 - a forged cross-site request cannot carry the token: its author can read neither the page
   nor the HttpOnly cookie;
@@ -176,6 +177,8 @@ class Csrf:
         self, state: _State, headers: Headers, receive: Receive
     ) -> tuple[str | None, Receive]:
         """Why the request fails the check (None: it passes), and its replaying receive."""
+        if (b"sec-fetch-site", b"cross-site") in headers:
+            return "sent from another site", receive  # the browser says so: no body read
         if state.secret is None:
             value, count = self.cookie.find(headers)
             if count != 1 or value is None or not _COOKIE.fullmatch(value):

@@ -63,7 +63,8 @@ class EventKind(enum.StrEnum):
     """A store operation found no session table: the database was never migrated."""
     CSRF_FAILED = "csrf_failed"
     """A request with an unsafe method failed the CSRF check and got a 403; ``detail`` says
-    why (no cookie, a cookie of another session, no token, a wrong token)."""
+    why (sent from another site, no cookie, a cookie of another session, no token, a wrong
+    token)."""
 
 
 _LEVELS = {

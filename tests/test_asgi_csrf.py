@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from tests.cookie_jar import CookieJar
 from tests.csrf_apps import CSRF_APPS
 from typed_session_sql import EventKind, MemoryBackend, SessionEvent, SessionStore
+from typed_session_sql import csrf as csrf_module
 from typed_session_sql.asgi import CookieSettings, CsrfSettings, SessionMiddleware, csrf_token
 
 pytestmark = pytest.mark.anyio
@@ -381,3 +383,58 @@ async def test_a_request_the_browser_marks_cross_site_is_refused_before_its_body
     for same in ("same-origin", "none"):
         headers["sec-fetch-site"] = same
         assert (await browser.go("POST", "/echo", headers)).status_code == 200
+
+
+async def call(
+    app: Any, method: str, headers: list[tuple[bytes, bytes]], body: Iterable[bytes] = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request straight through the ASGI interface, its body in the given messages."""
+    pieces = deque(body)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not pieces:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": pieces.popleft(), "more_body": bool(pieces)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": "/", "headers": headers}
+    await app(scope, receive, send)
+    start, *rest = sent
+    return start["status"], start["headers"], b"".join(m.get("body", b"") for m in rest)
+
+
+async def test_a_body_sent_a_byte_per_message_is_searched_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    searches = 0
+    search = csrf_module._urlencoded_field
+
+    def counted(data: bytes, name: bytes, complete: bool) -> tuple[bytes | None, bool]:
+        nonlocal searches
+        searches += 1
+        return search(data, name, complete)
+
+    monkeypatch.setattr(csrf_module, "_urlencoded_field", counted)
+
+    @dataclass
+    class Request:
+        scope: dict[str, Any]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = await csrf_token(Request(scope))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    store: SessionStore[dict[str, Any]] = SessionStore(dict, MemoryBackend())
+    middleware = SessionMiddleware(app, store, csrf=True)
+    _, headers, _ = await call(middleware, "GET", [])
+    (cookie,) = [value.split(b";")[0] for key, value in headers if key == b"set-cookie"]
+    form = [(b"cookie", cookie), (b"content-type", FORM.encode())]
+    body = b"note=" + b"x" * 70000  # no token: searched to the limit, a byte at a time
+    status, _, text = await call(middleware, "POST", form, [bytes([b]) for b in body])
+    assert status == 403
+    assert b"no CSRF token in the first 65536 bytes" in text
+    assert searches <= 65536 // 1024 + 1

@@ -186,8 +186,8 @@ class SessionMiddleware:
             type must be ``dict``. The session is then loaded before the app runs, when the
             request carries the cookie (``request.session`` cannot wait for the database).
         csrf: refuse (403) every request with an unsafe method (POST, PUT, PATCH, DELETE...)
-            that lacks the token :func:`csrf_token` gives out for this session; True takes
-            the defaults of :class:`CsrfSettings`. See :mod:`typed_session_sql.csrf`.
+            that lacks the token ``csrf_token(request)`` gives out for this session; True
+            takes the defaults of ``CsrfSettings``. How it works: ``typed_session_sql.csrf``.
     """
 
     def __init__(

@@ -13,7 +13,7 @@ Everything here uses the public API, the way an application would:
 - cart changes go through ``Session.modify``, so two tabs adding at once both count;
 - every POST form carries a CSRF token from ``csrf_token(request)``, bound to the session
   and checked by ``SessionMiddleware(..., csrf=...)`` before the handler runs; bodies are
-  capped and their fields counted (:mod:`.forms`); every value is checked (quantities are
+  capped and their fields counted (``forms.py``); every value is checked (quantities are
   ASCII digits in a range) and a bad one is a 400;
 - security headers on every response (:mod:`.headers`);
 - the database is migrated on start, and expired sessions are purged in the background.

@@ -1,7 +1,7 @@
 """Accepting a POSTed form safely: a capped body, counted fields, every value a string.
 
 The CSRF check is not here: ``SessionMiddleware(..., csrf=...)`` made it before the app ran,
-against the session (:mod:`typed_session_sql.csrf`). What is left is the form itself, and
+against the session (``typed_session_sql.csrf``). What is left is the form itself, and
 the order of the checks is the point: a request that cannot pass (not a form, declared too
 large) is refused before a byte of its body is read.
 """

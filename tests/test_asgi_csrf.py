@@ -438,3 +438,24 @@ async def test_a_body_sent_a_byte_per_message_is_searched_a_bounded_number_of_ti
     assert status == 403
     assert b"no CSRF token in the first 65536 bytes" in text
     assert searches <= 65536 // 1024 + 1
+
+
+def test_a_test_client_on_https_keeps_the_csrf_cookie() -> None:
+    """What docs/asgi.md tells test writers: over http://testserver the Secure cookie is
+    never sent back; over https it is."""
+    from fastapi.testclient import TestClient
+
+    store: SessionStore[dict[str, Any]] = SessionStore(dict, MemoryBackend())
+    app = CSRF_APPS["fastapi"](store, CsrfSettings())
+    for base_url, status in [("http://testserver", 403), ("https://testserver", 200)]:
+        with TestClient(app, base_url=base_url) as client:
+            token = client.get("/token").text
+            assert client.post("/echo", headers={"x-csrf-token": token}).status_code == status
+
+
+async def test_two_csrf_middlewares_on_one_app_are_refused() -> None:
+    store: SessionStore[dict[str, Any]] = SessionStore(dict, MemoryBackend())
+    inner = SessionMiddleware(nothing, store, CookieSettings("__Host-inner"), csrf=True)
+    outer = SessionMiddleware(inner, store, csrf=True)
+    with pytest.raises(RuntimeError, match="two SessionMiddleware with csrf enabled"):
+        await call(outer, "GET", [])

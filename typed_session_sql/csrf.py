@@ -160,6 +160,8 @@ class Csrf:
         """Install the request's CSRF state; for an unsafe method, check the token. Returns
         the ``receive`` the app must use (replaying what was read), or None once a 403 has
         been sent."""
+        if SCOPE_KEY in scope:  # each would bind its own cookie to its own session
+            raise RuntimeError("two SessionMiddleware with csrf enabled wrap this app; keep one")
         headers: Headers = scope["headers"]
         bound_to, _ = self.session_cookie.find(headers)
         state = _State(bound_to, self._verified_secret(headers, bound_to), session)

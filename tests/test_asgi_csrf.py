@@ -459,3 +459,10 @@ async def test_two_csrf_middlewares_on_one_app_are_refused() -> None:
     outer = SessionMiddleware(inner, store, csrf=True)
     with pytest.raises(RuntimeError, match="two SessionMiddleware with csrf enabled"):
         await call(outer, "GET", [])
+
+
+def test_csrf_takes_a_bool_or_settings_only() -> None:
+    store: SessionStore[dict[str, Any]] = SessionStore(dict, MemoryBackend())
+    with pytest.raises(TypeError, match="csrf must be True, False or a CsrfSettings"):
+        SessionMiddleware(nothing, store, csrf="yes")  # type: ignore[arg-type]
+    assert SessionMiddleware(nothing, store, csrf=False).csrf is None

@@ -34,7 +34,13 @@ import anyio
 
 from typed_session_sql.commands import CookieCommand, DeleteCookie, SetCookie
 from typed_session_sql.cookies import CookieSettings, Headers
-from typed_session_sql.csrf import Csrf, CsrfFailure, CsrfSettings, csrf_token
+from typed_session_sql.csrf import (
+    Csrf,
+    CsrfFailure,
+    CsrfSettings,
+    csrf_token,
+    default_csrf_failure_response,
+)
 from typed_session_sql.errors import (
     SessionConflictError,
     SessionError,
@@ -55,6 +61,7 @@ __all__ = [
     "SessionAccessor",
     "SessionMiddleware",
     "csrf_token",
+    "default_csrf_failure_response",
     "default_error_response",
     "get_session",
 ]
@@ -209,8 +216,10 @@ class SessionMiddleware:
         self.cookie = cookie if cookie is not None else CookieSettings()
         self.error_response = error_response
         self.request_session = request_session
-        settings = CsrfSettings() if csrf is True else csrf or None
-        self.csrf = None if settings is None else Csrf(settings, self.cookie, store.on_event)
+        if not isinstance(csrf, bool | CsrfSettings):
+            raise TypeError(f"csrf must be True, False or a CsrfSettings, not {csrf!r}")
+        settings = CsrfSettings() if csrf is True else csrf
+        self.csrf = Csrf(settings, self.cookie, store.on_event) if settings else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

@@ -112,7 +112,8 @@ class CsrfSettings:
 
     cookie_name: str | None = None
     """The CSRF cookie's name. None: ``csrf`` with the session cookie's prefix (``__Host-csrf``
-    for the default ``__Host-id``). Its other attributes are the session cookie's."""
+    for the default ``__Host-id``). Its other attributes are the session cookie's, except that
+    it is always a browser-session cookie: after a browser restart, a page gets a new one."""
 
     max_scan_bytes: int = 65536
     """How much of a form body is read looking for the field. A form whose field is not in

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from tests.cookie_jar import CookieJar
 from tests.e2e.server import REPOSITORY, fresh_postgres_database, serve, sqlite_rows
 from typed_session_sql.cli import build_parser
 from typed_session_sql.demo.app import create_app
@@ -30,33 +31,20 @@ ATTRIBUTES = "; Path=/; Secure; HttpOnly; SameSite=Lax"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-class Visitor:
-    """A browser's cookie jar for the demo: each Set-Cookie applied in arrival order."""
+class Visitor(CookieJar):
+    """A browser for the demo: every cookie hardened alike, forms sent urlencoded."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.cookies: dict[str, str] = {}
+    def check(self, header: str) -> None:
+        assert header.endswith(ATTRIBUTES), header
 
-    async def go(
+    async def go(  # type: ignore[override]
         self,
         method: str,
         path: str,
         form: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        sent = dict(headers or {})
-        if self.cookies:
-            sent["cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        response = await self.client.request(method, path, headers=sent, data=form)
-        self.client.cookies.clear()
-        for header in response.headers.get_list("set-cookie"):
-            assert header.endswith(ATTRIBUTES), header  # every cookie hardened alike
-            name, _, value = header.split(";")[0].partition("=")
-            if "Max-Age=0" in header:
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-        return response
+        return await super().go(method, path, headers, data=form)
 
     async def token(self) -> str:
         match = TOKEN.search((await self.go("GET", "/")).text)
@@ -204,6 +192,20 @@ async def test_a_token_from_before_sign_in_is_worthless_after_it(visitor: Visito
     assert (await visitor.go("POST", "/cart", form)).status_code == 403
 
 
+async def test_a_csrf_cookie_and_token_pair_of_another_browser_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    ada, eve = await signed_in_visitor(client, "Ada"), await signed_in_visitor(client, "Eve")
+    token = await ada.token()
+    eve.cookies[CSRF] = ada.cookies[CSRF]  # the pair: Ada's CSRF cookie and her token
+    response = await eve.go(
+        "POST", "/cart", {"csrf_token": token, "product": "fig", "quantity": "1"}
+    )
+    assert response.status_code == 403
+    assert "<h1>This form has expired</h1>" in response.text
+    assert "Your cart is empty." in (await eve.go("GET", "/")).text
+
+
 class Upload:
     """Calls the app's ASGI interface directly with a large body, counting the chunks the
     app actually pulls from ``receive``."""
@@ -248,28 +250,38 @@ FORM = (b"content-type", b"application/x-www-form-urlencoded")
 EIGHT_MIB = 8 * 1024
 
 
+CAPPED = MAX_FORM_BYTES // len(Upload.CHUNK) + 1  # chunks that hold the demo's largest form
+
+
 @pytest.mark.parametrize(
     ("case", "status", "most_read"),
     [
         ("no-csrf-cookie", 403, 0),
         ("cross-site", 403, 0),
+        ("no-token-in-the-form", 403, CAPPED),  # the middleware looked as far as a form goes
         ("declared-too-large", 413, 0),
         ("not-a-form", 415, 0),
-        ("chunked-too-large", 413, MAX_FORM_BYTES // len(Upload.CHUNK) + 1),
+        ("chunked-too-large", 413, CAPPED),
     ],
 )
 async def test_a_form_that_cannot_pass_is_refused_before_its_body_is_read(
     visitor: Visitor, app: Starlette, case: str, status: int, most_read: int
 ) -> None:
-    await visitor.token()
+    token = (b"x-csrf-token", (await visitor.token()).encode())
     cookie = (b"cookie", f"{CSRF}={visitor.cookies[CSRF]}".encode())
     length = (b"content-length", str(EIGHT_MIB * len(Upload.CHUNK)).encode())
     headers = {
-        "no-csrf-cookie": [FORM, length],
-        "cross-site": [FORM, length, cookie, (b"sec-fetch-site", b"cross-site")],
-        "declared-too-large": [FORM, length, cookie],
-        "not-a-form": [(b"content-type", b"multipart/form-data; boundary=x"), length, cookie],
-        "chunked-too-large": [FORM, cookie],
+        "no-csrf-cookie": [FORM, length, token],
+        "cross-site": [FORM, length, cookie, token, (b"sec-fetch-site", b"cross-site")],
+        "no-token-in-the-form": [FORM, length, cookie],
+        "declared-too-large": [FORM, length, cookie, token],
+        "not-a-form": [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            length,
+            cookie,
+            token,
+        ],
+        "chunked-too-large": [FORM, cookie, token],
     }[case]
     upload = Upload(app, chunks=EIGHT_MIB)
     assert await upload.post("/sign-in", headers) == status
@@ -317,7 +329,8 @@ async def test_a_quantity_is_ascii_digits_from_1_to_99_else_400(
 
 async def test_five_thousand_digits_are_refused_by_the_body_cap(client: httpx.AsyncClient) -> None:
     ada = await signed_in_visitor(client, "Ada")
-    form = {"product": "pear", "quantity": "9" * 5000, "csrf_token": await ada.token()}
+    token = await ada.token()  # first, as in the demo's forms: the check reads no further
+    form = {"csrf_token": token, "product": "pear", "quantity": "9" * 5000}
     assert (await ada.go("POST", "/cart", form)).status_code == 413
 
 
@@ -405,7 +418,8 @@ def test_the_demo_command_runs_on_a_fresh_postgresql_database(tmp_path: Path) ->
             signed_in = web.post("/sign-in", data=form, headers={"cookie": nonce})
             assert signed_in.status_code == 303
             set_cookies = signed_in.headers.get_list("set-cookie")
-            assert [header.split("=")[0] for header in set_cookies] == [CSRF, SESSION]
+            # The visitor's CSRF cookie is stale now: the next page gives one of the session.
+            assert [header.split("=")[0] for header in set_cookies] == [SESSION]
     assert "Traceback" not in server.text
 
 

@@ -38,6 +38,13 @@ import anyio
 
 from typed_session_sql.commands import CookieCommand, DeleteCookie, SetCookie
 from typed_session_sql.cookies import CookieSettings, Headers
+from typed_session_sql.csrf import (
+    Csrf,
+    CsrfFailure,
+    CsrfSettings,
+    csrf_token,
+    default_csrf_failure_response,
+)
 from typed_session_sql.errors import (
     SessionConflictError,
     SessionError,
@@ -53,8 +60,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CookieSettings",
+    "CsrfFailure",
+    "CsrfSettings",
     "SessionAccessor",
     "SessionMiddleware",
+    "csrf_token",
+    "default_csrf_failure_response",
     "default_error_response",
     "get_session",
 ]
@@ -202,6 +213,9 @@ class SessionMiddleware:
             handshake's own whose WebSockets get the cookie's session. Any other
             ``Origin``, ``null`` or none gets a new anonymous session (``foreign_origin``
             event): browsers send the cookie with a handshake any site starts.
+        csrf: refuse (403) every request with an unsafe method (POST, PUT, PATCH, DELETE...)
+            that lacks the token ``csrf_token(request)`` gives out for this session; True
+            takes the defaults of ``CsrfSettings``. How it works: ``typed_session_sql.csrf``.
 
     Examples:
         A Starlette app counting each visitor's visits (FastAPI and Litestar take the
@@ -266,6 +280,7 @@ class SessionMiddleware:
         request_session: bool = False,
         rotate_on_change: bool = True,
         websocket_origins: Collection[str] = (),
+        csrf: bool | CsrfSettings = False,
     ) -> None:
         if request_session and not _is_dict_type(store.data_type):
             raise TypeError(
@@ -281,6 +296,10 @@ class SessionMiddleware:
         self.request_session = request_session
         self.rotate_on_change = rotate_on_change
         self.websocket_origins = frozenset(_allowed_origin(origin) for origin in websocket_origins)
+        if not isinstance(csrf, bool | CsrfSettings):
+            raise TypeError(f"csrf must be True, False or a CsrfSettings, not {csrf!r}")
+        settings = CsrfSettings() if csrf is True else csrf
+        self.csrf = Csrf(settings, self.cookie, store.on_event) if settings else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -305,8 +324,15 @@ class SessionMiddleware:
                     answered = True
                     await self._send_error(scope, receive, send, error)
                     return
+                if self.csrf is not None:
+                    self.csrf.finish(scope, message)
             await send(message)
 
+        if self.csrf is not None:  # before the app, and before any session is loaded
+            checked = await self.csrf.check(scope, receive, send, lambda: slot.session)
+            if checked is None:
+                return  # refused with a 403
+            receive = checked
         try:
             if self.request_session:
                 bridge = _Bridge(await slot.get(), scope, self.store)

@@ -65,6 +65,10 @@ class EventKind(enum.StrEnum):
     names the error and its cause's first line (no parameters, ids or passwords)."""
     TABLE_MISSING = "table_missing"
     """A store operation found no session table: the database was never migrated."""
+    CSRF_FAILED = "csrf_failed"
+    """A request with an unsafe method failed the CSRF check and got a 403; ``detail`` says
+    why (sent from another site, no cookie, a cookie of another session, no token, a wrong
+    token)."""
 
 
 _LEVELS = {
@@ -80,6 +84,7 @@ _LEVELS = {
     EventKind.PURGE_FAILED: logging.INFO,  # the caller gets the error; the scheduler warns
     EventKind.STORE_UNAVAILABLE: logging.WARNING,
     EventKind.TABLE_MISSING: logging.ERROR,
+    EventKind.CSRF_FAILED: logging.INFO,  # expired forms, mostly; the hook counts attacks
 }
 
 

@@ -121,6 +121,23 @@ async def test_the_request_session_example_saves_request_session(
     assert session.data == {"next": "/cart"}
 
 
+async def test_the_csrf_example_refuses_a_post_without_the_pages_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    namespace = example(namespace_for("starlette", monkeypatch), "csrf=True")
+    transport = httpx.ASGITransport(app=namespace["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        page = await client.get("/")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        refused = await client.post("/add")
+        added = await client.post("/add", data={"csrf_token": token.group(1)})
+    assert refused.status_code == 403
+    assert refused.text == "Forbidden: the CSRF check failed (no CSRF token).\n"
+    assert added.status_code == 200
+    assert added.text == "1 items"
+
+
 def test_the_custom_error_response_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     namespace = namespace_for("starlette", monkeypatch)
     (block,) = [block for block in python_blocks() if "def error_response" in block]

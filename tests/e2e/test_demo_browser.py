@@ -153,3 +153,46 @@ def test_sign_in_reload_cart_sign_out_in_chromium(
         )
         assert "<h1>Sign in</h1>" in replay.text()
         browser.close()
+
+
+def test_a_csrf_token_taken_from_another_browser_is_refused(demo_url: str) -> None:
+    """Ada's form token, alone or with her CSRF cookie, is worthless in Eve's browser: the
+    token is bound to the session it was issued to."""
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        pages = []
+        for name in ("Ada", "Eve"):
+            page = browser.new_context().new_page()
+            page.goto(demo_url + "/")
+            page.get_by_label("Your name").fill(name)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
+            pages.append(page)
+        ada, eve = pages
+        field = 'form[action="/cart"] input[name="csrf_token"]'
+        token = ada.locator(field).input_value()
+        (ada_csrf,) = [c for c in ada.context.cookies() if c["name"] == "__Host-csrf"]
+
+        def add_to_cart_with_adas_token() -> None:
+            eve.goto(demo_url + "/")
+            eve.locator(field).evaluate("(input, token) => { input.value = token; }", token)
+            eve.get_by_role("button", name="Add to cart").click()
+            expect(eve.get_by_role("heading", name="This form has expired")).to_be_visible()
+
+        add_to_cart_with_adas_token()  # the token alone
+        pair = {key: value for key, value in ada_csrf.items() if key != "partitionKey"}
+        eve.context.add_cookies([pair])  # type: ignore[list-item]  # the whole pair
+        (eve_csrf,) = [c for c in eve.context.cookies() if c["name"] == "__Host-csrf"]
+        assert eve_csrf["value"] == ada_csrf["value"]
+        add_to_cart_with_adas_token()
+
+        eve.goto(demo_url + "/")  # Eve's own forms still work, and her cart is untouched
+        expect(eve.get_by_text("Your cart is empty.")).to_be_visible()
+        eve.get_by_role("button", name="Add to cart").click()
+        expect(eve.get_by_role("row", name="Apple 1")).to_be_visible()
+        browser.close()

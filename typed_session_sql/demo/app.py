@@ -11,9 +11,10 @@ Everything here uses the public API, the way an application would:
 - the session page lists the user's sessions and signs out the others
   (``SessionStore.sessions_of``, ``revoke_all(keep=...)``);
 - cart changes go through ``Session.modify``, so two tabs adding at once both count;
-- every POST form carries a CSRF token, a signed double-submit cookie (:mod:`.forms`),
-  checked before the body is read; bodies are capped and their fields counted; every
-  value is checked (quantities are ASCII digits in a range) and a bad one is a 400;
+- every POST form carries a CSRF token from ``csrf_token(request)``, bound to the session
+  and checked by ``SessionMiddleware(..., csrf=...)`` before the handler runs; bodies are
+  capped and their fields counted (``forms.py``); every value is checked (quantities are
+  ASCII digits in a range) and a bad one is a 400;
 - security headers on every response (:mod:`.headers`);
 - the database is migrated on start, and expired sessions are purged in the background.
 """
@@ -21,7 +22,6 @@ Everything here uses the public API, the way an application would:
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,9 +34,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from typed_session_sql import PurgeScheduler, Session, SessionStore, SqlBackend
-from typed_session_sql.asgi import SessionMiddleware
+from typed_session_sql.asgi import CsrfFailure, CsrfSettings, SessionMiddleware, csrf_token
 from typed_session_sql.demo import pages
-from typed_session_sql.demo.forms import Csrf, FormRefused, read_form
+from typed_session_sql.demo.forms import MAX_FORM_BYTES, FormRefused, read_form
 from typed_session_sql.demo.headers import SecurityHeaders
 
 PRODUCTS = {"apple": "Apple", "pear": "Pear", "plum": "Plum", "fig": "Fig"}
@@ -61,23 +61,26 @@ class Visit:
 
 @dataclass
 class Shop:
-    """What the handlers share: the store and the CSRF signer."""
+    """What the handlers share: the store."""
 
     store: SessionStore[Visit]
-    csrf: Csrf
 
 
-def create_app(url: str | None = None, *, csrf_secret: bytes | None = None) -> Starlette:
+def form_expired(scope: object, failure: CsrfFailure) -> HTMLResponse:
+    """The page a form that fails the CSRF check gets, instead of the plain-text 403."""
+    return HTMLResponse(pages.forbidden_page(), status_code=403)
+
+
+# The CSRF field comes first in every form, and no form is larger than this.
+CSRF = CsrfSettings(failure_response=form_expired, max_scan_bytes=MAX_FORM_BYTES)
+
+
+def create_app(url: str | None = None) -> Starlette:
     """The demo app on the database at ``url`` (default: ``$TYPED_SESSION_SQL_URL``, else the
-    SQLite file ``./sessions.db``), migrated when the app starts.
-
-    ``csrf_secret`` signs the CSRF tokens; a real app reads it from its configuration, the
-    same in every process. The demo makes one per run (forms rendered before a restart are
-    then refused, which is safe).
-    """
+    SQLite file ``./sessions.db``), migrated when the app starts."""
     backend = SqlBackend.from_url(url)
     store = SessionStore(Visit, backend)
-    shop = Shop(store, Csrf(csrf_secret or secrets.token_bytes(32)))
+    shop = Shop(store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,7 +98,10 @@ def create_app(url: str | None = None, *, csrf_secret: bytes | None = None) -> S
             Route("/sign-out", form_handler(sign_out), methods=["POST"]),
             Route("/sign-out-others", form_handler(sign_out_others), methods=["POST"]),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(SessionMiddleware, store=store)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(SessionMiddleware, store=store, csrf=CSRF),
+        ],
         lifespan=lifespan,
     )
     app.state.shop = shop
@@ -108,7 +114,7 @@ def create_app(url: str | None = None, *, csrf_secret: bytes | None = None) -> S
 async def home(request: Request) -> Response:
     shop: Shop = request.app.state.shop
     session = await shop.store.session(request)  # stored or not: looking stores nothing
-    return page(request, lambda token: home_page(session, token))
+    return await page(request, lambda token: home_page(session, token))
 
 
 def home_page(session: Session[Visit], token: str, error: str | None = None) -> str:
@@ -139,18 +145,13 @@ async def show_session(request: Request) -> Response:
             csrf_token=token,
         )
 
-    return page(request, render)
+    return await page(request, render)
 
 
-def page(request: Request, render: Callable[[str], str], status: int = 200) -> Response:
-    """An HTML page whose forms carry the CSRF token; gives the browser a nonce cookie if it
-    has none yet (a cookie, not a database row)."""
-    shop: Shop = request.app.state.shop
-    nonce, new = shop.csrf.page_nonce(request)
-    response = HTMLResponse(render(shop.csrf.token(nonce)), status_code=status)
-    if new:
-        shop.csrf.give(response, nonce)
-    return response
+async def page(request: Request, render: Callable[[str], str], status: int = 200) -> Response:
+    """An HTML page whose forms carry the CSRF token (the middleware gives the browser its
+    CSRF cookie if it needs one: a cookie, not a database row)."""
+    return HTMLResponse(render(await csrf_token(request)), status_code=status)
 
 
 # -- forms (POST, then redirect) ----------------------------------------------------------
@@ -160,15 +161,15 @@ FormHandler = Callable[[Request, Shop, dict[str, str]], Awaitable[Response]]
 
 def form_handler(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
     """Runs ``handler`` with the form once :func:`~.forms.read_form` accepted it; answers
-    403, 400, 413 or 415 otherwise, without reading more of the body than it must."""
+    400, 413 or 415 otherwise, without reading more of the body than it must. (The CSRF
+    token was checked before: the middleware answered 403 to a request without it.)"""
 
     async def endpoint(request: Request) -> Response:
         shop: Shop = request.app.state.shop
         try:
-            form = await read_form(request, shop.csrf)
+            form = await read_form(request)
         except FormRefused as refused:
-            body = pages.forbidden_page() if refused.status == 403 else None
-            return HTMLResponse(body or pages.refused_page(refused.reason), refused.status)
+            return HTMLResponse(pages.refused_page(refused.reason), refused.status)
         return await handler(request, shop, form)
 
     return endpoint
@@ -178,11 +179,13 @@ async def sign_in(request: Request, shop: Shop, form: dict[str, str]) -> Respons
     session = await shop.store.session(request)
     name = form.get("name", "").strip()
     if not 0 < len(name) <= MAX_NAME_LENGTH or not name.isprintable():
-        return page(request, lambda token: pages.sign_in_page(token, "Please enter a name."), 400)
+        return await page(
+            request, lambda token: pages.sign_in_page(token, "Please enter a name."), 400
+        )
     if session.principal not in (None, name):
         session.data = Visit()  # someone else signs in on this browser: not their cart
-    session.sign_in(name)  # stores the session, with a new id: any earlier one is dead
-    return see_other("/", shop, new_csrf_nonce=True)
+    session.sign_in(name)  # a new id: the session id and CSRF tokens from before are dead
+    return see_other("/")
 
 
 async def add_to_cart(request: Request, shop: Shop, form: dict[str, str]) -> Response:
@@ -191,23 +194,23 @@ async def add_to_cart(request: Request, shop: Shop, form: dict[str, str]) -> Res
         return HTMLResponse(pages.forbidden_page(), status_code=403)
     product, quantity = form.get("product", ""), form.get("quantity", "")
     if product not in PRODUCTS or not QUANTITY.fullmatch(quantity):
-        return cart_error(request, session)
+        return await cart_error(request, session)
     count = int(quantity)
     if not 0 < count <= MAX_QUANTITY:
-        return cart_error(request, session)
+        return await cart_error(request, session)
     session.modify(lambda visit: add_line(visit, product, count))
-    return see_other("/", shop)
+    return see_other("/")
 
 
-def cart_error(request: Request, session: Session[Visit]) -> Response:
+async def cart_error(request: Request, session: Session[Visit]) -> Response:
     error = f"Please choose a product and a quantity from 1 to {MAX_QUANTITY}."
-    return page(request, lambda token: home_page(session, token, error), 400)
+    return await page(request, lambda token: home_page(session, token, error), 400)
 
 
 async def sign_out(request: Request, shop: Shop, form: dict[str, str]) -> Response:
     session = await shop.store.session(request)
-    session.delete()
-    return see_other("/", shop, new_csrf_nonce=True)
+    session.delete()  # the CSRF tokens of the session die with it
+    return see_other("/")
 
 
 async def sign_out_others(request: Request, shop: Shop, form: dict[str, str]) -> Response:
@@ -215,7 +218,7 @@ async def sign_out_others(request: Request, shop: Shop, form: dict[str, str]) ->
     if session.principal is None:
         return HTMLResponse(pages.forbidden_page(), status_code=403)
     await shop.store.revoke_all(session.principal, keep=session)
-    return see_other("/session", shop)
+    return see_other("/session")
 
 
 def add_line(visit: Visit, product: str, quantity: int) -> None:
@@ -226,10 +229,6 @@ def add_line(visit: Visit, product: str, quantity: int) -> None:
     visit.cart.append(CartLine(product, quantity))
 
 
-def see_other(path: str, shop: Shop, *, new_csrf_nonce: bool = False) -> Response:
-    """Redirect after a POST; after sign-in and sign-out, with a fresh CSRF nonce, so a
-    token from before is worthless after."""
-    response = RedirectResponse(path, status_code=303)
-    if new_csrf_nonce:
-        shop.csrf.give(response)
-    return response
+def see_other(path: str) -> Response:
+    """Redirect after a POST."""
+    return RedirectResponse(path, status_code=303)

@@ -1,10 +1,11 @@
 """Purge passes in the background, for as long as an ``async with`` block runs.
 
-Meant for an ASGI lifespan: each instance of the application may run one, and the purge
-lock (:class:`typed_session_sql.purge.PurgeLocking`) lets only one of them work at a time. The
-interval is jittered so a fleet restarted at once does not purge at once; a failing
-database is logged and retried with backoff, never ending the loop; leaving the block stops
-the scheduler promptly, mid-batch if need be (a batch is one statement).
+Meant for an ASGI lifespan: each instance of the application may run one, and the
+backend's purge lock (:meth:`typed_session_sql.backend.Backend.purge_lock`) lets only one
+of them work at a time. The interval is jittered so a fleet restarted at once does not
+purge at once; a failing database is logged and retried with backoff, never ending the
+loop; leaving the block stops the scheduler promptly, mid-batch if need be (a batch is one
+statement).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from sqlalchemy.pool import QueuePool
 from typed_session_sql.backend import (
     PrincipalRow,
     Record,
+    TableStats,
     UnreadableRecordError,
     Update,
     UpdateOutcome,
@@ -49,7 +50,6 @@ from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecuto
 from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
 from typed_session_sql.errors import StoreUnavailableError, describe_error
-from typed_session_sql.stats import TableStats
 
 __all__ = ["SqlBackend"]
 

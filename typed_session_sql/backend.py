@@ -11,7 +11,7 @@ every ``now`` comes from the store's injected clock. Each method is one atomic o
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -300,6 +300,12 @@ class ForwardingBackend:
         if inner is None:
             raise TypeError(f"{type(self.inner).__name__} reports no statistics")
         return await self._call("stats", lambda: inner.stats(now))
+
+    @property
+    def telemetry_attributes(self) -> Mapping[str, str]:
+        """``inner``'s database attributes for spans (see :mod:`typed_session_sql.telemetry`)."""
+        attributes: Mapping[str, str] = getattr(self.inner, "telemetry_attributes", {})
+        return attributes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

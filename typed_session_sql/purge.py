@@ -31,6 +31,7 @@ from datetime import datetime
 import anyio
 import anyio.lowlevel
 
+from typed_session_sql import telemetry
 from typed_session_sql.backend import Backend
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import EventHook, EventKind, emit
@@ -107,26 +108,32 @@ async def purge_pass(
     started = time.perf_counter()
     total = batches = 0
     try:
-        async with backend.purge_lock() if exclusive else _unlocked() as acquired:
-            if not acquired:
-                emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
-                return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
-            while True:
-                removed = await backend.purge(cutoff, batch_size)
-                batches += 1
-                total += removed
-                if removed:
-                    emit(on_event, EventKind.PURGED, count=removed)
-                if on_batch is not None:
-                    on_batch(PurgeProgress(batches, removed, total, time.perf_counter() - started))
-                if removed < batch_size:
-                    break
-                if pause > 0:
-                    await sleep(pause)
-                else:
-                    # A checkpoint: even a backend that never awaits (memory) lets other
-                    # tasks run and a cancellation land between two batches.
-                    await anyio.lowlevel.checkpoint()
+        with telemetry.operation("purge", backend) as measured:
+            async with backend.purge_lock() if exclusive else _unlocked() as acquired:
+                if not acquired:
+                    emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
+                    measured.outcome = "skipped"
+                    return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
+                while True:
+                    with telemetry.operation("purge_batch", backend):
+                        removed = await backend.purge(cutoff, batch_size)
+                    telemetry.purged(removed)
+                    batches += 1
+                    total += removed
+                    if removed:
+                        emit(on_event, EventKind.PURGED, count=removed)
+                    if on_batch is not None:
+                        on_batch(
+                            PurgeProgress(batches, removed, total, time.perf_counter() - started)
+                        )
+                    if removed < batch_size:
+                        break
+                    if pause > 0:
+                        await sleep(pause)
+                    else:
+                        # A checkpoint: even a backend that never awaits (memory) lets other
+                        # tasks run and a cancellation land between two batches.
+                        await anyio.lowlevel.checkpoint()
     except Exception as error:
         emit(
             on_event,

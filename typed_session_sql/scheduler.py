@@ -21,6 +21,7 @@ import anyio
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import logger
 from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
+from typed_session_sql.telemetry import measure_table
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -53,6 +54,9 @@ class PurgeScheduler:
         on_batch: called after each batch with its :class:`PurgeProgress`.
         pause: a wait between two batches of a pass, leaving the database to live
             traffic; 0 (the default) runs the batches back to back.
+        measure_table: count the table after each pass (one more query) for the
+            OpenTelemetry gauges of live and expired sessions and purge lag
+            (:func:`typed_session_sql.telemetry.measure_table`).
         sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
         rng: returns floats in [0, 1) for the jitter.
 
@@ -76,6 +80,7 @@ class PurgeScheduler:
         pause: timedelta = timedelta(0),
         sleep: Sleep = anyio.sleep,
         rng: Callable[[], float] = random.random,
+        measure_table: bool = False,
     ) -> None:
         if every <= timedelta(0):
             raise ValueError("every must be positive")
@@ -100,6 +105,7 @@ class PurgeScheduler:
         self.pause = pause
         self._sleep = sleep
         self._rng = rng
+        self.measure_table = measure_table
         self._task_group: TaskGroup | None = None
         self.passes = 0
         """Passes that completed (skipped ones included)."""
@@ -137,6 +143,8 @@ class PurgeScheduler:
                     pause=self.pause.total_seconds(),
                     sleep=self._sleep,
                 )
+                if self.measure_table:
+                    await measure_table(store.backend, store.now())
             except Exception as error:
                 failures_in_a_row += 1
                 self.failures += 1

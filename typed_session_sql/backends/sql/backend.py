@@ -185,6 +185,17 @@ class SqlBackend:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
         return await maintenance.table_stats(self.engine, self.table, now)
 
+    @property
+    def telemetry_attributes(self) -> dict[str, str]:
+        """The database's OpenTelemetry attributes, for the store's spans (no URL, no user)."""
+        name = self.engine.dialect.name
+        mariadb = getattr(self.engine.dialect, "is_mariadb", False)  # known once connected
+        attributes = {"db.system.name": "mariadb" if mariadb else name}
+        if name != "sqlite" and self.engine.url.database:  # SQLite's is a file path
+            attributes["db.namespace"] = self.engine.url.database
+        attributes["db.collection.name"] = str(self.table.fullname)
+        return attributes
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -266,7 +266,7 @@ def test_help_is_plain_text() -> None:
     for sub in subcommands(parser).values():
         helps.append(sub.format_help())
         helps += [action.format_help() for action in subcommands(sub).values()]
-    assert len(helps) == 9  # the command, four subcommands, four migrate actions
+    assert len(helps) == 10  # the command, five subcommands, four migrate actions
     for text_ in helps:
         assert "``" not in text_
         assert "::" not in text_

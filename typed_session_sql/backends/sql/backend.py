@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +50,9 @@ from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecuto
 from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
 from typed_session_sql.errors import StoreUnavailableError, describe_error
+
+if TYPE_CHECKING:
+    from typed_session_sql.backends.sql.readiness import Readiness
 
 __all__ = ["SqlBackend"]
 
@@ -169,6 +172,14 @@ class SqlBackend:
         from typed_session_sql.alembic_support import upgrade
 
         await upgrade(self.engine, self.table.name, self.table.schema, revision)
+
+    async def check_ready(self, *, revision: str | None = "head", within: float = 5.0) -> Readiness:
+        """Whether this backend can serve now (database reachable, table present at
+        ``revision`` or later): for readiness probes. See
+        :func:`~typed_session_sql.backends.sql.readiness.check_ready`."""
+        from typed_session_sql.backends.sql.readiness import check_ready
+
+        return await check_ready(self, revision=revision, within=within)
 
     async def dispose(self) -> None:
         """Close the connections the backend holds, and the engine if it is the backend's."""

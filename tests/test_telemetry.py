@@ -244,6 +244,25 @@ async def test_an_outage_is_an_unavailable_outcome_with_the_error_class_only(
     assert "alice" not in everything_reported(otel)
 
 
+async def test_durations_are_bucketed_in_seconds_not_milliseconds(
+    otel: Otel, clock: FakeClock
+) -> None:
+    store = SessionStore(Cart, MemoryBackend(), clock=clock)
+    await store.save(store.new(Cart(["x"])))
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    [histogram] = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "typed_session.operation.duration"
+    ]
+    [point] = histogram.data.data_points
+    assert point.explicit_bounds[0] == 0.0001  # type: ignore[union-attr]
+    assert point.explicit_bounds[-1] == 5.0  # type: ignore[union-attr]
+
+
 async def test_the_lag_gauge_says_how_long_expired_rows_wait(otel: Otel, clock: FakeClock) -> None:
     backend = MemoryBackend()
     await insert_rows(backend, rows(clock.now, expired=4, live=2))

@@ -208,15 +208,24 @@ def _lag(stats: TableStats, now: datetime) -> float:
 # -- the instruments, made once --------------------------------------------------------
 
 
+DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+)  # fmt: skip
+"""The duration histogram's bucket boundaries, in seconds: 0.1 ms (a memory backend) to
+5 s (a database in trouble)."""
+
+
 class _Instruments:
     def __init__(self) -> None:
         assert metrics is not None
         meter = metrics.get_meter(_NAME)
-        self.duration = meter.create_histogram(
-            "typed_session.operation.duration",
-            unit="s",
-            description="How long a session store operation took",
-        )
+        name, what = "typed_session.operation.duration", "How long a store operation took"
+        try:  # the SDK's default buckets (0 to 10,000) are for milliseconds
+            self.duration = meter.create_histogram(
+                name, "s", what, explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+            )
+        except TypeError:  # API before 1.23: no advice; the application's views decide
+            self.duration = meter.create_histogram(name, "s", what)
         self.conflicts = meter.create_counter(
             "typed_session.conflicts",
             unit="{conflict}",

@@ -476,7 +476,7 @@ class SessionStore(Generic[T]):
         """Emit (and so log) every store failure once, where it happens, then let it go on;
         measure ``operation`` (a span and its duration, see :mod:`.telemetry`)."""
         try:
-            with telemetry.operation(operation, self.backend) if operation else _NOT:
+            with telemetry.operation(operation, self.backend) if operation else _UNMEASURED:
                 yield
         except SessionTableMissingError as error:
             emit(self.on_event, EventKind.TABLE_MISSING, describe_error(error))
@@ -514,7 +514,7 @@ class _FreshIds:
         return value, self._hash(value)
 
 
-_NOT = nullcontext()
+_UNMEASURED = nullcontext()
 
 
 def _backoff(attempt: int) -> float:

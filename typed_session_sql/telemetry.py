@@ -53,7 +53,16 @@ try:
 except ImportError:  # the otel extra is not installed: telemetry is off
     metrics = trace = None  # type: ignore[assignment]
 
-__all__ = ["Operation", "backend_attributes", "conflict", "measure_table", "operation"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "Operation",
+    "backend_attributes",
+    "conflict",
+    "measure_table",
+    "operation",
+    "outcome_of",
+    "purged",
+]
 
 _NAME = "typed_session_sql"
 

@@ -29,7 +29,9 @@ SECRET = "hunter2secret"
 PG = f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:5432"
 
 # Each database command, with what it needs besides --url.
-COMMANDS = [["purge"], ["stats"], ["migrate", "upgrade", "head"], ["migrate", "current"]]
+COMMANDS = [
+    ["purge"], ["stats"], ["ready"], ["migrate", "upgrade", "head"], ["migrate", "current"]
+]  # fmt: skip
 
 
 def cli(

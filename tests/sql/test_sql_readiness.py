@@ -104,9 +104,11 @@ def silent_server() -> Iterator[int]:
 
 
 def test_a_database_that_does_not_answer_is_unreachable_within_the_bound(
-    silent_server: int,
+    silent_server: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"postgresql+asyncpg://root@127.0.0.1:{silent_server}/test"
     hung = check(Target(url, "typed_sessions", None), within=0.2)
     assert hung.status is ReadinessStatus.UNREACHABLE
     assert "did not answer within 0.2 s" in hung.detail
+    assert main(["ready", "--url", url, "--within", "0.2"]) == 69
+    assert "did not answer within 0.2 s" in capsys.readouterr().err

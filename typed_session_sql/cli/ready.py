@@ -1,5 +1,6 @@
 """``typed-session-sql ready``: can the store serve now? For Kubernetes probes and deploy
-scripts. One line on stdout, and the exit code says which:
+scripts. One line on stdout (on stderr, as from every command, for an error), and the exit code
+says which:
 
 - 0: ready (the database answers, the table is at the expected revision or later);
 - 1: not ready: the table is missing, or not at the expected revision (migrate);
@@ -12,13 +13,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import anyio
+
 from typed_session_sql.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Database,
+    UnavailableError,
     add_database_options,
+    check_connection,
     database,
     make_engine,
     run,
@@ -75,12 +80,20 @@ async def _ready(db: Database, revision: str | None, within: float) -> int:
 
     engine = make_engine(db, create_sqlite_file=False)
     try:
+        # A URL the driver refuses is bad usage (2), as for every command, not "unreachable".
+        try:
+            with anyio.fail_after(within):
+                await check_connection(engine, db)
+        except TimeoutError:
+            raise UnavailableError(
+                f"database {db.masked_url} did not answer within {within:g} s"
+            ) from None
         backend = SqlBackend(engine, table_name=db.table, schema=db.schema)
         readiness = await backend.check_ready(revision=revision, within=within)
         await backend.dispose()
     finally:
         await engine.dispose()
+    if readiness.status is ReadinessStatus.UNREACHABLE:  # gone since the first connection
+        raise UnavailableError(f"database {db.masked_url}: {readiness.detail}")
     print(f"{readiness.status.value}: {readiness.detail}")
-    if readiness.status is ReadinessStatus.UNREACHABLE:
-        return EXIT_UNAVAILABLE
     return EXIT_OK if readiness.ready else EXIT_FAILED

@@ -8,13 +8,23 @@ they run on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import TypeVar
 
 from tests.sql_backends import SQL_BACKEND_FACTORIES, BackendFactory
 from typed_session_sql import MemoryBackend, StoreUnavailableError
-from typed_session_sql.backend import Backend, PrincipalRow, Record, Update, UpdateOutcome
+from typed_session_sql.backend import (
+    Backend,
+    ForwardingBackend,
+    PrincipalRow,
+    Record,
+    Update,
+    UpdateOutcome,
+)
+
+R = TypeVar("R")
 
 
 @asynccontextmanager
@@ -29,56 +39,17 @@ BACKEND_FACTORIES: dict[str, tuple[BackendFactory, bool]] = {
 }
 
 
-class RecordingBackend:
+class RecordingBackend(ForwardingBackend):
     """Wraps any backend and records the kind of each call, so one assertion fits all."""
 
     def __init__(self, inner: Backend) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.kinds: list[str] = []
 
-    async def create(self, id_hash: bytes, record: Record) -> bool:
-        self.kinds.append("create")
-        return await self.inner.create(id_hash, record)
-
-    async def read(self, id_hash: bytes) -> Record | None:
-        self.kinds.append("read")
-        return await self.inner.read(id_hash)
-
-    async def update(self, change: Update) -> UpdateOutcome:
-        self.kinds.append("update")
-        return await self.inner.update(change)
-
-    async def touch(
-        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
-    ) -> bool:
-        self.kinds.append("touch")
-        return await self.inner.touch(id_hash, version, expires_at, now)
-
-    async def delete(self, id_hash: bytes) -> bool:
-        self.kinds.append("delete")
-        return await self.inner.delete(id_hash)
-
-    async def list_by_principal(
-        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
-    ) -> list[PrincipalRow]:
-        self.kinds.append("list")
-        return await self.inner.list_by_principal(
-            principal, live_at=live_at, created_after=created_after, limit=limit
-        )
-
-    async def delete_by_principal(
-        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
-    ) -> int:
-        self.kinds.append("delete_by_principal")
-        return await self.inner.delete_by_principal(principal, only=only, keep=keep)
-
-    async def purge(self, now: datetime, batch_size: int) -> int:
-        self.kinds.append("purge")
-        return await self.inner.purge(now, batch_size)
-
-    async def clear(self) -> None:
-        self.kinds.append("clear")
-        await self.inner.clear()
+    async def _call(self, operation: str, call: Callable[[], Awaitable[R]]) -> R:
+        if operation != "stats":  # a look at the table, not a session operation
+            self.kinds.append(operation)
+        return await call()
 
 
 class OutageMemoryBackend(MemoryBackend):

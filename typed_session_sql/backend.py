@@ -1,4 +1,6 @@
-"""The storage protocol: what a backend must do, and nothing more.
+"""The storage protocol: what a backend must do (:class:`Backend`, the purge lock included),
+what it may do (:class:`ReportsStats`, found with :func:`stats_of`), and
+:class:`ForwardingBackend`, the base of decorators that keep both.
 
 A backend sees only hashed ids (32 bytes), opaque encoded data, versions and aware UTC
 timestamps. It never sees a cookie value, never decodes data and never reads a clock:
@@ -9,9 +11,13 @@ every ``now`` comes from the store's injected clock. Each method is one atomic o
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar, runtime_checkable
+
+R = TypeVar("R")
 
 MAX_PRINCIPAL_LENGTH = 255
 """The longest principal a session takes (an e-mail address fits; so does any UUID)."""
@@ -171,3 +177,135 @@ class Backend(Protocol):
     async def clear(self) -> None:
         """Delete every session."""
         ...
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        """The cross-instance purge lock: held while the ``async with`` block runs, which
+        yields whether it was taken (False: another purger holds it, skip this pass).
+
+        Required, so that no wrapper can lose it: a backend only one process uses (memory,
+        SQLite) returns ``contextlib.nullcontext(True)``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    """What a session table holds, as of one moment."""
+
+    live: int
+    """Rows not expired at that moment, never-expiring ones included."""
+    never_expire: int
+    expired: int
+    """Rows a purge would remove."""
+    oldest_expiry: datetime | None
+    """The earliest expiry in the table (None if no row expires); in the past, it says how
+    far behind cleanup is."""
+    size_bytes: int | None
+    """The table's size on disk, where the database can tell; see ``size_of``."""
+    size_of: str
+
+
+@runtime_checkable
+class ReportsStats(Protocol):
+    """A backend that can say what it holds (optional: counting may cost a scan)."""
+
+    async def stats(self, now: datetime) -> TableStats:
+        """The backend's rows as of ``now``."""
+        ...
+
+
+def stats_of(backend: Backend) -> ReportsStats | None:
+    """``backend`` if it reports statistics, through any :class:`ForwardingBackend`; else None."""
+    if isinstance(backend, ForwardingBackend):
+        return backend if stats_of(backend.inner) is not None else None
+    return backend if isinstance(backend, ReportsStats) else None
+
+
+class ForwardingBackend:
+    """A backend that hands every call to ``inner``, through one hook, :meth:`_call`.
+
+    The base of decorators (metrics, tracing, fault injection in tests): override
+    :meth:`_call` and every operation passes through it, and the purge lock and statistics
+    are still ``inner``'s, so wrapping never loses "one purger at a time"::
+
+        class Timed(ForwardingBackend):
+            async def _call(self, operation, call):
+                started = time.perf_counter()
+                try:
+                    return await call()
+                finally:
+                    record(operation, time.perf_counter() - started)
+
+        store = SessionStore(Cart, Timed(SqlBackend.from_url(url)))
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[R]]) -> R:
+        """Run ``call`` (the inner backend's ``operation``: "create", "read", "update",
+        "touch", "delete", "list", "delete_by_principal", "purge", "clear" or "stats")."""
+        return await call()
+
+    async def create(self, id_hash: bytes, record: Record) -> bool:
+        return await self._call("create", lambda: self.inner.create(id_hash, record))
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        return await self._call("read", lambda: self.inner.read(id_hash))
+
+    async def update(self, change: Update) -> UpdateOutcome:
+        return await self._call("update", lambda: self.inner.update(change))
+
+    async def touch(
+        self, id_hash: bytes, version: int, expires_at: datetime, now: datetime
+    ) -> bool:
+        return await self._call(
+            "touch", lambda: self.inner.touch(id_hash, version, expires_at, now)
+        )
+
+    async def delete(self, id_hash: bytes) -> bool:
+        return await self._call("delete", lambda: self.inner.delete(id_hash))
+
+    async def list_by_principal(
+        self, principal: str, *, live_at: datetime, created_after: datetime | None, limit: int
+    ) -> list[PrincipalRow]:
+        return await self._call(
+            "list",
+            lambda: self.inner.list_by_principal(
+                principal, live_at=live_at, created_after=created_after, limit=limit
+            ),
+        )
+
+    async def delete_by_principal(
+        self, principal: str, *, only: bytes | None = None, keep: bytes | None = None
+    ) -> int:
+        return await self._call(
+            "delete_by_principal",
+            lambda: self.inner.delete_by_principal(principal, only=only, keep=keep),
+        )
+
+    async def purge(self, now: datetime, batch_size: int) -> int:
+        return await self._call("purge", lambda: self.inner.purge(now, batch_size))
+
+    async def clear(self) -> None:
+        await self._call("clear", self.inner.clear)
+
+    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
+        # Not through the hook: it is a context manager, not a call, and it must be
+        # inner's own lock for the guarantee to hold.
+        return self.inner.purge_lock()
+
+    async def stats(self, now: datetime) -> TableStats:
+        """``inner``'s statistics (see :func:`stats_of`); TypeError if it reports none."""
+        inner = stats_of(self.inner)
+        if inner is None:
+            raise TypeError(f"{type(self.inner).__name__} reports no statistics")
+        return await self._call("stats", lambda: inner.stats(now))
+
+    @property
+    def telemetry_attributes(self) -> Mapping[str, str]:
+        """``inner``'s database attributes for spans (see :mod:`typed_session_sql.telemetry`)."""
+        attributes: Mapping[str, str] = getattr(self.inner, "telemetry_attributes", {})
+        return attributes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"

@@ -6,8 +6,10 @@ statement on SQL backends, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so no
 held for long, live traffic keeps flowing between batches, and a cancelled pass leaves
 nothing half done. The pass ends with the first batch that comes back short.
 
-Only one purger works at a time across every instance of the application, where the
-backend offers a purge lock (:class:`PurgeLocking`): on PostgreSQL a pass first opens a
+Only one purger works at a time across every instance of the application, under the
+backend's purge lock (:meth:`Backend.purge_lock <typed_session_sql.backend.Backend.purge_lock>`,
+which every backend has, and a :class:`~typed_session_sql.backend.ForwardingBackend` keeps):
+on PostgreSQL a pass first opens a
 transaction on a connection of its own, takes an advisory lock in it
 (``pg_try_advisory_xact_lock``) and holds both until the pass ends. A purger that cannot
 take it skips the pass at once instead of queueing behind the other one, so N instances
@@ -15,26 +17,26 @@ never pile up on the same rows. SQLite is a single-host database whose writers a
 serialised by its file lock, so its lock is always free, as is the memory backend's.
 
 :class:`~typed_session_sql.scheduler.PurgeScheduler` runs passes in the background (e.g.
-in an ASGI lifespan); :mod:`typed_session_sql.stats` tells what a table holds.
+in an ASGI lifespan); :func:`typed_session_sql.backend.stats_of` tells what a table holds.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
 
+from typed_session_sql import telemetry
 from typed_session_sql.backend import Backend
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import EventHook, EventKind, emit
 
-__all__ = ["PurgeLocking", "PurgeProgress", "PurgeResult", "purge_pass"]
+__all__ = ["PurgeProgress", "PurgeResult", "purge_pass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,10 @@ async def purge_pass(
     ends). See the module docstring. Events go to ``on_event``.
 
     ``on_batch`` is called after every batch (for progress output). With ``exclusive``
-    (the default) the pass takes the cross-instance purge lock where the backend has one
-    and returns a skipped result if another purger holds it. ``pause`` seconds are waited
-    (with ``sleep``) between two batches, leaving the database to live traffic meanwhile,
-    at the cost of a longer pass. Emits ``PURGED`` per batch, then ``PURGE_FINISHED``,
+    (the default) the pass takes the backend's cross-instance purge lock and returns a
+    skipped result if another purger holds it. ``pause`` seconds are waited (with
+    ``sleep``) between two batches, leaving the database to live traffic meanwhile, at the
+    cost of a longer pass. Emits ``PURGED`` per batch, then ``PURGE_FINISHED``,
     ``PURGE_SKIPPED`` or ``PURGE_FAILED``.
 
     Raises :class:`StoreUnavailableError` (or the backend's error) if a batch fails;
@@ -106,26 +108,32 @@ async def purge_pass(
     started = time.perf_counter()
     total = batches = 0
     try:
-        async with _lock_of(backend) if exclusive else _unlocked() as acquired:
-            if not acquired:
-                emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
-                return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
-            while True:
-                removed = await backend.purge(cutoff, batch_size)
-                batches += 1
-                total += removed
-                if removed:
-                    emit(on_event, EventKind.PURGED, count=removed)
-                if on_batch is not None:
-                    on_batch(PurgeProgress(batches, removed, total, time.perf_counter() - started))
-                if removed < batch_size:
-                    break
-                if pause > 0:
-                    await sleep(pause)
-                else:
-                    # A checkpoint: even a backend that never awaits (memory) lets other
-                    # tasks run and a cancellation land between two batches.
-                    await anyio.lowlevel.checkpoint()
+        with telemetry.operation("purge", backend) as measured:
+            async with backend.purge_lock() if exclusive else _unlocked() as acquired:
+                if not acquired:
+                    emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
+                    measured.outcome = "skipped"
+                    return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
+                while True:
+                    with telemetry.operation("purge_batch", backend):
+                        removed = await backend.purge(cutoff, batch_size)
+                    telemetry.purged(removed)
+                    batches += 1
+                    total += removed
+                    if removed:
+                        emit(on_event, EventKind.PURGED, count=removed)
+                    if on_batch is not None:
+                        on_batch(
+                            PurgeProgress(batches, removed, total, time.perf_counter() - started)
+                        )
+                    if removed < batch_size:
+                        break
+                    if pause > 0:
+                        await sleep(pause)
+                    else:
+                        # A checkpoint: even a backend that never awaits (memory) lets other
+                        # tasks run and a cancellation land between two batches.
+                        await anyio.lowlevel.checkpoint()
     except Exception as error:
         emit(
             on_event,
@@ -147,17 +155,3 @@ async def purge_pass(
 @asynccontextmanager
 async def _unlocked() -> AsyncIterator[bool]:
     yield True
-
-
-@runtime_checkable
-class PurgeLocking(Protocol):
-    """A backend with a cross-instance purge lock (an optional capability)."""
-
-    def purge_lock(self) -> AbstractAsyncContextManager[bool]:
-        """Hold the lock while the ``async with`` block runs; it yields whether it was
-        taken (False: another purger holds it, skip this pass)."""
-        ...
-
-
-def _lock_of(backend: Backend) -> AbstractAsyncContextManager[bool]:
-    return backend.purge_lock() if isinstance(backend, PurgeLocking) else _unlocked()

@@ -1,10 +1,11 @@
 """Purge passes in the background, for as long as an ``async with`` block runs.
 
-Meant for an ASGI lifespan: each instance of the application may run one, and the purge
-lock (:class:`typed_session_sql.purge.PurgeLocking`) lets only one of them work at a time. The
-interval is jittered so a fleet restarted at once does not purge at once; a failing
-database is logged and retried with backoff, never ending the loop; leaving the block stops
-the scheduler promptly, mid-batch if need be (a batch is one statement).
+Meant for an ASGI lifespan: each instance of the application may run one, and the
+backend's purge lock (:meth:`typed_session_sql.backend.Backend.purge_lock`) lets only one
+of them work at a time. The interval is jittered so a fleet restarted at once does not
+purge at once; a failing database is logged and retried with backoff, never ending the
+loop; leaving the block stops the scheduler promptly, mid-batch if need be (a batch is one
+statement).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import logger
 from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
+from typed_session_sql.telemetry import measure_table
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -47,6 +49,9 @@ class PurgeScheduler:
         on_batch: called after each batch with its :class:`PurgeProgress`.
         pause: a wait between two batches of a pass, leaving the database to live
             traffic; 0 (the default) runs the batches back to back.
+        measure_table: count the table after each pass (one more query) for the
+            OpenTelemetry gauges of live and expired sessions and purge lag
+            (:func:`typed_session_sql.telemetry.measure_table`).
         sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
         rng: returns floats in [0, 1) for the jitter.
 
@@ -130,6 +135,7 @@ class PurgeScheduler:
         pause: timedelta = timedelta(0),
         sleep: Sleep = anyio.sleep,
         rng: Callable[[], float] = random.random,
+        measure_table: bool = False,
     ) -> None:
         if every <= timedelta(0):
             raise ValueError("every must be positive")
@@ -154,6 +160,7 @@ class PurgeScheduler:
         self.pause = pause
         self._sleep = sleep
         self._rng = rng
+        self.measure_table = measure_table
         self._task_group: TaskGroup | None = None
         self.passes = 0
         """Passes that completed (skipped ones included)."""
@@ -191,6 +198,8 @@ class PurgeScheduler:
                     pause=self.pause.total_seconds(),
                     sleep=self._sleep,
                 )
+                if self.measure_table:
+                    await measure_table(store.backend, store.now())
             except Exception as error:
                 failures_in_a_row += 1
                 self.failures += 1

@@ -12,14 +12,14 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import anyio
 
-from typed_session_sql import ids
+from typed_session_sql import ids, telemetry
 from typed_session_sql.backend import (
     Backend,
     PrincipalRow,
@@ -238,12 +238,12 @@ class SessionStore(Generic[T]):
 
         Raises :class:`StoreUnavailableError` if the backend fails.
         """
-        with self._reporting_failures():
-            if not cookie_value:
-                return None
-            if not ids.is_well_formed(cookie_value):
-                emit(self.on_event, EventKind.MALFORMED_COOKIE, f"length {len(cookie_value)}")
-                return None
+        if not cookie_value:
+            return None
+        if not ids.is_well_formed(cookie_value):
+            emit(self.on_event, EventKind.MALFORMED_COOKIE, f"length {len(cookie_value)}")
+            return None
+        with self._reporting_failures("load"):
             id_hash = self._hash(cookie_value)
             try:
                 record = await self.backend.read(id_hash)
@@ -295,7 +295,7 @@ class SessionStore(Generic[T]):
         """
         if session.handle is None or session.is_deleted:
             return False
-        with self._reporting_failures():
+        with self._reporting_failures("still_valid"):
             try:
                 record = await self.backend.read(bytes.fromhex(session.handle))
             except UnreadableRecordError:
@@ -321,19 +321,23 @@ class SessionStore(Generic[T]):
         or rotated away meanwhile; nothing written), :class:`IdCollisionError` and
         :class:`StoreUnavailableError`.
         """
-        with self._reporting_failures():
-            pending = session.pending_write()
+        pending = session.pending_write()
+        if pending is None:
+            return DoNothing()  # no backend call: nothing to measure either
+        with self._reporting_failures("delete" if isinstance(pending, PendingDelete) else "save"):
             match pending:
                 case PendingCreate():
                     return await self._create(session, pending)
                 case PendingUpdate():
-                    return await self._update(session, pending)
+                    try:
+                        return await self._update(session, pending)
+                    except SessionConflictError:  # every way a lost race ends in a refusal
+                        telemetry.conflict("refused")
+                        raise
                 case PendingTouch():
                     return await self._touch(session, pending)
                 case PendingDelete():
                     return await self._delete(session, pending)
-                case None:
-                    return DoNothing()
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
         await self.backend.delete(pending.id_hash)
@@ -391,6 +395,7 @@ class SessionStore(Generic[T]):
             self._check_size(pending.update.data)
         if retries:
             emit(self.on_event, EventKind.CONFLICT, "replayed", retries=retries)
+            telemetry.conflict("replayed")
         if identity is not None:
             emit(self.on_event, EventKind.ROTATED)
         session.stored_as(change.expected_version + 1, change.data, identity=identity)
@@ -459,7 +464,7 @@ class SessionStore(Generic[T]):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if not 1 <= limit <= MAX_LISTED:
             raise ValueError(f"limit must be between 1 and {MAX_LISTED}, got {limit}")
-        with self._reporting_failures():
+        with self._reporting_failures("list"):
             now = self.now()
             absolute = self.expiry.absolute
             listed = await self.backend.list_by_principal(
@@ -482,7 +487,7 @@ class SessionStore(Generic[T]):
         check_principal(principal)
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
-        with self._reporting_failures():
+        with self._reporting_failures("revoke"):
             removed = await self.backend.delete_by_principal(principal, only=bytes.fromhex(handle))
             if removed:
                 emit(self.on_event, EventKind.REVOKED, "one", removed, scope="one")
@@ -497,7 +502,7 @@ class SessionStore(Generic[T]):
         if keep is not None and keep.principal != principal:
             raise ValueError("keep is not a session of that principal")
         kept = None if keep is None or keep.handle is None else bytes.fromhex(keep.handle)
-        with self._reporting_failures():
+        with self._reporting_failures("revoke_all"):
             removed = await self.backend.delete_by_principal(principal, keep=kept)
             if removed:
                 scope: RevokeScope = "others" if kept else "all"
@@ -516,7 +521,7 @@ class SessionStore(Generic[T]):
         a time across instances (on PostgreSQL; see :mod:`typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises :class:`StoreUnavailableError`.
         """
-        with self._reporting_failures():
+        with self._reporting_failures(None):  # purge_pass measures its pass and batches
             result = await purge_pass(
                 self.backend, self.now(), batch_size, on_event=self.on_event, on_batch=on_batch
             )
@@ -524,14 +529,16 @@ class SessionStore(Generic[T]):
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""
-        with self._reporting_failures():
+        with self._reporting_failures("clear"):
             await self.backend.clear()
 
     @contextmanager
-    def _reporting_failures(self) -> Iterator[None]:
-        """Emit (and so log) every store failure once, where it happens, then let it go on."""
+    def _reporting_failures(self, operation: str | None) -> Iterator[None]:
+        """Emit (and so log) every store failure once, where it happens, then let it go on;
+        measure ``operation`` (a span and its duration, see :mod:`.telemetry`)."""
         try:
-            yield
+            with telemetry.operation(operation, self.backend) if operation else _UNMEASURED:
+                yield
         except SessionTableMissingError as error:
             emit(self.on_event, EventKind.TABLE_MISSING, describe_error(error))
             raise
@@ -566,6 +573,9 @@ class _FreshIds:
         self._drawn += 1
         value = ids.new_cookie_value()
         return value, self._hash(value)
+
+
+_UNMEASURED = nullcontext()
 
 
 def _backoff(attempt: int) -> float:

@@ -29,7 +29,9 @@ SECRET = "hunter2secret"
 PG = f"postgresql+asyncpg://root:{SECRET}@127.0.0.1:5432"
 
 # Each database command, with what it needs besides --url.
-COMMANDS = [["purge"], ["stats"], ["migrate", "upgrade", "head"], ["migrate", "current"]]
+COMMANDS = [
+    ["purge"], ["stats"], ["ready"], ["migrate", "upgrade", "head"], ["migrate", "current"]
+]  # fmt: skip
 
 
 def cli(
@@ -266,7 +268,7 @@ def test_help_is_plain_text() -> None:
     for sub in subcommands(parser).values():
         helps.append(sub.format_help())
         helps += [action.format_help() for action in subcommands(sub).values()]
-    assert len(helps) == 9  # the command, four subcommands, four migrate actions
+    assert len(helps) == 10  # the command, five subcommands, four migrate actions
     for text_ in helps:
         assert "``" not in text_
         assert "::" not in text_

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from sqlalchemy import select, text
 
+from tests.backends import RecordingBackend
 from tests.clock import FakeClock
 from tests.purge_support import (
     Events,
@@ -33,8 +34,8 @@ from typed_session_sql import (
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.purge import PurgeLocking, PurgeProgress, purge_pass
-from typed_session_sql.stats import ReportsStats
+from typed_session_sql.backend import Backend, ForwardingBackend, stats_of
+from typed_session_sql.purge import PurgeProgress, purge_pass
 
 pytestmark = pytest.mark.anyio
 
@@ -122,6 +123,33 @@ async def test_a_pass_is_skipped_while_another_instance_holds_the_lock(
         assert await store.purge_expired() == 30
 
 
+@pytest.mark.sql(database=["postgres", "mariadb"])
+async def test_a_wrapped_backend_keeps_the_purge_lock(
+    sql_target: SqlTarget, sql_backend: SqlBackend, clock: FakeClock
+) -> None:
+    # The contract suite's recorder, and an application's decorator written with the one
+    # hook: both used to lose the lock, so two purgers worked at once.
+    class Timed(ForwardingBackend):
+        calls = 0
+
+        async def _call(self, operation: str, call: Any) -> Any:
+            Timed.calls += 1
+            return await call()
+
+    async with same_table(sql_target, sql_backend) as other:
+        await insert_rows(sql_backend, rows(clock.now, expired=30))
+        for wrapped in (RecordingBackend(other), Timed(RecordingBackend(other))):
+            async with sql_backend.purge_lock() as got:
+                assert got
+                assert (await purge_pass(wrapped, clock())).skipped
+            async with wrapped.purge_lock() as got:
+                assert got
+                async with sql_backend.purge_lock() as again:
+                    assert not again
+        assert Timed.calls == 0  # skipped passes: no batch ran
+        assert (await purge_pass(Timed(other), clock())).removed == 30
+
+
 @pytest.mark.sql(database="sqlite")
 async def test_sqlite_takes_no_lock(sql_backend: SqlBackend) -> None:
     async with (
@@ -163,10 +191,6 @@ class _Announcing(StuckBackend):
     async def purge(self, now: Any, batch_size: int) -> int:
         self.entered.set()
         return await self.inner.purge(now, batch_size)
-
-    def purge_lock(self) -> AbstractAsyncContextManager[bool]:  # as on the real backend
-        lock: AbstractAsyncContextManager[bool] = self.inner.purge_lock()  # type: ignore[attr-defined]
-        return lock
 
 
 async def _wait_until_blocked(observer: SqlBackend) -> None:
@@ -240,12 +264,24 @@ async def test_lock_and_stats_are_capabilities_every_backend_here_offers(
     memory = MemoryBackend()
     await insert_rows(memory, rows(clock.now, expired=4, live=2, forever=1))
     for backend in (memory, sql_backend):
-        assert isinstance(backend, PurgeLocking)
-        assert isinstance(backend, ReportsStats)
+        assert stats_of(backend) is backend
+        assert stats_of(RecordingBackend(backend)) is not None  # a wrapper keeps them
     async with memory.purge_lock() as got:
         assert got
-    stats = await memory.stats(clock.now)
+    stats = await RecordingBackend(memory).stats(clock.now)
     assert (stats.live, stats.never_expire, stats.expired) == (3, 1, 4)
     assert stats.oldest_expiry == clock.now - timedelta(seconds=4)
     assert stats.size_bytes is None
-    assert not isinstance(StuckBackend(memory), PurgeLocking)  # a wrapper offers none
+    assert await stats_of(StuckBackend(memory)).stats(clock.now) == stats  # type: ignore[union-attr]
+
+
+async def test_a_wrapper_reports_no_stats_its_backend_lacks(clock: FakeClock) -> None:
+    class Uncounted(MemoryBackend):  # stands for a backend without statistics
+        stats = None  # type: ignore[assignment]
+
+    bare: Backend = Uncounted()
+    assert stats_of(bare) is None
+    wrapped = RecordingBackend(bare)
+    assert stats_of(wrapped) is None
+    with pytest.raises(TypeError, match="reports no statistics"):
+        await wrapped.stats(clock.now)

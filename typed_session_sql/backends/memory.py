@@ -12,8 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from typed_session_sql.backend import PrincipalRow, Record, Update, UpdateOutcome
-from typed_session_sql.stats import TableStats
+from typed_session_sql.backend import PrincipalRow, Record, TableStats, Update, UpdateOutcome
 
 OperationKind = Literal[
     "create", "read", "update", "touch", "delete", "purge", "clear", "list", "delete_by_principal"
@@ -142,7 +141,7 @@ class MemoryBackend:
         self.operations.append(Operation("clear"))
         self.rows.clear()
 
-    # -- optional capabilities (typed_session_sql.purge.PurgeLocking, stats.ReportsStats)
+    # -- the purge lock, and the optional statistics (typed_session_sql.backend.ReportsStats)
 
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
         """Always free: one process, and each purge batch runs without awaiting."""

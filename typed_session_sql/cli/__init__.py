@@ -1,6 +1,6 @@
-"""The ``typed-session-sql`` command: ``purge``, ``stats``, ``migrate`` and ``demo``, one
-module each; what the database commands share is in :mod:`typed_session_sql.cli.common`.
-Their heavy imports happen inside the handlers."""
+"""The ``typed-session-sql`` command: ``purge``, ``stats``, ``ready``, ``migrate`` and
+``demo``, one module each; what the database commands share is in
+:mod:`typed_session_sql.cli.common`. Their heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from typed_session_sql import __version__
-from typed_session_sql.cli import demo, migrate, purge, stats
+from typed_session_sql.cli import demo, migrate, purge, ready, stats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"typed-session-sql {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (purge, stats, migrate, demo):  # the order --help lists them in
+    for command in (purge, stats, ready, migrate, demo):  # the order --help lists them in
         command.register(subparsers)
     return parser
 

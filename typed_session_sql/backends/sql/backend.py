@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,7 @@ from sqlalchemy.pool import QueuePool
 from typed_session_sql.backend import (
     PrincipalRow,
     Record,
+    TableStats,
     UnreadableRecordError,
     Update,
     UpdateOutcome,
@@ -49,7 +50,9 @@ from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecuto
 from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
 from typed_session_sql.errors import StoreUnavailableError, describe_error
-from typed_session_sql.stats import TableStats
+
+if TYPE_CHECKING:
+    from typed_session_sql.backends.sql.readiness import Readiness
 
 __all__ = ["SqlBackend"]
 
@@ -205,6 +208,14 @@ class SqlBackend:
 
         await upgrade(self.engine, self.table.name, self.table.schema, revision)
 
+    async def check_ready(self, *, revision: str | None = "head", within: float = 5.0) -> Readiness:
+        """Whether this backend can serve now (database reachable, table present at
+        ``revision`` or later): for readiness probes. See
+        :func:`~typed_session_sql.backends.sql.readiness.check_ready`."""
+        from typed_session_sql.backends.sql.readiness import check_ready
+
+        return await check_ready(self, revision=revision, within=within)
+
     async def dispose(self) -> None:
         """Close the connections the backend holds, and the engine if it is the backend's."""
         await self.executor.aclose()
@@ -219,6 +230,17 @@ class SqlBackend:
     async def stats(self, now: datetime) -> TableStats:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
         return await maintenance.table_stats(self.engine, self.table, now)
+
+    @property
+    def telemetry_attributes(self) -> dict[str, str]:
+        """The database's OpenTelemetry attributes, for the store's spans (no URL, no user)."""
+        name = self.engine.dialect.name
+        mariadb = getattr(self.engine.dialect, "is_mariadb", False)  # known once connected
+        attributes = {"db.system.name": "mariadb" if mariadb else name}
+        if name != "sqlite" and self.engine.url.database:  # SQLite's is a file path
+            attributes["db.namespace"] = self.engine.url.database
+        attributes["db.collection.name"] = str(self.table.fullname)
+        return attributes
 
     async def __aenter__(self) -> Self:
         return self

@@ -22,9 +22,9 @@ from sqlalchemy import Table, case, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from typed_session_sql.backend import TableStats
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
 from typed_session_sql.errors import StoreUnavailableError, describe_error
-from typed_session_sql.stats import TableStats
 
 __all__ = ["lock_key", "lock_name", "purge_lock", "table_stats"]
 

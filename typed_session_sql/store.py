@@ -223,7 +223,11 @@ class SessionStore(Generic[T]):
                 emit(self.on_event, EventKind.DATA_RESET, describe_error(error))
                 data, state = self._default_factory(), SessionState.CHANGED
             emit(self.on_event, EventKind.LOADED)
-            renewal = self.expiry.renewal_due(record.created_at, record.expires_at, now)
+            renewal = (
+                None
+                if record.expiry_pinned  # the application's cap: only it moves it
+                else self.expiry.renewal_due(record.created_at, record.expires_at, now)
+            )
             return Session(
                 data=data,
                 snapshot=record.data,
@@ -239,6 +243,7 @@ class SessionStore(Generic[T]):
                 renewal=renewal,
                 principal=record.principal,
                 authenticated_at=record.authenticated_at,
+                expiry_pinned=record.expiry_pinned,
             )
 
     def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:

@@ -280,10 +280,12 @@ class SessionStore(Generic[T]):
                     return DoNothing()
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
-        await self.backend.delete(pending.id_hash)
+        removed = await self.backend.delete(pending.id_hash)
         session.removed()
-        emit(self.on_event, EventKind.DELETED)
-        return DeleteCookie()
+        # The client's cookie goes either way (the user signed out here), but a miss is no
+        # sign-out: a concurrent sign-in may have moved the session on to a new id.
+        emit(self.on_event, EventKind.DELETED if removed else EventKind.DELETE_MISSED)
+        return DeleteCookie(removed=removed)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_data_bytes:

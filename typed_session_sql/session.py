@@ -314,7 +314,9 @@ class Session(Generic[T]):
 
     def authenticated_within(self, max_age: timedelta) -> bool:
         """Whether someone signed in on this session at most ``max_age`` ago, by the store's
-        clock: ask it before a sensitive action, and make the user sign in again if not."""
+        clock: ask it before a sensitive action, and make the user sign in again if not.
+        A sign-in stamped by another instance whose clock runs ahead counts as at most the
+        policy's ``clock_skew`` younger (a session stamped further ahead does not load)."""
         if self._principal is None or self._authenticated_at is None:
             return False
         return self._clock() - self._authenticated_at <= max_age

@@ -210,6 +210,10 @@ class SessionStore(Generic[T]):
                 emit(self.on_event, EventKind.UNKNOWN_ID)
                 return None
             now = self.now()
+            ahead = self._ahead_of_clock(record, now)
+            if ahead is not None:
+                emit(self.on_event, EventKind.UNDECODABLE, ahead)
+                return None
             if not self._is_live(record, now):
                 emit(self.on_event, EventKind.EXPIRED)
                 return None
@@ -245,6 +249,21 @@ class SessionStore(Generic[T]):
                 authenticated_at=record.authenticated_at,
                 expiry_pinned=record.expiry_pinned,
             )
+
+    def _ahead_of_clock(self, record: Record | PrincipalRow, now: datetime) -> str | None:
+        """Why ``record`` cannot be trusted at ``now``: a timestamp further ahead than the
+        policy's ``clock_skew`` (which would stretch the absolute bound or a sign-in's age
+        by as much); None if it can."""
+        skew = self.expiry.clock_skew
+        limit = later_by(now, skew)
+        for name, moment in (
+            ("created_at", record.created_at),
+            ("authenticated_at", record.authenticated_at),
+        ):
+            if moment is not None and moment > limit:
+                ahead = (moment - now).total_seconds()
+                return f"{name} is {ahead:.0f} s ahead of the store's clock (clock_skew: {skew})"
+        return None
 
     def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
@@ -417,7 +436,7 @@ class SessionStore(Generic[T]):
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
-                if self._is_live(row, now)
+                if self._is_live(row, now) and self._ahead_of_clock(row, now) is None
             ]
 
     async def revoke(self, principal: str, handle: str) -> bool:

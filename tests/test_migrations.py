@@ -30,13 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.clock import FakeClock
 from tests.mariadb.server import require_mariadb
+from tests.migration_load import START, OldCode, key_of, upgrade_under_load
 from tests.models import Cart
 from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql import Record, SessionStore, SetCookie, SqlBackend
 from typed_session_sql.alembic_support import (
     LEGACY_VERSION_TABLE,
     make_config,
-    upgrade,
     version_table,
 )
 from typed_session_sql.backends.sql import create_engine, session_table
@@ -398,55 +398,6 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(target: Targ
 
 # -- revision 0002: expiry_pinned -------------------------------------------------------
 
-START = datetime(2026, 1, 1, 12, tzinfo=UTC)
-ROWS = 20
-
-
-def micros(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-class OldCode:
-    """What an instance still running 0001-era code sends: no ``expiry_pinned`` anywhere."""
-
-    def __init__(self, engine: AsyncEngine, target: Target) -> None:
-        self.engine, self.table = engine, qualified(target, target.table)
-
-    async def insert(self, key: bytes) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(
-                text(
-                    f"INSERT INTO {self.table} (id_hash, data, expires_at, created_at, version)"
-                    " VALUES (:k, :d, :e, :c, 1)"
-                ),
-                {
-                    "k": key,
-                    "d": b'{"items":[1]}',
-                    "e": micros(START + timedelta(minutes=30)),
-                    "c": micros(START),
-                },
-            )
-
-    async def read_and_update(self, key: bytes) -> None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(f"SELECT data, version, expires_at FROM {self.table} WHERE id_hash = :k"),
-                    {"k": key},
-                )
-            ).one()
-            await conn.execute(
-                text(
-                    f"UPDATE {self.table} SET data = :d, version = version + 1"
-                    " WHERE id_hash = :k AND version = :v"
-                ),
-                {"k": key, "d": row[0], "v": row[1]},
-            )
-
-
-def key_of(i: int, prefix: bytes = b"o") -> bytes:
-    return prefix + i.to_bytes(4, "big") * 7 + b"\x00" * 3
-
 
 async def columns(engine: AsyncEngine, target: Target) -> set[str]:
     def look(conn: Connection) -> set[str]:
@@ -465,7 +416,7 @@ def test_0002_keeps_0001_rows_working_up_and_down(target: Target) -> None:
         engine = create_engine(target.url)
         try:
             for i in range(3):
-                await OldCode(engine, target).insert(key_of(i))
+                await OldCode(engine, qualified(target, target.table)).insert(key_of(i))
         finally:
             await engine.dispose()
 
@@ -495,7 +446,7 @@ def test_0002_keeps_0001_rows_working_up_and_down(target: Target) -> None:
         engine = create_engine(target.url)
         try:
             assert "expiry_pinned" not in await columns(engine, target)
-            await OldCode(engine, target).read_and_update(key_of(1))
+            await OldCode(engine, qualified(target, target.table)).read_and_update(key_of(1))
             async with engine.connect() as conn:
                 count = await conn.execute(
                     text(f"SELECT COUNT(*) FROM {qualified(target, target.table)}")
@@ -508,74 +459,16 @@ def test_0002_keeps_0001_rows_working_up_and_down(target: Target) -> None:
     command.upgrade(config, "head")
 
 
-async def storage_id(engine: AsyncEngine, target: Target) -> Any:
-    """What changes when the table is rewritten: PostgreSQL's relfilenode, InnoDB's table
-    id, SQLite's root page."""
-    async with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            query = "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = :name"
-            name = target.table
-        elif engine.dialect.name == "postgresql":
-            query = "SELECT pg_relation_filenode(:name)"
-            name = f'"{target.schema}"."{target.table}"'
-        else:
-            query = "SELECT table_id FROM information_schema.innodb_sys_tables WHERE name = :name"
-            name = f"{target.schema}/{target.table}"
-        value = (await conn.execute(text(query), {"name": name})).scalar()
-    assert value is not None
-    return value
-
-
 def test_0002_upgrades_a_table_under_load_without_rewriting_it(target: Target) -> None:
-    run(upgrade_under_load(target))
+    async def under_load() -> None:
+        engine = create_engine(target.url, pool_size=8)
+        try:
+            table = qualified(target, target.table)
+            await upgrade_under_load(engine, [engine], target.table, target.schema, table)
+        finally:
+            await engine.dispose()
 
-
-async def upgrade_under_load(target: Target) -> None:
-    engine = create_engine(target.url, pool_size=8)
-    old = OldCode(engine, target)
-    try:
-        await upgrade(engine, target.table, target.schema, "0001")
-        for i in range(ROWS):
-            await old.insert(key_of(i))
-        before = await storage_id(engine, target)
-
-        loaded, done = asyncio.Event(), asyncio.Event()
-        served = {"during": 0, "after": 0}
-        inserted: list[bytes] = []
-        migrating = False
-
-        async def worker(n: int) -> None:
-            i = 0
-            # Stop only after each worker has served requests after the upgrade too.
-            while not (done.is_set() and served["after"] >= 10):
-                await old.read_and_update(key_of((n * 7 + i) % ROWS))
-                key = key_of(n * 100_000 + i, b"n")
-                await old.insert(key)
-                inserted.append(key)
-                if len(inserted) >= 20:
-                    loaded.set()
-                if done.is_set():
-                    served["after"] += 1
-                elif migrating:
-                    served["during"] += 1
-                i += 1
-
-        workers = [asyncio.create_task(worker(n)) for n in range(4)]
-        await loaded.wait()  # the load is running before the migration starts
-        migrating = True
-        await upgrade(engine, target.table, target.schema, "head")
-        done.set()
-        await asyncio.gather(*workers)  # every old-code request succeeded
-
-        assert served["during"] > 0
-        assert await storage_id(engine, target) == before
-        async with SqlBackend(engine, target.table, target.schema) as backend:
-            for key in [key_of(i) for i in range(ROWS)] + inserted:
-                row = await backend.read(key)
-                assert row is not None
-                assert not row.expiry_pinned
-    finally:
-        await engine.dispose()
+    run(under_load())
 
 
 def test_mysql_asks_for_an_instant_add_column() -> None:

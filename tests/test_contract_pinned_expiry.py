@@ -127,3 +127,18 @@ async def test_the_backend_never_touches_a_pinned_row(
     assert await backend.create(key, row)
     assert not await backend.touch(key, 1, now + IDLE, now)
     assert await backend.read(key) == row
+
+
+async def test_a_replayed_modify_keeps_an_unpinning_another_request_made(
+    backend: RecordingBackend, clock: FakeClock, store: SessionStore[Cart]
+) -> None:
+    value, _ = await pinned(store, timedelta(hours=2))
+    modifier, unpinner = await loaded_twice(store, value)
+    modifier.modify(lambda cart: cart.items.append(2))
+    unpinner.follow_policy()
+    await store.save(unpinner)
+
+    await store.save(modifier)  # loses the race, replays on the unpinned row
+    latest = await must_load(store, value)
+    assert latest.data.items == [1, 2]
+    assert (latest.expiry_pinned, latest.expires_at) == (False, clock.now + IDLE)

@@ -470,8 +470,10 @@ class Session(Generic[T]):
             self._principal = stored.principal
             self._authenticated_at = stored.authenticated_at
         if not self._expiry_set:
-            if stored.expiry_pinned:  # the other request's cap holds over this renewal
-                self._expires_at, self._expiry_pinned = stored.expires_at, True
+            if stored.expiry_pinned or self._expiry_pinned:
+                # A pinned expiry is no renewal: the stored one (the other request's cap, or
+                # its follow_policy()) holds as it is.
+                self._expires_at, self._expiry_pinned = stored.expires_at, stored.expiry_pinned
             else:
                 self._expires_at = _later(self._expires_at, stored.expires_at)
         self._version = stored.version

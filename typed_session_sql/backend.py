@@ -65,6 +65,9 @@ class Record:
     """Who signed in on this session (set only by ``Session.sign_in``); None if nobody."""
     authenticated_at: datetime | None = None
     """When that sign-in happened."""
+    expiry_pinned: bool = False
+    """The application set ``expires_at`` (``expire_in``, ``set_expiry``, ``do_not_expire``):
+    a cap that renewal never moves; only the application can change it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class Update:
     """Move the row to this id in the same atomic step (rotation): the old id is dead at once."""
     sign_in: SignIn | None = None
     """Set the principal and ``authenticated_at`` too; without it they stay as stored."""
+    expiry_pinned: bool = False
+    """Whether ``expires_at`` is the application's own (see :attr:`Record.expiry_pinned`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +148,9 @@ class Backend(Protocol):
         """Move the expiry of a row still at ``version`` and live at ``now`` later, to
         ``expires_at``.
 
-        Never earlier, never on a row whose expiry is None, never reviving an expired row,
-        and never over a write made since the row was read at ``version`` (an explicit
-        expiry change must win over a renewal). Leaves the version alone. Return whether a
+        Never earlier, never on a row whose expiry is None or pinned, never reviving an
+        expired row, and never over a write made since the row was read at ``version`` (an
+        explicit expiry change must win over a renewal). Leaves the version alone. Return whether a
         row changed."""
         ...
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -79,18 +80,49 @@ class MsgspecCodec(Generic[T]):
         try:
             return self._decoder.decode(raw)
         except msgspec.DecodeError as error:
-            raise DecodeError(str(error)) from None  # msgspec's text, without repeating it
+            raise DecodeError(_without_data(str(error))) from None
+
+
+# msgspec messages that name only types, schema fields and positions, never stored data.
+_SAFE_MSGSPEC = ("Expected ", "Object missing required field ", "JSON is malformed", "Number ")
+# msgspec messages that quote the stored value or key: kept up to the quote.
+_QUOTING_MSGSPEC = ("Invalid enum value", "Object contains unknown field")
+
+
+def _without_data(message: str) -> str:
+    """msgspec's message with nothing of the stored data: the kind of error and its path.
+
+    The path (``$.cart.items[2]``) names schema fields and list positions; a dict key is
+    written ``[...]``. Messages of unknown shape (a ``__post_init__``'s own text) may quote
+    anything, so only their path is kept."""
+    problem, at, path = message.partition(" - at `")
+    suffix = f" - at `{path}" if at else ""
+    if problem.startswith(_SAFE_MSGSPEC):
+        return problem + suffix
+    for kind in _QUOTING_MSGSPEC:
+        if problem.startswith(kind):
+            return kind + suffix
+    return "Invalid value (rejected by the type's own validation)" + suffix
 
 
 class PydanticCodec(Generic[T]):
     """JSON through pydantic, for pydantic models."""
 
-    __slots__ = ("_adapter", "_name", "_serialization_error", "_validation_error")
+    __slots__ = (
+        "_adapter",
+        "_fields",
+        "_model",
+        "_name",
+        "_serialization_error",
+        "_validation_error",
+    )
 
     def __init__(self, model: type[T]) -> None:
         import pydantic
         import pydantic_core
 
+        self._model = model
+        self._fields: frozenset[str] | None = None  # worked out on the first decode error
         self._adapter = pydantic.TypeAdapter(model)
         self._name = _name_of(model)
         self._validation_error = pydantic.ValidationError
@@ -108,12 +140,48 @@ class PydanticCodec(Generic[T]):
         try:
             return self._adapter.validate_json(raw)
         except self._validation_error as error:
-            # Only locations and messages: pydantic's own text quotes the input values.
+            # The error's type and where, never pydantic's text: its messages can quote the
+            # input (a validator's own words), its locations hold dict keys and unknown fields.
             problems = "; ".join(
-                f"{'.'.join(map(str, problem['loc'])) or '$'}: {problem['msg']}"
+                f"{problem['type']} at {self._path(problem['loc'])}"
                 for problem in error.errors(include_url=False, include_input=False)[:3]
             )
             raise DecodeError(f"{error.error_count()} validation error(s): {problems}") from None
+
+    def _path(self, loc: tuple[int | str, ...]) -> str:
+        """``loc`` with every string that is no field name of the model (a dict key, an
+        unknown field's name) written ``[...]``."""
+        if self._fields is None:
+            self._fields = _field_names(self._model)
+        parts = ["$"]
+        for part in loc:
+            if isinstance(part, int):
+                parts.append(f"[{part}]")
+            else:
+                parts.append(f".{part}" if part in self._fields else "[...]")
+        return "".join(parts)
+
+
+def _field_names(model: object) -> frozenset[str]:
+    """The field names and aliases of a pydantic model and of the models inside it."""
+    import pydantic
+
+    names: set[str] = set()
+    seen: set[int] = set()
+    pending = [model]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, type) and issubclass(node, pydantic.BaseModel):
+            for name, info in node.model_fields.items():
+                names.update(
+                    n for n in (name, info.alias, info.validation_alias) if isinstance(n, str)
+                )
+                pending.append(info.annotation)
+        pending.extend(typing.get_args(node))
+    return frozenset(names)
 
 
 def _finite(encoded: bytes, as_builtins: Callable[[], Any], name: str) -> bytes:

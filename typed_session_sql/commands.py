@@ -27,6 +27,12 @@ class SetCookie:
 class DeleteCookie:
     """Remove the session cookie from the client."""
 
+    removed: bool = True
+    """Whether the save deleted the stored session. False: there was no row to delete any
+    more: another request had deleted it, purge had removed it, or a concurrent sign-in or
+    ``regenerate`` had moved it to a new id, under which it lives on (a ``delete_missed``
+    event says so)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DoNothing:

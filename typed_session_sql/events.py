@@ -27,6 +27,10 @@ class EventKind(enum.StrEnum):
     """A session moved to a fresh id (``regenerate`` or ``sign_in``)."""
     DELETED = "deleted"
     """A session was deleted (sign-out)."""
+    DELETE_MISSED = "delete_missed"
+    """A sign-out found no row to delete: another request had deleted it, purge had removed
+    it, or a concurrent sign-in or ``regenerate`` had moved it to a new id, under which it
+    lives on. The save returns ``DeleteCookie(removed=False)``."""
     EXPIRED = "expired"
     """A cookie named a session whose expiry had passed (purged or not)."""
     MALFORMED_COOKIE = "malformed_cookie"
@@ -77,6 +81,7 @@ _LEVELS = {
     EventKind.DUPLICATE_COOKIE: logging.WARNING,
     EventKind.FOREIGN_ORIGIN: logging.WARNING,
     EventKind.CONFLICT: logging.INFO,
+    EventKind.DELETE_MISSED: logging.INFO,
     EventKind.REVOKED: logging.INFO,
     EventKind.UNDECODABLE: logging.WARNING,
     EventKind.DATA_RESET: logging.WARNING,

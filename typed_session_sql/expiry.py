@@ -43,7 +43,18 @@ class ExpiryPolicy:
     None means a tenth of ``idle``. Must be shorter than ``idle``. Ignored without ``idle``.
     """
 
+    clock_skew: timedelta = timedelta(seconds=10)
+    """How far ahead of the store's clock a stored ``created_at`` or ``authenticated_at`` may
+    be: the clock difference tolerated between the instances sharing the sessions. A row
+    stamped further ahead was written by a clock that is wrong (or by hand) and loads as None
+    (an ``undecodable`` event says by how much), so a skewed instance can stretch the
+    absolute bound and :meth:`Session.authenticated_within` by at most this much."""
+
     def __post_init__(self) -> None:
+        if not isinstance(self.clock_skew, timedelta):
+            raise TypeError(f"ExpiryPolicy.clock_skew must be a timedelta, not {self.clock_skew!r}")
+        if self.clock_skew < timedelta(0):
+            raise ValueError(f"ExpiryPolicy.clock_skew must not be negative, got {self.clock_skew}")
         for name in ("idle", "absolute", "renew_after"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, timedelta):

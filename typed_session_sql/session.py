@@ -164,6 +164,7 @@ class Session(Generic[T]):
         "_created_at",
         "_data",
         "_expires_at",
+        "_expiry_pinned",
         "_expiry_set",
         "_id_hash",
         "_known",
@@ -196,6 +197,7 @@ class Session(Generic[T]):
         renewal: datetime | None = None,
         principal: str | None = None,
         authenticated_at: datetime | None = None,
+        expiry_pinned: bool = False,
     ) -> None:
         if (state in _NEW) != (id_hash is None):
             raise ValueError(f"a {state.value} session {'has no' if id_hash else 'needs an'} id")
@@ -220,6 +222,7 @@ class Session(Generic[T]):
         self._signing_in = False
         self._rotate = False
         self._expiry_set = False
+        self._expiry_pinned = expiry_pinned
         self._modifiers: list[Callable[[T], T | None]] = []
         self._replayable = True
 
@@ -306,6 +309,14 @@ class Session(Generic[T]):
         return self._expires_at
 
     @property
+    def expiry_pinned(self) -> bool:
+        """Whether the application set :attr:`expires_at` (:meth:`expire_in`,
+        :meth:`set_expiry`, :meth:`do_not_expire`): then it is a cap that automatic renewal
+        never extends, on this request or any later one, until the application sets another
+        or calls :meth:`follow_policy`."""
+        return self._expiry_pinned
+
+    @property
     def version(self) -> int | None:
         """The stored version this session was loaded at or last saved as; None while new."""
         return self._version
@@ -353,7 +364,9 @@ class Session(Generic[T]):
 
     def authenticated_within(self, max_age: timedelta) -> bool:
         """Whether someone signed in on this session at most ``max_age`` ago, by the store's
-        clock: ask it before a sensitive action, and make the user sign in again if not."""
+        clock: ask it before a sensitive action, and make the user sign in again if not.
+        A sign-in stamped by another instance whose clock runs ahead counts as at most the
+        policy's ``clock_skew`` younger (a session stamped further ahead does not load)."""
         if self._principal is None or self._authenticated_at is None:
             return False
         return self._clock() - self._authenticated_at <= max_age
@@ -376,26 +389,36 @@ class Session(Generic[T]):
         self._state = SessionState.NEW_DELETED if self.is_new else SessionState.DELETED
 
     def expire_in(self, duration: timedelta) -> None:
-        """Expire ``duration`` from now (never past the policy's absolute bound)."""
+        """Expire ``duration`` from now (never past the policy's absolute bound). The expiry
+        is pinned: renewal never extends it (see :attr:`expiry_pinned`)."""
         self.set_expiry(later_by(self._clock(), duration))
 
     def set_expiry(self, moment: datetime) -> None:
-        """Expire at ``moment`` (aware), capped at the policy's absolute bound."""
+        """Expire at ``moment`` (aware), capped at the policy's absolute bound. The expiry is
+        pinned: renewal never extends it (see :attr:`expiry_pinned`)."""
         self._check_alive()
-        self._set_expiry(as_utc(moment))
+        self._set_expiry(as_utc(moment), pinned=True)
 
     def do_not_expire(self) -> None:
         """No expiry of its own: the session then lasts until the policy's absolute bound,
         or for ever under a policy without one."""
         self._check_alive()
-        self._set_expiry(None)
+        self._set_expiry(None, pinned=True)
 
-    def _set_expiry(self, moment: datetime | None) -> None:
+    def follow_policy(self) -> None:
+        """Undo :meth:`expire_in`, :meth:`set_expiry` and :meth:`do_not_expire`: the session
+        expires by the store's policy again (its idle bound from now, capped at the absolute
+        one) and is renewed automatically."""
+        self._check_alive()
+        self._set_expiry(self._policy.renewed_expiry(self._created_at, self._clock()), pinned=False)
+
+    def _set_expiry(self, moment: datetime | None, *, pinned: bool) -> None:
         absolute = self._policy.absolute
         cap = None if absolute is None else later_by(self._created_at, absolute)
         if cap is not None and (moment is None or moment > cap):
             moment = cap
         self._expires_at = moment
+        self._expiry_pinned = pinned
         self._expiry_set = True
         self._renewal = None
         if not self.is_new:  # an expiry alone never makes a new session worth storing
@@ -442,6 +465,7 @@ class Session(Generic[T]):
                     self._expires_at,
                     self._principal,
                     self._authenticated_at,
+                    self._expiry_pinned,
                 )
             )
         if state is SessionState.CHANGED:
@@ -466,7 +490,14 @@ class Session(Generic[T]):
             assert self._authenticated_at is not None
             sign_in = SignIn(self._principal, self._authenticated_at)
         return PendingUpdate(
-            Update(self._id_hash, self._version, encoded, self._expires_at, None, sign_in),
+            Update(
+                self._id_hash,
+                self._version,
+                encoded,
+                self._expires_at,
+                sign_in=sign_in,
+                expiry_pinned=self._expiry_pinned,
+            ),
             rotate=self._rotate,
             replayable=self._replayable and encoded == self._known,
             expiry_moved=self._expiry_set or self._renewal is not None,
@@ -478,7 +509,8 @@ class Session(Generic[T]):
         ``stored`` row another request wrote) and return the update to try next.
 
         The stored row's ``created_at`` and, unless this session signs in, its principal
-        carry over; so does its expiry unless this session set one (the later one wins).
+        carry over; so does its expiry unless this session set one: a pinned one as it is,
+        else the later of the two.
         """
         self._data = data
         for fn in self._modifiers:
@@ -488,7 +520,12 @@ class Session(Generic[T]):
             self._principal = stored.principal
             self._authenticated_at = stored.authenticated_at
         if not self._expiry_set:
-            self._expires_at = _later(self._expires_at, stored.expires_at)
+            if stored.expiry_pinned or self._expiry_pinned:
+                # A pinned expiry is no renewal: the stored one (the other request's cap, or
+                # its follow_policy()) holds as it is.
+                self._expires_at, self._expiry_pinned = stored.expires_at, stored.expiry_pinned
+            else:
+                self._expires_at = _later(self._expires_at, stored.expires_at)
         self._version = stored.version
         encoded = self._codec.encode(self._data)
         self._known = encoded

@@ -254,6 +254,10 @@ class SessionStore(Generic[T]):
                 emit(self.on_event, EventKind.UNKNOWN_ID)
                 return None
             now = self.now()
+            ahead = self._ahead_of_clock(record, now)
+            if ahead is not None:
+                emit(self.on_event, EventKind.UNDECODABLE, ahead)
+                return None
             if not self._is_live(record, now):
                 emit(self.on_event, EventKind.EXPIRED)
                 return None
@@ -267,7 +271,11 @@ class SessionStore(Generic[T]):
                 emit(self.on_event, EventKind.DATA_RESET, describe_error(error))
                 data, state = self._default_factory(), SessionState.CHANGED
             emit(self.on_event, EventKind.LOADED)
-            renewal = self.expiry.renewal_due(record.created_at, record.expires_at, now)
+            renewal = (
+                None
+                if record.expiry_pinned  # the application's cap: only it moves it
+                else self.expiry.renewal_due(record.created_at, record.expires_at, now)
+            )
             return Session(
                 data=data,
                 snapshot=record.data,
@@ -283,6 +291,7 @@ class SessionStore(Generic[T]):
                 renewal=renewal,
                 principal=record.principal,
                 authenticated_at=record.authenticated_at,
+                expiry_pinned=record.expiry_pinned,
             )
 
     async def still_valid(self, session: Session[T]) -> bool:
@@ -300,7 +309,27 @@ class SessionStore(Generic[T]):
                 record = await self.backend.read(bytes.fromhex(session.handle))
             except UnreadableRecordError:
                 return False
-            return record is not None and self._is_live(record, self.now())
+            now = self.now()
+            return (
+                record is not None
+                and self._is_live(record, now)
+                and self._ahead_of_clock(record, now) is None
+            )
+
+    def _ahead_of_clock(self, record: Record | PrincipalRow, now: datetime) -> str | None:
+        """Why ``record`` cannot be trusted at ``now``: a timestamp further ahead than the
+        policy's ``clock_skew`` (which would stretch the absolute bound or a sign-in's age
+        by as much); None if it can."""
+        skew = self.expiry.clock_skew
+        limit = later_by(now, skew)
+        for name, moment in (
+            ("created_at", record.created_at),
+            ("authenticated_at", record.authenticated_at),
+        ):
+            if moment is not None and moment > limit:
+                ahead = (moment - now).total_seconds()
+                return f"{name} is {ahead:.0f} s ahead of the store's clock (clock_skew: {skew})"
+        return None
 
     def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
@@ -340,10 +369,12 @@ class SessionStore(Generic[T]):
                     return await self._delete(session, pending)
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
-        await self.backend.delete(pending.id_hash)
+        removed = await self.backend.delete(pending.id_hash)
         session.removed()
-        emit(self.on_event, EventKind.DELETED)
-        return DeleteCookie()
+        # The client's cookie goes either way (the user signed out here), but a miss is no
+        # sign-out: a concurrent sign-in may have moved the session on to a new id.
+        emit(self.on_event, EventKind.DELETED if removed else EventKind.DELETE_MISSED)
+        return DeleteCookie(removed=removed)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_data_bytes:
@@ -476,7 +507,7 @@ class SessionStore(Generic[T]):
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
-                if self._is_live(row, now)
+                if self._is_live(row, now) and self._ahead_of_clock(row, now) is None
             ]
 
     async def revoke(self, principal: str, handle: str) -> bool:

@@ -178,7 +178,7 @@ def test_plain_postgres_urls_work_for_every_command(
 ) -> None:
     url = f"{scheme}://root@127.0.0.1:5432/test"
     migrated = run_main(capsys, "migrate", "upgrade", "head", "--url", url, "--table", pg_table)
-    assert migrated == (0, f"{pg_table}: (none) -> 0001\n", "")
+    assert migrated == (0, f"{pg_table}: (none) -> 0002\n", "")
     for command in (["purge"], ["stats", "--json"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url, "--table", pg_table)
         assert code == 0, err
@@ -189,7 +189,7 @@ def test_plain_sqlite_urls_work_for_every_command(
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     migrated = run_main(capsys, "migrate", "upgrade", "--url", url)
-    assert migrated == (0, "typed_sessions: (none) -> 0001\n", "")
+    assert migrated == (0, "typed_sessions: (none) -> 0002\n", "")
     for command in (["purge"], ["stats"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url)
         assert code == 0, err
@@ -201,10 +201,10 @@ def test_migrate_prints_one_line_per_change(
     url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
     steps = [
         (["current"], "current: (none)"),
-        (["upgrade", "head"], "typed_sessions: (none) -> 0001"),
-        (["upgrade", "head"], "typed_sessions: 0001, nothing to do"),
-        (["current"], "current: 0001 (head)"),
-        (["downgrade", "base"], "typed_sessions: 0001 -> (none)"),
+        (["upgrade", "head"], "typed_sessions: (none) -> 0002"),
+        (["upgrade", "head"], "typed_sessions: 0002, nothing to do"),
+        (["current"], "current: 0002 (head)"),
+        (["downgrade", "base"], "typed_sessions: 0002 -> (none)"),
         (["current"], "current: (none)"),
     ]
     for args, expected in steps:

@@ -175,3 +175,20 @@ async def test_a_conflict_that_exhausts_the_bound_raises_with_the_replays_counte
     assert not isinstance(caught.value, SessionDeletedError)
     (conflict,) = [event for event in events if event.kind is EventKind.CONFLICT]
     assert (conflict.detail, conflict.retries) == ("raised", 0)
+
+
+async def test_a_sign_out_racing_a_sign_in_says_it_removed_nothing(
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent]
+) -> None:
+    value = await stored(store)
+    signer_in, signer_out = await loaded_twice(store, value)
+    signer_in.sign_in("alice")
+    fresh = await store.save(signer_in)
+    assert isinstance(fresh, SetCookie)
+    signer_out.delete()
+    events.clear()
+
+    assert await store.save(signer_out) == DeleteCookie(removed=False)
+    assert [event.kind for event in events] == [EventKind.DELETE_MISSED]
+    assert await store.sessions_of("alice") != []  # what the outcome warns of: it lives on
+    assert await store.load(fresh.value) is not None

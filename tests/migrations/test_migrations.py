@@ -1,11 +1,14 @@
 """The Alembic migrations on SQLite, PostgreSQL and MariaDB: equal to the backend's table,
 one version record per session table, a record from the shared pre-0.2 version table carried
 over, a table missing after a migration reported, N processes migrating one fresh database
-at once, and the package installed from a checkout into a fresh virtualenv."""
+at once, the package installed from a checkout into a fresh virtualenv, and revision 0002
+(``expiry_pinned``): 0001 rows working after it and after its downgrade, and the upgrade of
+a live table under load from 0001-era code, without rewriting the table."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import subprocess
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from alembic import command
@@ -22,11 +26,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.clock import FakeClock
 from tests.mariadb.server import require_mariadb
+from tests.migration_load import START, OldCode, key_of, upgrade_under_load
+from tests.models import Cart
 from tests.sql_backends import require_postgres, unique_name
-from typed_session_sql import Record, SqlBackend
-from typed_session_sql.alembic_support import LEGACY_VERSION_TABLE, make_config, version_table
+from typed_session_sql import Record, SessionStore, SetCookie, SqlBackend
+from typed_session_sql.alembic_support import (
+    LEGACY_VERSION_TABLE,
+    make_config,
+    version_table,
+)
 from typed_session_sql.backends.sql import create_engine, session_table
 from typed_session_sql.cli import main
 from typed_session_sql.errors import SessionTableMissingError
@@ -292,12 +304,11 @@ def test_a_shared_pre_0_2_record_is_carried_over(
 
     from typed_session_sql.alembic_support import script_location
 
-    async def migrated_the_old_way() -> None:
-        async with SqlBackend.from_url(
-            target.url, table_name=target.table, schema=target.schema
-        ) as backend:
-            await backend.create_schema()
+    # The table as 0001 made it, with the record only in the shared version table.
+    command.upgrade(make_config(target.url, target.table, target.schema), "0001")
+    run(execute(target.url, f"DROP TABLE {qualified(target, version_table(target.table))}"))
 
+    async def migrated_the_old_way() -> None:
         def stamp(conn: Connection) -> None:
             opts = {"version_table": LEGACY_VERSION_TABLE, "version_table_schema": target.schema}
             context = MigrationContext.configure(conn, opts=opts)
@@ -310,18 +321,18 @@ def test_a_shared_pre_0_2_record_is_carried_over(
 
     run(migrated_the_old_way())
     assert main(["migrate", "current", *cli_options(target)]) == 0
-    assert capsys.readouterr().out == "current: 0001 (head)\n"
+    assert capsys.readouterr().out == "current: 0001\n"
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{target.table}: carried the revision over from the shared "
         f"{LEGACY_VERSION_TABLE} to its own {version_table(target.table)}",
-        f"{target.table}: 0001, nothing to do",
+        f"{target.table}: 0001 -> 0002",
     ]
     tables, diff = run(inspect_db(target))
     assert {version_table(target.table), LEGACY_VERSION_TABLE} <= tables
     assert [(op, table.name) for op, table in diff] == [("remove_table", LEGACY_VERSION_TABLE)]
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0  # its own now
-    assert capsys.readouterr().out == f"{target.table}: 0001, nothing to do\n"
+    assert capsys.readouterr().out == f"{target.table}: 0002, nothing to do\n"
 
 
 # Each process imports everything, says "ready", waits for "go" on stdin, then migrates:
@@ -376,10 +387,95 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(target: Targ
                 process.communicate()
     assert [code for code, _ in results] == [0] * len(hows), [err for _, (_, err) in results]
     printed = [out.strip() for _, (out, _) in results]
-    created = f"{target.table}: (none) -> 0001"
-    found = f"{target.table}: 0001, nothing to do"
+    created = f"{target.table}: (none) -> 0002"
+    found = f"{target.table}: 0002, nothing to do"
     assert printed.count(created) <= 1  # a CLI process created it, or a backend did
     assert set(printed) <= {created, found, "migrated"}
     tables, diff = run(inspect_db(target))
     assert {target.table, version_table(target.table)} <= tables
     assert diff == []
+
+
+# -- revision 0002: expiry_pinned -------------------------------------------------------
+
+
+async def columns(engine: AsyncEngine, target: Target) -> set[str]:
+    def look(conn: Connection) -> set[str]:
+        found = inspect(conn).get_columns(target.table, schema=target.schema)
+        return {column["name"] for column in found}
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(look)
+
+
+def test_0002_keeps_0001_rows_working_up_and_down(target: Target) -> None:
+    config = make_config(target.url, target.table, target.schema)
+    command.upgrade(config, "0001")
+
+    async def before() -> None:
+        engine = create_engine(target.url)
+        try:
+            for i in range(3):
+                await OldCode(engine, qualified(target, target.table)).insert(key_of(i))
+        finally:
+            await engine.dispose()
+
+    run(before())
+    command.upgrade(config, "head")
+
+    async def after() -> None:
+        clock = FakeClock(START + timedelta(minutes=10))
+        async with SqlBackend.from_url(
+            target.url, table_name=target.table, schema=target.schema
+        ) as backend:
+            row = await backend.read(key_of(0))
+            assert row is not None
+            assert (row.expiry_pinned, row.version, row.data) == (False, 1, b'{"items":[1]}')
+            # A 0001 row is renewed as before, and can be pinned now.
+            assert await backend.touch(key_of(0), 1, START + timedelta(hours=1), clock.now)
+            store = SessionStore(Cart, backend, clock=clock)
+            session = store.new()
+            session.data.items.append(2)
+            session.expire_in(timedelta(minutes=1))
+            assert await store.save(session) == SetCookie(ANY, clock.now + timedelta(minutes=1))
+
+    run(after())
+    command.downgrade(config, "0001")
+
+    async def downgraded() -> None:
+        engine = create_engine(target.url)
+        try:
+            assert "expiry_pinned" not in await columns(engine, target)
+            await OldCode(engine, qualified(target, target.table)).read_and_update(key_of(1))
+            async with engine.connect() as conn:
+                count = await conn.execute(
+                    text(f"SELECT COUNT(*) FROM {qualified(target, target.table)}")
+                )
+                assert count.scalar() == 4
+        finally:
+            await engine.dispose()
+
+    run(downgraded())
+    command.upgrade(config, "head")
+
+
+def test_0002_upgrades_a_table_under_load_without_rewriting_it(target: Target) -> None:
+    async def under_load() -> None:
+        engine = create_engine(target.url, pool_size=8)
+        try:
+            table = qualified(target, target.table)
+            await upgrade_under_load(engine, [engine], target.table, target.schema, table)
+        finally:
+            await engine.dispose()
+
+    run(under_load())
+
+
+def test_mysql_asks_for_an_instant_add_column() -> None:
+    """A server that would copy the table refuses instead (offline SQL, no server needed)."""
+    config = make_config("mysql+asyncmy://u@h/db", "typed_sessions", None)
+    config.output_buffer = buffer = io.StringIO()
+    command.upgrade(config, "0001:0002", sql=True)
+    assert "ADD COLUMN expiry_pinned BOOL NOT NULL DEFAULT false, ALGORITHM=INSTANT" in (
+        buffer.getvalue()
+    )

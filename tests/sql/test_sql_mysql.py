@@ -98,6 +98,7 @@ async def test_the_table_has_binary_keys_long_data_and_exact_principals(
         "version": "int(11)",
         "principal": "varbinary(1020)",
         "authenticated_at": "bigint(20)",
+        "expiry_pinned": "tinyint(1)",
     }
 
 

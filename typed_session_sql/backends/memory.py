@@ -67,6 +67,7 @@ class MemoryBackend:
             current,
             data=change.data,
             expires_at=change.expires_at,
+            expiry_pinned=change.expiry_pinned,
             version=change.expected_version + 1,
         )
         if change.sign_in is not None:
@@ -84,6 +85,7 @@ class MemoryBackend:
             current is None
             or current.version != version
             or current.expires_at is None
+            or current.expiry_pinned
             or current.expires_at <= now
             or current.expires_at >= expires_at
         ):

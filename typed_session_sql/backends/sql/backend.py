@@ -306,6 +306,7 @@ class SqlBackend:
             "row_version": record.version,
             "signed_in_as": record.principal,
             "signed_in_at": record.authenticated_at,
+            "pinned": record.expiry_pinned,
         }
         try:
             return await self._count(self.statements.insert, params, idempotent=False) == 1
@@ -319,7 +320,9 @@ class SqlBackend:
         if not rows:
             return None
         try:
-            return Record(*self.statements.select.decode(rows[0]))
+            columns = self.statements.select.decode(rows[0])
+            columns[-1] = bool(columns[-1])  # expiry_pinned: MySQL's BOOL is a TINYINT, 0 or 1
+            return Record(*columns)
         except (OverflowError, ValueError) as error:
             raise UnreadableRecordError(
                 f"a stored session's columns cannot be read back: {type(error).__name__}"
@@ -331,6 +334,7 @@ class SqlBackend:
             "row_version": change.expected_version,
             "payload": change.data,
             "expiry": change.expires_at,
+            "pinned": change.expiry_pinned,
         }
         moving = change.new_id_hash is not None
         if moving:

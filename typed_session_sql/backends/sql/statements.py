@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    false,
     insert,
     literal_column,
     select,
@@ -138,8 +139,8 @@ def build_statements(
     ``schema_translate_map``, if it has one).
 
     Parameters: ``row_id``, ``new_row_id``, ``payload``, ``expiry``, ``created``,
-    ``row_version``, ``signed_in_as``, ``signed_in_at``, ``now``, ``created_after``,
-    ``max_rows``.
+    ``row_version``, ``signed_in_as``, ``signed_in_at``, ``pinned``, ``now``,
+    ``created_after``, ``max_rows``.
     """
     c = table.c
     mysql = dialect.name in MYSQL_DIALECTS
@@ -208,6 +209,7 @@ def build_statements(
         "version": arg("row_version", c.version),
         "principal": arg("signed_in_as", c.principal),
         "authenticated_at": arg("signed_in_at", c.authenticated_at),
+        "expiry_pinned": arg("pinned", c.expiry_pinned),
     }
     ignores_conflict = dialect.name in ("postgresql", "sqlite")
     if dialect.name == "postgresql":
@@ -225,6 +227,7 @@ def build_statements(
     changes = {
         "data": arg("payload", c.data),
         "expires_at": arg("expiry", c.expires_at),
+        "expiry_pinned": arg("pinned", c.expiry_pinned),
         "version": c.version + literal_column("1"),
     }
     moving = {"id_hash": arg("new_row_id", c.id_hash)}
@@ -282,13 +285,19 @@ def build_statements(
             c.expires_at,
             c.principal,
             c.authenticated_at,
+            c.expiry_pinned,
             where=row,
         ),
         update=updates,
         touch=prepare(
             "touch",
             update(table)
-            .where(guard & (c.expires_at > now) & (c.expires_at < arg("expiry", c.expires_at)))
+            .where(
+                guard
+                & (c.expiry_pinned == false())
+                & (c.expires_at > now)
+                & (c.expires_at < arg("expiry", c.expires_at))
+            )
             .values(expires_at=arg("expiry", c.expires_at)),
         ),
         delete=prepare("delete", delete(table).where(row)),

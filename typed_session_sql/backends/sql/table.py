@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Dialect,
     Index,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -118,6 +120,9 @@ def session_table(
             nullable=True,
         ),
         Column("authenticated_at", EpochMicros, nullable=True),
+        # The application set expires_at itself: renewal never moves it (revision 0002).
+        # The server default lets rows written by code that predates it read as unpinned.
+        Column("expiry_pinned", Boolean, nullable=False, server_default=false()),
         Index(f"ix_{name}_expires_at", "expires_at"),
         # Partial: anonymous sessions (most rows, most writes) never enter it. MySQL and
         # MariaDB have no partial indexes: there it is a plain one.

@@ -9,9 +9,13 @@ every ``now`` comes from the store's injected clock. Each method is one atomic o
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from typed_session_sql.errors import SessionError, StoreUnavailableError, describe_error
 
 MAX_PRINCIPAL_LENGTH = 255
 """The longest principal a session takes (an e-mail address fits; so does any UUID)."""
@@ -111,7 +115,27 @@ class UpdateOutcome(enum.Enum):
 
 
 class Backend(Protocol):
-    """Storage for sessions, keyed by the blake3 hash of the session id."""
+    """Storage for sessions, keyed by the blake3 hash of the session id.
+
+    **Errors.** What a method may raise is part of the protocol, so that an outage reads
+    the same (a 503 from the middleware, one ``store_unavailable`` event) whoever wrote
+    the backend:
+
+    - storage that cannot be reached or fails: :class:`StoreUnavailableError`, with the
+      driver's error chained as ``__cause__``;
+    - storage whose schema is absent (never migrated):
+      :class:`~typed_session_sql.errors.SessionTableMissingError` (a
+      :class:`StoreUnavailableError` that lasts until someone migrates);
+    - :meth:`read` on a row whose columns cannot be read back:
+      :class:`UnreadableRecordError`;
+    - values the storage refuses: :class:`~typed_session_sql.errors.DataRejectedError`;
+    - nothing else. Error messages never quote ids, id hashes, data or passwords.
+
+    The store translates at its boundary all the same (:func:`from_backend`): anything
+    else a backend lets escape, say its driver's ``ConnectionError``, becomes a
+    :class:`StoreUnavailableError` with that cause, so a forgotten ``except`` costs a
+    vaguer message, never a 500.
+    """
 
     async def create(self, id_hash: bytes, record: Record) -> bool:
         """Insert a new row. Return False, writing nothing, if ``id_hash`` already exists."""
@@ -171,3 +195,21 @@ class Backend(Protocol):
     async def clear(self) -> None:
         """Delete every session."""
         ...
+
+
+@contextmanager
+def from_backend() -> Iterator[None]:
+    """Around one call of a backend: let the errors the :class:`Backend` contract names
+    through, and make anything else a :class:`StoreUnavailableError` with it as the cause.
+
+    The store wraps each backend call in it, and only that: the application's own code
+    (``modify`` functions, hooks) runs outside, so its bugs are never taken for outages.
+    """
+    try:
+        yield
+    except (SessionError, UnreadableRecordError):
+        raise
+    except Exception as error:
+        raise StoreUnavailableError(
+            f"the session backend failed: {describe_error(error)}"
+        ) from error

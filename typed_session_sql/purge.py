@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 import anyio
 import anyio.lowlevel
 
-from typed_session_sql.backend import Backend
+from typed_session_sql.backend import Backend, from_backend
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import EventHook, EventKind, emit
 
@@ -111,7 +111,8 @@ async def purge_pass(
                 emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
                 return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
             while True:
-                removed = await backend.purge(cutoff, batch_size)
+                with from_backend():
+                    removed = await backend.purge(cutoff, batch_size)
                 batches += 1
                 total += removed
                 if removed:

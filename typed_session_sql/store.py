@@ -27,6 +27,7 @@ from typed_session_sql.backend import (
     UnreadableRecordError,
     UpdateOutcome,
     check_principal,
+    from_backend,
 )
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
@@ -202,7 +203,8 @@ class SessionStore(Generic[T]):
                 return None
             id_hash = self._hash(cookie_value)
             try:
-                record = await self.backend.read(id_hash)
+                with from_backend():
+                    record = await self.backend.read(id_hash)
             except UnreadableRecordError as error:
                 emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
                 return None
@@ -275,7 +277,8 @@ class SessionStore(Generic[T]):
                     return DoNothing()
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
-        await self.backend.delete(pending.id_hash)
+        with from_backend():
+            await self.backend.delete(pending.id_hash)
         session.removed()
         emit(self.on_event, EventKind.DELETED)
         return DeleteCookie()
@@ -293,7 +296,9 @@ class SessionStore(Generic[T]):
         fresh = self._fresh_ids()
         while True:
             cookie_value, id_hash = fresh.next()
-            if await self.backend.create(id_hash, record):
+            with from_backend():
+                created = await self.backend.create(id_hash, record)
+            if created:
                 break
         session.stored_as(1, record.data, identity=(cookie_value, id_hash))
         emit(self.on_event, EventKind.CREATED)
@@ -309,7 +314,8 @@ class SessionStore(Generic[T]):
             change = pending.update
             if identity is not None:
                 change = replace(change, new_id_hash=identity[1])
-            outcome = await self.backend.update(change)
+            with from_backend():
+                outcome = await self.backend.update(change)
             if outcome is UpdateOutcome.UPDATED:
                 break
             if outcome is UpdateOutcome.ID_TAKEN:
@@ -352,7 +358,8 @@ class SessionStore(Generic[T]):
     async def _reread(self, id_hash: bytes, retries: int) -> Record | None:
         """The row as a concurrent writer left it, after a lost race."""
         try:
-            return await self.backend.read(id_hash)
+            with from_backend():
+                return await self.backend.read(id_hash)
         except UnreadableRecordError as error:
             emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
             emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
@@ -374,9 +381,10 @@ class SessionStore(Generic[T]):
         # A lost touch (row gone or rotated away, written since it was read, or a concurrent
         # renewal went further) is harmless, but then there is nothing to tell the client:
         # re-sending this value could overwrite a newer cookie another request just set.
-        touched = await self.backend.touch(
-            pending.id_hash, pending.version, pending.expires_at, self.now()
-        )
+        with from_backend():
+            touched = await self.backend.touch(
+                pending.id_hash, pending.version, pending.expires_at, self.now()
+            )
         session.stored_as(pending.version)
         if not touched:
             return DoNothing()
@@ -401,12 +409,13 @@ class SessionStore(Generic[T]):
         with self._reporting_failures():
             now = self.now()
             absolute = self.expiry.absolute
-            listed = await self.backend.list_by_principal(
-                principal,
-                live_at=now,
-                created_after=None if absolute is None else later_by(now, -absolute),
-                limit=limit,
-            )
+            with from_backend():
+                listed = await self.backend.list_by_principal(
+                    principal,
+                    live_at=now,
+                    created_after=None if absolute is None else later_by(now, -absolute),
+                    limit=limit,
+                )
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
@@ -422,7 +431,10 @@ class SessionStore(Generic[T]):
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
         with self._reporting_failures():
-            removed = await self.backend.delete_by_principal(principal, only=bytes.fromhex(handle))
+            with from_backend():
+                removed = await self.backend.delete_by_principal(
+                    principal, only=bytes.fromhex(handle)
+                )
             if removed:
                 emit(self.on_event, EventKind.REVOKED, "one", removed, scope="one")
             return removed == 1
@@ -437,7 +449,8 @@ class SessionStore(Generic[T]):
             raise ValueError("keep is not a session of that principal")
         kept = None if keep is None or keep.handle is None else bytes.fromhex(keep.handle)
         with self._reporting_failures():
-            removed = await self.backend.delete_by_principal(principal, keep=kept)
+            with from_backend():
+                removed = await self.backend.delete_by_principal(principal, keep=kept)
             if removed:
                 scope: RevokeScope = "others" if kept else "all"
                 emit(self.on_event, EventKind.REVOKED, scope, removed, scope=scope)
@@ -463,7 +476,7 @@ class SessionStore(Generic[T]):
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""
-        with self._reporting_failures():
+        with self._reporting_failures(), from_backend():
             await self.backend.clear()
 
     @contextmanager

@@ -203,3 +203,37 @@ async def test_every_keeps_running_while_the_database_is_down() -> None:
     assert "hunter2secret" not in "".join(warnings) + rest
     assert code == 0
     assert unstamped(rest) == "received SIGTERM, stopping"
+
+
+def until_output_closed(args: list[str]) -> tuple[int, str, str]:
+    """Start the CLI; read its first line, then close its stdout, as ``| head -1`` does.
+    Return the exit code, the line and its stderr."""
+    with subprocess.Popen(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        try:
+            first = process.stdout.readline()
+            process.stdout.close()
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return code, first, process.stderr.read()
+
+
+async def test_every_stops_cleanly_when_nobody_reads_its_output(
+    filled: tuple[SqlBackend, list[str]],
+) -> None:
+    # `purge --every 1s | head -2` used to print a BrokenPipeError traceback every pass
+    # until SIGTERM. On PostgreSQL the URL carries a ?password= too: never printed.
+    backend, (flag, url, *options) = filled
+    if backend.engine.dialect.name == "postgresql":
+        url += "?password=hunter2secret"
+    args = ["purge", flag, url, *options, "--every", "10ms"]
+    code, first, err = await anyio.to_thread.run_sync(until_output_closed, args)
+    assert code == 0, err
+    assert "every 0:00:00.010000" in unstamped(first)
+    assert "hunter2secret" not in first + err
+    assert err == ""  # no traceback, no "Exception ignored" at exit

@@ -34,7 +34,7 @@ CLI = [sys.executable, "-m", "typed_session_sql.cli"]
 STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00) (.*)")
 SUMMARY = re.compile(
     r"purged (?P<rows>[\d,]+) expired sessions in (?P<batches>\d+) batch\(es\), "
-    r"[\d.]+ s, [\d,]+ rows/s"
+    r"[\d.]+ s, [\d,]+ rows/s(?:, database (?P<database>\S+))?"  # one pass names it
 )
 
 
@@ -116,6 +116,7 @@ async def test_purge_one_pass_prints_one_summary_line_and_exits_0(
     summary = SUMMARY.fullmatch(lines[0])
     assert summary is not None, lines[0]
     assert (summary["rows"], summary["batches"]) == ("2,500", "3")
+    assert summary["database"] == options[1]  # the database it deleted in (no password)
     assert await count_rows(backend) == 12
 
 

@@ -209,7 +209,8 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
             on_batch=batch_hook,
             pause=args.pause.total_seconds(),
         )
-        on_pass(result)
+        # A cron line's one line says where it deleted (a sidecar's first line does).
+        line(f"{format_result(result)}, database {db.masked_url}")
         return EXIT_OK
 
     line(

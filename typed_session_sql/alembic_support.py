@@ -69,6 +69,7 @@ __all__ = [
     "include_name",
     "make_config",
     "options",
+    "refuse_a_table_recorded_elsewhere",
     "render_item",
     "script_location",
     "serialised",
@@ -332,6 +333,26 @@ def _check_unrecorded(connection: Connection, table: str, schema: str | None) ->
         "with `alembic upgrade heads` only; if create_schema() made it (development), drop "
         "it and migrate again"
     )
+
+
+def refuse_a_table_recorded_elsewhere(table: str, schema: str | None) -> None:
+    """Called by our first revision: when an application's own Alembic history runs it
+    (way 2) on a database where ``typed-session-sql migrate`` or ``backend.migrate()``
+    already created the table (way 1), stop with a message naming both ways instead of
+    failing on ``CREATE TABLE``. Nothing to check offline (``--sql``) or on our own runs."""
+    from alembic import op
+    from alembic.util.exc import CommandError
+
+    migration = op.get_context()
+    if migration.as_sql or migration.version_table == version_table(table):
+        return
+    if inspect(op.get_bind()).has_table(version_table(table), schema=schema):
+        raise CommandError(
+            f"the session table {table!r} is migrated by typed-session-sql itself (its "
+            f"record is in {version_table(table)!r}): keep to `typed-session-sql migrate` "
+            "or `backend.migrate()`, and remove typed_session_sql:migrations/versions from "
+            "version_locations (docs/migrations.md, way 1)"
+        )
 
 
 def _script_revisions() -> set[str]:

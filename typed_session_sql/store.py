@@ -27,6 +27,7 @@ from typed_session_sql.backend import (
     UnreadableRecordError,
     UpdateOutcome,
     check_principal,
+    from_backend,
 )
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
@@ -246,7 +247,8 @@ class SessionStore(Generic[T]):
         with self._reporting_failures("load"):
             id_hash = self._hash(cookie_value)
             try:
-                record = await self.backend.read(id_hash)
+                with from_backend():
+                    record = await self.backend.read(id_hash)
             except UnreadableRecordError as error:
                 emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
                 return None
@@ -306,7 +308,8 @@ class SessionStore(Generic[T]):
             return False
         with self._reporting_failures("still_valid"):
             try:
-                record = await self.backend.read(bytes.fromhex(session.handle))
+                with from_backend():
+                    record = await self.backend.read(bytes.fromhex(session.handle))
             except UnreadableRecordError:
                 return False
             now = self.now()
@@ -369,7 +372,8 @@ class SessionStore(Generic[T]):
                     return await self._delete(session, pending)
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
-        removed = await self.backend.delete(pending.id_hash)
+        with from_backend():
+            removed = await self.backend.delete(pending.id_hash)
         session.removed()
         # The client's cookie goes either way (the user signed out here), but a miss is no
         # sign-out: a concurrent sign-in may have moved the session on to a new id.
@@ -389,7 +393,9 @@ class SessionStore(Generic[T]):
         fresh = self._fresh_ids()
         while True:
             cookie_value, id_hash = fresh.next()
-            if await self.backend.create(id_hash, record):
+            with from_backend():
+                created = await self.backend.create(id_hash, record)
+            if created:
                 break
         session.stored_as(1, record.data, identity=(cookie_value, id_hash))
         emit(self.on_event, EventKind.CREATED)
@@ -405,7 +411,8 @@ class SessionStore(Generic[T]):
             change = pending.update
             if identity is not None:
                 change = replace(change, new_id_hash=identity[1])
-            outcome = await self.backend.update(change)
+            with from_backend():
+                outcome = await self.backend.update(change)
             if outcome is UpdateOutcome.UPDATED:
                 break
             if outcome is UpdateOutcome.ID_TAKEN:
@@ -449,7 +456,8 @@ class SessionStore(Generic[T]):
     async def _reread(self, id_hash: bytes, retries: int) -> Record | None:
         """The row as a concurrent writer left it, after a lost race."""
         try:
-            return await self.backend.read(id_hash)
+            with from_backend():
+                return await self.backend.read(id_hash)
         except UnreadableRecordError as error:
             emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
             emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
@@ -471,9 +479,10 @@ class SessionStore(Generic[T]):
         # A lost touch (row gone or rotated away, written since it was read, or a concurrent
         # renewal went further) is harmless, but then there is nothing to tell the client:
         # re-sending this value could overwrite a newer cookie another request just set.
-        touched = await self.backend.touch(
-            pending.id_hash, pending.version, pending.expires_at, self.now()
-        )
+        with from_backend():
+            touched = await self.backend.touch(
+                pending.id_hash, pending.version, pending.expires_at, self.now()
+            )
         session.stored_as(pending.version)
         if not touched:
             return DoNothing()
@@ -498,12 +507,13 @@ class SessionStore(Generic[T]):
         with self._reporting_failures("list"):
             now = self.now()
             absolute = self.expiry.absolute
-            listed = await self.backend.list_by_principal(
-                principal,
-                live_at=now,
-                created_after=None if absolute is None else later_by(now, -absolute),
-                limit=limit,
-            )
+            with from_backend():
+                listed = await self.backend.list_by_principal(
+                    principal,
+                    live_at=now,
+                    created_after=None if absolute is None else later_by(now, -absolute),
+                    limit=limit,
+                )
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
@@ -518,7 +528,7 @@ class SessionStore(Generic[T]):
         check_principal(principal)
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
-        with self._reporting_failures("revoke"):
+        with self._reporting_failures("revoke"), from_backend():
             removed = await self.backend.delete_by_principal(principal, only=bytes.fromhex(handle))
             if removed:
                 emit(self.on_event, EventKind.REVOKED, "one", removed, scope="one")
@@ -533,7 +543,7 @@ class SessionStore(Generic[T]):
         if keep is not None and keep.principal != principal:
             raise ValueError("keep is not a session of that principal")
         kept = None if keep is None or keep.handle is None else bytes.fromhex(keep.handle)
-        with self._reporting_failures("revoke_all"):
+        with self._reporting_failures("revoke_all"), from_backend():
             removed = await self.backend.delete_by_principal(principal, keep=kept)
             if removed:
                 scope: RevokeScope = "others" if kept else "all"
@@ -560,7 +570,7 @@ class SessionStore(Generic[T]):
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""
-        with self._reporting_failures("clear"):
+        with self._reporting_failures("clear"), from_backend():
             await self.backend.clear()
 
     @contextmanager

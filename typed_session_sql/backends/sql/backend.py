@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import MetaData, Table
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -45,11 +44,12 @@ from typed_session_sql.backends.sql.failures import (
     StatementFailed,
     store_error,
     store_error_cause,
+    translated,
 )
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
 from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
-from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.urls import mask_password
 
 if TYPE_CHECKING:
     from typed_session_sql.backends.sql.readiness import Readiness
@@ -190,20 +190,19 @@ class SqlBackend:
 
     async def create_schema(self) -> None:
         """Create the table and its index if missing. Production uses the migrations."""
-        try:
+        with self._translated("create the session table"):
             async with self.engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
-        except (SQLAlchemyError, OSError) as error:
-            raise StoreUnavailableError(
-                f"could not create the session table: {describe_error(error)}"
-            ) from error
 
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
         over this backend's engine (no second engine, no URL needed): the one call an app
         makes at start-up. Concurrent callers, in any number of processes, take turns under
         a lock (PostgreSQL advisory lock, SQLite write lock, MySQL GET_LOCK). See
-        :func:`typed_session_sql.alembic_support.upgrade`."""
+        :func:`typed_session_sql.alembic_support.upgrade`: a revision or version record
+        that will not do raises :class:`~typed_session_sql.errors.MigrationError` (not to
+        be retried), the database :class:`~typed_session_sql.errors.StoreUnavailableError`
+        naming it (password masked) and the driver's first line."""
         from typed_session_sql.alembic_support import upgrade
 
         await upgrade(self.engine, self.table.name, self.table.schema, revision)
@@ -229,7 +228,14 @@ class SqlBackend:
 
     async def stats(self, now: datetime) -> TableStats:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
-        return await maintenance.table_stats(self.engine, self.table, now)
+        with self._translated("read the statistics of"):
+            return await maintenance.table_stats(self.engine, self.table, now)
+
+    def _translated(self, doing: str) -> AbstractContextManager[None]:
+        """The errors of a rare operation, as :func:`.failures.translated` makes them."""
+        where = mask_password(self.engine.url.render_as_string(hide_password=True))
+        table = str(self.table.fullname)
+        return translated(table, f"{doing} {table} on {where}")
 
     @property
     def telemetry_attributes(self) -> dict[str, str]:

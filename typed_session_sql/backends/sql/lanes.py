@@ -19,6 +19,7 @@ may be in its pool raises :class:`~typed_session_sql.errors.EventLoopError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable
@@ -142,7 +143,10 @@ class Lanes:
             await loop.create_future()  # never done
         finally:
             if self._take(loop, lane):
-                await self._close(lane)
+                # Nobody awaits this task: a connection that fails to close (the server
+                # went away) is closed all the same, and nothing is left to report to.
+                with contextlib.suppress(Exception):
+                    await self._close(lane)
 
     def _take(self, loop: asyncio.AbstractEventLoop, lane: Lane) -> bool:
         with self._lock:

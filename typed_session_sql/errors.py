@@ -68,6 +68,12 @@ class DataRejectedError(SessionError):
     driver's equivalent): a value it cannot store, not an outage. Nothing was written."""
 
 
+class EventLoopError(SessionError, RuntimeError):
+    """The backend was used from an event loop its engine's connections do not belong to,
+    and it could not open connections of that loop's own: the engine is the application's
+    (see :class:`~typed_session_sql.backends.sql.SqlBackend`). Nothing was sent."""
+
+
 def describe_error(error: BaseException) -> str:
     """The error's type and the first line of its message (and of its cause's), short.
 

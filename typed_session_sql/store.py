@@ -35,6 +35,7 @@ from typed_session_sql.errors import (
     IdCollisionError,
     SessionConflictError,
     SessionDeletedError,
+    SessionError,
     SessionTableMissingError,
     SessionTooLargeError,
     StoreUnavailableError,
@@ -61,6 +62,9 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 OnUndecodable = Literal["drop", "reset_data"]
+
+Here = Literal["sign_out", "keep", "rotate"]
+"""What :meth:`SessionStore.sign_out_everywhere` does with the current session."""
 
 MAX_LISTED = 10_000
 """The most sessions one :meth:`SessionStore.sessions_of` call returns."""
@@ -550,6 +554,42 @@ class SessionStore(Generic[T]):
                 emit(self.on_event, EventKind.REVOKED, scope, removed, scope=scope)
             return removed
 
+    async def sign_out_everywhere(self, session: Session[T], *, here: Here = "sign_out") -> int:
+        """Revoke every session of the principal signed in on ``session`` (the current
+        request's) in one backend call, and leave ``session`` as ``here`` says:
+
+        - ``"sign_out"``: signed out as well; its row goes with the others, and the
+          middleware's save deletes the browser's cookie without another statement.
+        - ``"keep"``: "sign out everywhere else": it stays signed in, as it is.
+        - ``"rotate"``: after a password change: it stays signed in, under a fresh id the
+          response's save writes (one statement, version-checked like every save), so a
+          copy of the old cookie is dead too.
+
+        Return how many sessions went. Raises ValueError for a session nobody signed in
+        on, :class:`SessionError` for a deleted one, and :class:`StoreUnavailableError`.
+        """
+        if here not in ("sign_out", "keep", "rotate"):
+            raise ValueError(f"here must be 'sign_out', 'keep' or 'rotate', not {here!r}")
+        if session.is_deleted:
+            raise SessionError("the session was deleted; it cannot sign out everywhere")
+        principal = session.principal
+        if principal is None:
+            raise ValueError("nobody signed in on this session: sign_in() first")
+        if here != "sign_out":
+            removed = await self.revoke_all(principal, keep=session)
+            if here == "rotate":
+                session.regenerate()
+            return removed
+        # A sign-in of this request is not stored yet: the row still has its old principal,
+        # and only deleting it by its id removes it (one more statement, on save).
+        signing_in = session.is_new or _signs_in(session)
+        removed = await self.revoke_all(principal)
+        if signing_in:
+            session.delete()
+        else:
+            session.removed()  # the row went with the others
+        return removed
+
     # -- housekeeping -------------------------------------------------------------------
 
     async def purge_expired(
@@ -617,6 +657,12 @@ class _FreshIds:
 
 
 _UNMEASURED = nullcontext()
+
+
+def _signs_in(session: Session[T]) -> bool:
+    """Whether saving ``session`` stores a sign-in its row does not have yet."""
+    pending = session.pending_write()
+    return isinstance(pending, PendingUpdate) and pending.update.sign_in is not None
 
 
 def _backoff(attempt: int) -> float:

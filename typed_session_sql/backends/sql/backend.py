@@ -46,6 +46,7 @@ from typed_session_sql.backends.sql.failures import (
     store_error_cause,
     translated,
 )
+from typed_session_sql.backends.sql.lanes import Lanes
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
 from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
@@ -81,6 +82,13 @@ class SqlBackend:
             statements (driver execution only), instead of one checkout from the pool per
             statement. An engine the application shares usually holds none.
         owns_engine: :meth:`dispose` disposes the engine too (as :meth:`from_url` sets).
+
+    A connection belongs to the event loop that opened it, so the backend never uses one
+    from another loop: each loop gets its own connections (and, on a backend made with
+    :meth:`from_url`, an engine of its own while another loop uses the first), closed on
+    that loop by :meth:`dispose` or when the loop shuts down. An engine passed in here is
+    the application's: used from a second loop while it may hold the first one's
+    connections, the backend raises :class:`~typed_session_sql.errors.EventLoopError`.
 
     Examples:
         A backend of its own engine, made from a URL (here a SQLite file; without a URL,
@@ -128,25 +136,38 @@ class SqlBackend:
         held_connections: HeldConnections | None = None,
         owns_engine: bool = False,
     ) -> None:
-        self.engine: AsyncEngine = engine
         self.metadata = MetaData()
         self.table: Table = session_table(self.metadata, table_name, schema)
         self.owns_engine = owns_engine
         chosen, why = choose(engine, execution)
         translate = engine.get_execution_options().get("schema_translate_map")
         self.statements = build_statements(self.table, engine.dialect, translate)
-        self.executor: Executor
-        if chosen == "sqlalchemy":
-            self.executor = SqlAlchemyExecutor(engine)
-        else:
+
+        def make_executor(engine: AsyncEngine) -> Executor:
+            if chosen == "sqlalchemy":
+                return SqlAlchemyExecutor(engine)
             driver = DRIVERS[chosen]()
             connections: ConnectionSource = (
                 PerStatement(engine, driver)
                 if held_connections is None
                 else Holder(engine, held_connections, driver)
             )
-            self.executor = DriverExecutor(driver, connections)
+            return DriverExecutor(driver, connections)
+
+        self._lanes = Lanes(engine, make_executor(engine), make_executor, owns_engine=owns_engine)
         _log.debug("%r: %s", self, why)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the running event loop's statements use: the one the backend was made
+        with, except while it serves another loop that still runs (then, on a backend that
+        made its engine, one more like it; see :mod:`.lanes`)."""
+        return self._lanes.current().engine
+
+    @property
+    def executor(self) -> Executor:
+        """What runs the running event loop's statements."""
+        return self._lanes.current().executor
 
     @classmethod
     def from_url(
@@ -177,7 +198,7 @@ class SqlBackend:
         held = None
         if isinstance(engine.sync_engine.pool, QueuePool):  # not SQLite's in-memory pool
             held = _held(engine_options, held_connections)
-        return cls(
+        backend = cls(
             engine,
             table_name,
             schema,
@@ -185,6 +206,9 @@ class SqlBackend:
             held_connections=held,
             owns_engine=True,
         )
+        # Another event loop running at the same time gets an engine of its own (.lanes).
+        backend._lanes.make_engine = lambda: create_engine(resolved, **engine_options)
+        return backend
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -216,10 +240,10 @@ class SqlBackend:
         return await check_ready(self, revision=revision, within=within)
 
     async def dispose(self) -> None:
-        """Close the connections the backend holds, and the engine if it is the backend's."""
-        await self.executor.aclose()
-        if self.owns_engine:
-            await self.engine.dispose()
+        """Close the connections the backend holds, and the engine if it is the backend's,
+        for the running event loop. Another loop's, where the backend served one at the same
+        time, close when that loop shuts down."""
+        await self._lanes.close_current()
 
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
         """The cross-instance purge lock for this table (PostgreSQL's advisory lock, MySQL's
@@ -260,10 +284,11 @@ class SqlBackend:
         await self.dispose()
 
     def __repr__(self) -> str:
-        held = getattr(self.executor, "held", 0)
+        executor = self._lanes.first.executor
+        held = getattr(executor, "held", 0)
         return (
-            f"SqlBackend({self.engine.dialect.name}, table={self.table.fullname!r}, "
-            f"executor={self.executor.name}, held_connections={held})"
+            f"SqlBackend({self._lanes.engine.dialect.name}, table={self.table.fullname!r}, "
+            f"executor={executor.name}, held_connections={held})"
         )
 
     # -- running one statement ----------------------------------------------------------
@@ -278,7 +303,7 @@ class SqlBackend:
         budget = None
         while True:
             try:
-                return await self.executor.run(statement, params)
+                return await self._lanes.current().executor.run(statement, params)
             except StatementFailed as failed:
                 budget = budget or RetryBudget(idempotent=idempotent)
                 await self._after(failed, budget)

@@ -21,10 +21,13 @@ inject SQL.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from blake3 import blake3
 from sqlalchemy import Table, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from typed_session_sql.backends.sql.backend import SqlBackend
 from typed_session_sql.backends.sql.maintenance import lock_key
@@ -160,6 +163,16 @@ def _verbatim(sql: str) -> TextClause:
     return text(sql.replace(":", "\\:"))
 
 
+@asynccontextmanager
+async def _transaction(backend: SqlBackend) -> AsyncIterator[AsyncConnection]:
+    """A transaction, committed at the end: the backend's engine runs in autocommit, where
+    a failed schedule would leave the procedure behind."""
+    async with backend.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="READ COMMITTED")
+        async with conn.begin():
+            yield conn
+
+
 def _of(backend: SqlBackend) -> None:
     if backend.engine.dialect.name != "postgresql":
         raise ValueError(f"pg_cron is PostgreSQL's; this backend is {backend.engine.dialect.name}")
@@ -194,7 +207,7 @@ async def install_pg_cron_purge(
     """
     _of(backend)
     sql = pg_cron_purge(backend.table, schedule=schedule, batch_size=batch_size)
-    async with backend.engine.begin() as conn:
+    async with _transaction(backend) as conn:
         await conn.execute(_verbatim(sql.create))
         await conn.execute(_verbatim(sql.schedule))
     return sql
@@ -205,7 +218,7 @@ async def remove_pg_cron_purge(backend: SqlBackend) -> bool:
     neither exists (the ``cron`` schema must, though)."""
     _of(backend)
     sql = pg_cron_purge(backend.table)
-    async with backend.engine.begin() as conn:
+    async with _transaction(backend) as conn:
         removed = (await conn.execute(_verbatim(sql.unschedule))).all()
         await conn.execute(_verbatim(sql.drop))
     return bool(removed)

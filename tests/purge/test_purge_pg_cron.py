@@ -8,9 +8,11 @@ Every wait is for a state, bounded by a deadline.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +23,9 @@ import pytest
 
 from tests.production.servers import Cluster, init_cluster, running
 from tests.selection import unavailable
-from tests.sql_backends import unique_name
+from tests.sql_backends import on_the_server, require_postgres, unique_name
 from typed_session_sql import SqlBackend
+from typed_session_sql.cli import main
 from typed_session_sql.pg_cron import (
     install_pg_cron_purge,
     pg_cron_purge_script,
@@ -288,3 +291,74 @@ async def test_the_script_and_what_is_refused() -> None:
         pg_cron_purge_script(
             SqlBackend.from_url("postgresql+asyncpg://db.invalid/app", table_name="t" * 60)
         )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "typed_session_sql.cli", "purge", *args],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+    )
+
+
+async def test_the_cli_installs_and_removes_it(cluster: Cluster, cron_backend: SqlBackend) -> None:
+    table = cron_backend.table.name
+    options = ["--url", cluster.url(), "--table", table, "--batch-size", "50"]
+    refused = await anyio.to_thread.run_sync(
+        lambda: cli(*options, "--pg-cron", "install", "--schedule", "every now and then")
+    )
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert "pg_cron refused the schedule 'every now and then'" in refused.stderr
+    done = await anyio.to_thread.run_sync(
+        lambda: cli(*options, "--pg-cron", "install", "--schedule", "0 3 * * *")
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"scheduled pg_cron job 'typed_session_sql purge {table}'" in done.stdout
+    async with await _connect(cluster) as conn:
+        job = await conn.fetchrow(
+            "SELECT schedule, command FROM cron.job WHERE jobname = $1",
+            f"typed_session_sql purge {table}",
+        )
+        assert tuple(job) == ("0 3 * * *", f'CALL "{table}_purge"(50)')
+        gone = await anyio.to_thread.run_sync(lambda: cli(*options, "--pg-cron", "remove"))
+        assert gone.returncode == 0, gone.stderr
+        assert gone.stdout == f"removed the pg_cron purge of {table}\n"
+        assert await conn.fetchval("SELECT to_regproc($1)", f"{table}_purge") is None
+
+
+def test_the_cli_prints_the_sql_without_a_database_and_refuses_other_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In this process (main), where no server is needed: a process each costs seconds.
+    assert main(["purge", "--url", "postgresql://app@db.invalid/app", "--pg-cron", "sql"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("-- typed-session-sql: purge typed_sessions with pg_cron\n")
+    assert """'*/5 * * * *', 'CALL "typed_sessions_purge"(1000)');""" in printed
+    for refused, why in (
+        (["--url", f"sqlite:///{tmp_path}/s.db", "--pg-cron", "sql"], "needs a PostgreSQL URL"),
+        (["--url", "postgresql://db.invalid/a", "--table", "t" * 60, "--pg-cron", "sql"], "63"),
+        (
+            ["--url", "postgresql://db.invalid/a", "--pg-cron", "install", "--every", "5m"],
+            "--every",
+        ),
+    ):
+        assert main(["purge", *refused]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert why in err
+
+
+def test_the_cli_on_a_database_without_pg_cron_exits_69_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The shared test server, which does not preload pg_cron: no cron schema there.
+    table = unique_name("sessions")
+    url = require_postgres()
+    assert main(["purge", "--url", url, "--table", table, "--pg-cron", "install"]) == 69
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert 'schema "cron" does not exist' in err
+    # The procedure was created in the same transaction as the failed schedule: rolled back.
+    query = functools.partial(on_the_server, "SELECT to_regproc(:p)", p=f"{table}_purge")
+    assert anyio.run(query) == [(None,)]

@@ -117,11 +117,16 @@ def pg_cron_purge(
     """The SQL for purging ``table`` with pg_cron every ``schedule`` (cron syntax, as
     ``cron.schedule`` takes it), ``batch_size`` rows a batch.
 
-    Raises :class:`ValueError` for a ``batch_size`` outside 1-1,000,000, or a table name
-    too long to name its procedure (``<table>_purge`` must fit in 63 bytes).
+    Raises :class:`ValueError` for a ``batch_size`` outside 1-1,000,000, a table name too
+    long to name its procedure (``<table>_purge`` must fit in 63 bytes), or a table or
+    schema name with control characters (a line break in it would end a comment of
+    :func:`pg_cron_purge_script`).
     """
     if not 1 <= batch_size <= _MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {_MAX_BATCH_SIZE:,}")
+    if not str(table.fullname).isprintable():
+        # A line break would end the script's "--" comments and run what follows.
+        raise ValueError("a table or schema name with control characters cannot be scheduled")
     name = f"{table.name}_purge"
     if len(name.encode()) > _MAX_IDENTIFIER:
         raise ValueError(f"table name too long for a procedure name: {name!r} over 63 bytes")

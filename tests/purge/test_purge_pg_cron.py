@@ -287,6 +287,10 @@ async def test_the_script_and_what_is_refused() -> None:
                 pg_cron_purge_script(pg, batch_size=bad)
     finally:
         await pg.dispose()
+    with pytest.raises(ValueError, match="control characters"):
+        pg_cron_purge_script(
+            SqlBackend.from_url("postgresql+asyncpg://db.invalid/app", table_name="t\nDROP x")
+        )
     with pytest.raises(ValueError, match="too long"):
         pg_cron_purge_script(
             SqlBackend.from_url("postgresql+asyncpg://db.invalid/app", table_name="t" * 60)

@@ -167,7 +167,8 @@ def test_the_store_still_hands_out_the_typed_accessor() -> None:
     from typed_session_sql.scope import get_session as get_session_from_scope
 
     store = SessionStore(dict, MemoryBackend())
-    assert SessionAccessor is FromScope and get_session is get_session_from_scope
+    assert SessionAccessor is FromScope
+    assert get_session is get_session_from_scope
     assert store.session == SessionAccessor(store)
 
 
@@ -182,7 +183,7 @@ def package(tmp_path: Path) -> Path:
         # Up, from inside a function: loaded when used is still an import.
         "store.py": "def f():\n    from typed_session_sql.asgi import X\n",
         # Up, for the type checker only, and relatively.
-        "session.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import csrf\n",
+        "session.py": "import typing\nif typing.TYPE_CHECKING:\n    from . import csrf\n",
         "asgi.py": "import typed_session_sql.store\n",
         "csrf.py": "",
         "backends/__init__.py": "",

@@ -47,7 +47,7 @@ from typed_session_sql.backends.sql.failures import (
     store_error_cause,
 )
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
-from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
+from typed_session_sql.backends.sql.statements import CompiledStatement, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
 from typed_session_sql.errors import StoreUnavailableError, describe_error
 
@@ -263,7 +263,7 @@ class SqlBackend:
     # -- running one statement ----------------------------------------------------------
 
     async def _run(
-        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool = True
+        self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool = True
     ) -> Any:
         """Run ``statement`` (see :meth:`Executor.run`), once more where the
         :class:`RetryBudget` allows. A taken id raises :class:`StatementFailed` for the
@@ -278,7 +278,7 @@ class SqlBackend:
                 await self._after(failed, budget)
 
     async def _count(
-        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool
+        self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool
     ) -> int:
         """Run a write; how many rows it changed."""
         count: int = await self._run(statement, params, idempotent=idempotent)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from typed_session_sql.backends.sql.connections import ConnectionSource, DriverConnections
 from typed_session_sql.backends.sql.failures import Failure, StatementFailed
-from typed_session_sql.backends.sql.statements import Prepared
+from typed_session_sql.backends.sql.statements import CompiledStatement
 
 __all__ = ["Driver", "DriverExecutor", "statement_logger"]
 
@@ -55,7 +55,7 @@ class DriverExecutor:
     async def aclose(self) -> None:
         await self._connections.aclose()
 
-    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
+    async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
         args = statement.arguments(params)
         if statement_logger.isEnabledFor(logging.DEBUG):
             statement_logger.debug("%s", statement.sql)

@@ -59,7 +59,7 @@ class OutageMemoryBackend(MemoryBackend):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
-        self.failure = StoreUnavailableError("connection refused")
+        self.failure: Exception = StoreUnavailableError("connection refused")
 
     def _check(self) -> None:
         if self.down:

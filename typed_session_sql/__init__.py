@@ -25,6 +25,7 @@ from typed_session_sql.commands import (
 )
 from typed_session_sql.errors import (
     DataRejectedError,
+    EventLoopError,
     IdCollisionError,
     SessionConflictError,
     SessionDeletedError,
@@ -55,6 +56,7 @@ __all__ = [
     "EncodeError",
     "EventHook",
     "EventKind",
+    "EventLoopError",
     "ExpiryPolicy",
     "IdCollisionError",
     "MemoryBackend",

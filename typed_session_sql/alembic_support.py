@@ -5,7 +5,8 @@ application's own ``env.py`` needs.
 Settings come, first match wins, from ``-x key=value`` on the Alembic command line, from
 ``Config.attributes`` (set by :func:`make_config`), from the environment
 (``TYPED_SESSION_SQL_URL``, ``TYPED_SESSION_SQL_TABLE``, ``TYPED_SESSION_SQL_SCHEMA``), else
-the defaults.
+the defaults; the URL has none (``sqlalchemy.url`` in the ini file also names one): a
+migration never picks a database nobody named.
 
 **Version records.** Each session table has its own version table, named by
 :func:`version_table` (``typed_sessions_alembic_version`` for the default table), so any
@@ -24,25 +25,29 @@ once take turns: the first creates the table, the others find it at head.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from blake3 import blake3
-from sqlalchemy import inspect, text
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql.engine import URL_ENV
+from typed_session_sql.backends.sql.failures import translated
 from typed_session_sql.backends.sql.table import (
     DEFAULT_TABLE,
     MYSQL_DIALECTS,
     EpochMicros,
     Utf8Bytes,
 )
-from typed_session_sql.errors import SessionTableMissingError, StoreUnavailableError
+from typed_session_sql.errors import MigrationError
+from typed_session_sql.urls import mask_password
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext
@@ -64,6 +69,7 @@ __all__ = [
     "include_name",
     "make_config",
     "options",
+    "refuse_a_table_recorded_elsewhere",
     "render_item",
     "script_location",
     "serialised",
@@ -84,11 +90,18 @@ _ATTRIBUTE_PREFIX = "typed_session_sql."
 _MAX_VERSION_TABLE = 59
 _SUFFIX = "_alembic_version"
 _MYSQL_LOCK = "typed_session_sql.migration_lock"  # connection.info: the GET_LOCK name held
+# What an application's own Alembic history records its revisions in, by default.
+_APP_VERSION_TABLE = "alembic_version"
+# Alembic's chatter on every run (the plugins it set up, the dialect, transactional DDL):
+# below WARNING it is dropped while the library migrates; the change itself is logged once.
+_CHATTY = ("alembic.runtime.migration", "alembic.runtime.plugins")
+_log = logging.getLogger("typed_session_sql")
 
 
 @dataclass(frozen=True, slots=True)
 class MigrationOptions:
-    url: str
+    url: str | None
+    """None if nothing names a database: there is no default one to migrate by mistake."""
     table: str
     schema: str | None
 
@@ -153,7 +166,7 @@ def options(config: Config, x_arguments: Mapping[str, str]) -> MigrationOptions:
 
     ini_url = config.get_main_option("sqlalchemy.url")
     return MigrationOptions(
-        url=setting("url") or ini_url or DEFAULT_URL,
+        url=setting("url") or ini_url or None,
         table=setting("table") or DEFAULT_TABLE,
         schema=setting("schema"),
     )
@@ -171,8 +184,12 @@ async def upgrade(
     """Upgrade ``table`` to ``revision`` with the packaged migrations, over ``engine``.
 
     Serialised across processes (see the module docstring). Raises
-    :class:`SessionTableMissingError` if the version record says the table exists and it
-    does not, and :class:`StoreUnavailableError` if the database fails.
+    :class:`~typed_session_sql.errors.MigrationError` for an unknown revision or a version
+    record that disagrees with the database (the table exists without one: the
+    application's own Alembic history manages it; or the record names a table that is
+    gone), and :class:`StoreUnavailableError` if the database fails (on a missing schema or
+    database, say). Alembic's INFO chatter is dropped meanwhile; a change is logged once
+    (INFO, logger ``typed_session_sql``).
     """
     from alembic import command
 
@@ -195,7 +212,8 @@ async def current(engine: AsyncEngine, table: str, schema: str | None) -> tuple[
     def read(connection: Connection) -> tuple[str, ...]:
         return _recorded(connection, table, schema) or _legacy_record(connection, table, schema)
 
-    return await _on_connection(engine, read)
+    with _quiet_alembic():
+        return await _on_connection(engine, table, read, "read the revision of")
 
 
 def head() -> str | None:
@@ -208,13 +226,42 @@ def head() -> str | None:
 async def _run_command(
     engine: AsyncEngine, table: str, schema: str | None, command: Callable[[Config], None]
 ) -> Transition:
+    from alembic.util.exc import CommandError
+
     config = make_config(table=table, schema=schema)
 
     def step(connection: Connection) -> None:
         config.attributes["connection"] = connection  # env.py runs on it, lock held
-        command(config)
+        try:
+            command(config)
+        except CommandError as error:  # "Can't locate revision ...": the caller's to fix
+            raise MigrationError(f"{table}: {error}") from None
 
-    return await serialised(engine, table, schema, step)
+    with _quiet_alembic():
+        done = await serialised(engine, table, schema, step)
+    if done.before != done.after:
+        _log.info("migrated %s on %s", done, where(engine))
+    return done
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    def loud_enough(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    loggers = [logging.getLogger(name) for name in _CHATTY]
+    for logger in loggers:
+        logger.addFilter(loud_enough)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(loud_enough)
+
+
+def where(engine: AsyncEngine) -> str:
+    """The database ``engine`` works on, for messages: its URL, password masked."""
+    return mask_password(engine.url.render_as_string(hide_password=True))
 
 
 async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: Step) -> Transition:
@@ -227,10 +274,13 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
         try:
             carried = _carry_over(connection, table, schema)
             before = _recorded(connection, table, schema)
+            if not before:
+                _check_unrecorded(connection, table, schema)
+                _create_version_table(connection, table, schema)
             step(connection)
             after = _recorded(connection, table, schema)
             if after and not inspect(connection).has_table(table, schema=schema):
-                raise SessionTableMissingError(
+                raise MigrationError(
                     f"the version table {version_table(table)!r} records revision "
                     f"{_revisions(after)} but the session table {table!r} does not exist "
                     f"(dropped by hand?); to create it again, drop {version_table(table)!r} "
@@ -242,21 +292,89 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
             raise
         return Transition(table, before, after, carried_over=carried)
 
-    return await _on_connection(engine, run)
+    return await _on_connection(engine, table, run, "migrate the session table")
 
 
-async def _on_connection(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+async def _on_connection(
+    engine: AsyncEngine, table: str, work: Callable[[Connection], T], doing: str
+) -> T:
     # Migrations need a transaction; the backend's engine runs in autocommit, so this one
     # connection switches (SQLite stays in autocommit and gets BEGIN IMMEDIATE instead).
     isolation = "AUTOCOMMIT" if engine.dialect.name == "sqlite" else "READ COMMITTED"
-    try:
+    with translated(table, f"{doing} {table} on {where(engine)}"):
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level=isolation)
             return await conn.run_sync(work)
-    except (SQLAlchemyError, OSError) as error:
-        raise StoreUnavailableError(
-            f"could not migrate the session table: {type(error).__name__}"
-        ) from error
+
+
+def _check_unrecorded(connection: Connection, table: str, schema: str | None) -> None:
+    """Refuse to create a table that exists without a record of ours: it was made by
+    ``create_schema()`` or by the application's own Alembic history, and Alembic would
+    fail on ``CREATE TABLE`` with a message that names neither."""
+    inspector = inspect(connection)
+    if not inspector.has_table(table, schema=schema):
+        return
+    ours = _script_revisions()
+    app_record: tuple[str, ...] = ()
+    if inspector.has_table(_APP_VERSION_TABLE, schema=schema):
+        app_record = _heads(connection, _APP_VERSION_TABLE, schema)
+    if ours.intersection(app_record):
+        raise MigrationError(
+            f"the session table {table!r} is managed by your own Alembic history: "
+            f"{_APP_VERSION_TABLE!r} records its revision {_revisions(app_record)} "
+            "(typed_session_sql:migrations/versions in version_locations). Migrate with "
+            "`alembic upgrade heads` only: remove `backend.migrate()` and "
+            "`typed-session-sql migrate` from your start-up and deploy steps"
+        )
+    raise MigrationError(
+        f"the session table {table!r} exists but has no record in "
+        f"{version_table(table)!r}: it was made by create_schema() or by another Alembic "
+        "history (version_locations). If your own Alembic history manages it, migrate "
+        "with `alembic upgrade heads` only; if create_schema() made it (development), drop "
+        "it and migrate again"
+    )
+
+
+def refuse_a_table_recorded_elsewhere(table: str, schema: str | None) -> None:
+    """Called by our first revision: when an application's own Alembic history runs it
+    (way 2) on a database where ``typed-session-sql migrate`` or ``backend.migrate()``
+    already created the table (way 1), stop with a message naming both ways instead of
+    failing on ``CREATE TABLE``. Nothing to check offline (``--sql``) or on our own runs."""
+    from alembic import op
+    from alembic.util.exc import CommandError
+
+    migration = op.get_context()
+    if migration.as_sql or migration.version_table == version_table(table):
+        return
+    if inspect(op.get_bind()).has_table(version_table(table), schema=schema):
+        raise CommandError(
+            f"the session table {table!r} is migrated by typed-session-sql itself (its "
+            f"record is in {version_table(table)!r}): keep to `typed-session-sql migrate` "
+            "or `backend.migrate()`, and remove typed_session_sql:migrations/versions from "
+            "version_locations (docs/migrations.md, way 1)"
+        )
+
+
+def _script_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(script_location()))
+    return {script.revision for script in scripts.walk_revisions()}
+
+
+def _create_version_table(connection: Connection, table: str, schema: str | None) -> None:
+    """Create the version table as Alembic would, but with an unnamed primary key on
+    MySQL and MariaDB, which ignore the name with a warning the driver logs at first start."""
+    if connection.dialect.name not in MYSQL_DIALECTS:
+        return  # Alembic creates it
+    version = Table(
+        version_table(table),
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num"),
+        schema=schema,
+    )
+    version.create(connection, checkfirst=True)
 
 
 def _lock_key(table: str, schema: str | None) -> int:

@@ -31,6 +31,7 @@ errors the store does not report are logged here.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -316,7 +317,7 @@ class SessionMiddleware:
             if answered:
                 return  # the rest of the app's response: dropped
             if message["type"] == "http.response.start":
-                error = await self._commit(slot, bridge, message)
+                error = await self._commit(slot, bridge, scope, message)
                 if error is not None:
                     answered = True
                     await self._send_error(scope, receive, send, error)
@@ -388,7 +389,7 @@ class SessionMiddleware:
         return slot
 
     async def _commit(
-        self, slot: _Slot, bridge: Bridge | None, message: Message
+        self, slot: _Slot, bridge: Bridge | None, scope: Scope, message: Message
     ) -> SessionError | None:
         """Save the session and put its headers on ``message``; or return why it failed."""
         slot.closed = True
@@ -409,6 +410,8 @@ class SessionMiddleware:
             except SessionError as error:
                 return error
             cookie = self._cookie_header(result)
+            if cookie is not None and isinstance(result, SetCookie) and self.cookie.secure:
+                _warn_once_if_dropped(scope)
             if cookie is None and session.is_deleted and slot.had_cookie:
                 # Signing out of a session that had already expired or vanished: nothing to
                 # delete in the store, but the client's stale cookie should still go.
@@ -470,6 +473,62 @@ class SessionMiddleware:
             await send(message)
 
         await self.error_response(scope, error)(scope, receive, send_without_cookies)
+
+
+# Test clients talk to "testserver" over plain HTTP: docs/testing.md covers that case.
+_NO_WARNING_HOSTS = ("localhost", "testserver")
+_warned_about_plain_http = False
+
+
+def _warn_once_if_dropped(scope: Scope) -> None:
+    """Log once per process that a Secure cookie went out over plain HTTP to a host other
+    than localhost: the browser drops it, so sign-in "works" and nothing sticks. Behind a
+    proxy that says how it was reached (``X-Forwarded-Proto``, ``Forwarded``), the proxy
+    settings decide, not this."""
+    global _warned_about_plain_http  # once per process, by design
+    if _warned_about_plain_http or scope.get("scheme") != "http":
+        return
+    names = {name.lower() for name, _ in scope["headers"]}
+    if names & {b"x-forwarded-proto", b"forwarded"}:
+        return
+    host = _request_host(scope)
+    if host is None or _is_local(host):
+        return
+    _warned_about_plain_http = True
+    logger.warning(
+        "a Secure session cookie was set on a plain-HTTP request to %r: browsers drop it, so "
+        "sessions will not stick; serve HTTPS there (behind a proxy, trust its "
+        "X-Forwarded-Proto: uvicorn --proxy-headers), or see docs/asgi.md, "
+        "'Sign-in does not stick' (logged once)",
+        host,
+    )
+
+
+def _request_host(scope: Scope) -> str | None:
+    """The host name the client used (the Host header, else the server's), without port."""
+    host: str
+    for name, value in scope["headers"]:
+        if name.lower() == b"host":
+            host = bytes(value).decode("latin-1")
+            break
+    else:
+        server = scope.get("server")
+        if not server:
+            return None
+        host = str(server[0])
+    if host.startswith("["):  # [::1]:8000
+        return host[1 : host.find("]")] if "]" in host else None
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_local(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    if name in _NO_WARNING_HOSTS or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _add_vary_cookie(headers: Headers) -> None:

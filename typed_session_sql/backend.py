@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Protocol, TypeVar, runtime_checkable
+
+from typed_session_sql.errors import SessionError, StoreUnavailableError, describe_error
 
 R = TypeVar("R")
 
@@ -122,7 +125,27 @@ class UpdateOutcome(enum.Enum):
 
 
 class Backend(Protocol):
-    """Storage for sessions, keyed by the blake3 hash of the session id."""
+    """Storage for sessions, keyed by the blake3 hash of the session id.
+
+    **Errors.** What a method may raise is part of the protocol, so that an outage reads
+    the same (a 503 from the middleware, one ``store_unavailable`` event) whoever wrote
+    the backend:
+
+    - storage that cannot be reached or fails: :class:`StoreUnavailableError`, with the
+      driver's error chained as ``__cause__``;
+    - storage whose schema is absent (never migrated):
+      :class:`~typed_session_sql.errors.SessionTableMissingError` (a
+      :class:`StoreUnavailableError` that lasts until someone migrates);
+    - :meth:`read` on a row whose columns cannot be read back:
+      :class:`UnreadableRecordError`;
+    - values the storage refuses: :class:`~typed_session_sql.errors.DataRejectedError`;
+    - nothing else. Error messages never quote ids, id hashes, data or passwords.
+
+    The store translates at its boundary all the same (:func:`from_backend`): anything
+    else a backend lets escape, say its driver's ``ConnectionError``, becomes a
+    :class:`StoreUnavailableError` with that cause, so a forgotten ``except`` costs a
+    vaguer message, never a 500.
+    """
 
     async def create(self, id_hash: bytes, record: Record) -> bool:
         """Insert a new row. Return False, writing nothing, if ``id_hash`` already exists."""
@@ -314,3 +337,37 @@ class ForwardingBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+
+def from_backend() -> AbstractContextManager[None]:
+    """Around one call of a backend: let the errors the `Backend` contract names through,
+    and make anything else a `StoreUnavailableError` with it as the cause.
+
+    The store wraps each backend call in it, and only that: the application's own code
+    (``modify`` functions, hooks) runs outside, so its bugs are never taken for outages.
+    """
+    return _FROM_BACKEND
+
+
+class _FromBackend:
+    # A class, not @contextmanager: no generator per call on the request path
+    # (0.2 µs instead of 1.6 µs per backend call).
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return  # done, or a cancellation: not ours to judge
+        if isinstance(exc, SessionError | UnreadableRecordError):
+            return
+        raise StoreUnavailableError(f"the session backend failed: {describe_error(exc)}") from exc
+
+
+_FROM_BACKEND = _FromBackend()

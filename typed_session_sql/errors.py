@@ -54,9 +54,24 @@ class SessionTableMissingError(StoreUnavailableError):
     """
 
 
+class MigrationError(SessionError):
+    """A migration of the session table cannot run as asked, and running it again will not
+    help: an unknown revision, or a version record that disagrees with the database (the
+    table exists but no record of this library's says so, as when the application's own
+    Alembic history manages it; or the record names a table that is gone). The message
+    says which, and what to do. Not an outage: the database answered.
+    """
+
+
 class DataRejectedError(SessionError):
     """The database refused a statement for the values in it (SQLSTATE class 22, or the
     driver's equivalent): a value it cannot store, not an outage. Nothing was written."""
+
+
+class EventLoopError(SessionError, RuntimeError):
+    """The backend was used from an event loop its engine's connections do not belong to,
+    and it could not open connections of that loop's own: the engine is the application's
+    (see :class:`~typed_session_sql.backends.sql.SqlBackend`). Nothing was sent."""
 
 
 def describe_error(error: BaseException) -> str:

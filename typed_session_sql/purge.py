@@ -32,7 +32,7 @@ import anyio
 import anyio.lowlevel
 
 from typed_session_sql import telemetry
-from typed_session_sql.backend import Backend
+from typed_session_sql.backend import Backend, from_backend
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import EventHook, EventKind, emit
 
@@ -115,7 +115,7 @@ async def purge_pass(
                     measured.outcome = "skipped"
                     return PurgeResult(0, 0, time.perf_counter() - started, skipped=True)
                 while True:
-                    with telemetry.operation("purge_batch", backend):
+                    with telemetry.operation("purge_batch", backend), from_backend():
                         removed = await backend.purge(cutoff, batch_size)
                     telemetry.purged(removed)
                     batches += 1

@@ -27,6 +27,7 @@ from typed_session_sql.backend import (
     UnreadableRecordError,
     UpdateOutcome,
     check_principal,
+    from_backend,
 )
 from typed_session_sql.codec import Codec, DecodeError, codec_for
 from typed_session_sql.commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
@@ -34,6 +35,7 @@ from typed_session_sql.errors import (
     IdCollisionError,
     SessionConflictError,
     SessionDeletedError,
+    SessionError,
     SessionTableMissingError,
     SessionTooLargeError,
     StoreUnavailableError,
@@ -58,6 +60,9 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 OnUndecodable = Literal["drop", "reset_data"]
+
+Here = Literal["sign_out", "keep", "rotate"]
+"""What :meth:`SessionStore.sign_out_everywhere` does with the current session."""
 
 MAX_LISTED = 10_000
 """The most sessions one :meth:`SessionStore.sessions_of` call returns."""
@@ -244,7 +249,8 @@ class SessionStore(Generic[T]):
         with self._reporting_failures("load"):
             id_hash = self._hash(cookie_value)
             try:
-                record = await self.backend.read(id_hash)
+                with from_backend():
+                    record = await self.backend.read(id_hash)
             except UnreadableRecordError as error:
                 emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
                 return None
@@ -304,7 +310,8 @@ class SessionStore(Generic[T]):
             return False
         with self._reporting_failures("still_valid"):
             try:
-                record = await self.backend.read(bytes.fromhex(session.handle))
+                with from_backend():
+                    record = await self.backend.read(bytes.fromhex(session.handle))
             except UnreadableRecordError:
                 return False
             now = self.now()
@@ -367,7 +374,8 @@ class SessionStore(Generic[T]):
                     return await self._delete(session, pending)
 
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
-        removed = await self.backend.delete(pending.id_hash)
+        with from_backend():
+            removed = await self.backend.delete(pending.id_hash)
         session.removed()
         # The client's cookie goes either way (the user signed out here), but a miss is no
         # sign-out: a concurrent sign-in may have moved the session on to a new id.
@@ -387,7 +395,9 @@ class SessionStore(Generic[T]):
         fresh = self._fresh_ids()
         while True:
             cookie_value, id_hash = fresh.next()
-            if await self.backend.create(id_hash, record):
+            with from_backend():
+                created = await self.backend.create(id_hash, record)
+            if created:
                 break
         session.stored_as(1, record.data, identity=(cookie_value, id_hash))
         emit(self.on_event, EventKind.CREATED)
@@ -403,7 +413,8 @@ class SessionStore(Generic[T]):
             change = pending.update
             if identity is not None:
                 change = replace(change, new_id_hash=identity[1])
-            outcome = await self.backend.update(change)
+            with from_backend():
+                outcome = await self.backend.update(change)
             if outcome is UpdateOutcome.UPDATED:
                 break
             if outcome is UpdateOutcome.ID_TAKEN:
@@ -447,7 +458,8 @@ class SessionStore(Generic[T]):
     async def _reread(self, id_hash: bytes, retries: int) -> Record | None:
         """The row as a concurrent writer left it, after a lost race."""
         try:
-            return await self.backend.read(id_hash)
+            with from_backend():
+                return await self.backend.read(id_hash)
         except UnreadableRecordError as error:
             emit(self.on_event, EventKind.UNDECODABLE, describe_error(error))
             emit(self.on_event, EventKind.CONFLICT, "raised", retries=retries)
@@ -469,9 +481,10 @@ class SessionStore(Generic[T]):
         # A lost touch (row gone or rotated away, written since it was read, or a concurrent
         # renewal went further) is harmless, but then there is nothing to tell the client:
         # re-sending this value could overwrite a newer cookie another request just set.
-        touched = await self.backend.touch(
-            pending.id_hash, pending.version, pending.expires_at, self.now()
-        )
+        with from_backend():
+            touched = await self.backend.touch(
+                pending.id_hash, pending.version, pending.expires_at, self.now()
+            )
         session.stored_as(pending.version)
         if not touched:
             return DoNothing()
@@ -496,12 +509,13 @@ class SessionStore(Generic[T]):
         with self._reporting_failures("list"):
             now = self.now()
             absolute = self.expiry.absolute
-            listed = await self.backend.list_by_principal(
-                principal,
-                live_at=now,
-                created_after=None if absolute is None else later_by(now, -absolute),
-                limit=limit,
-            )
+            with from_backend():
+                listed = await self.backend.list_by_principal(
+                    principal,
+                    live_at=now,
+                    created_after=None if absolute is None else later_by(now, -absolute),
+                    limit=limit,
+                )
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
@@ -516,7 +530,7 @@ class SessionStore(Generic[T]):
         check_principal(principal)
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
-        with self._reporting_failures("revoke"):
+        with self._reporting_failures("revoke"), from_backend():
             removed = await self.backend.delete_by_principal(principal, only=bytes.fromhex(handle))
             if removed:
                 emit(self.on_event, EventKind.REVOKED, "one", removed, scope="one")
@@ -531,12 +545,48 @@ class SessionStore(Generic[T]):
         if keep is not None and keep.principal != principal:
             raise ValueError("keep is not a session of that principal")
         kept = None if keep is None or keep.handle is None else bytes.fromhex(keep.handle)
-        with self._reporting_failures("revoke_all"):
+        with self._reporting_failures("revoke_all"), from_backend():
             removed = await self.backend.delete_by_principal(principal, keep=kept)
             if removed:
                 scope: RevokeScope = "others" if kept else "all"
                 emit(self.on_event, EventKind.REVOKED, scope, removed, scope=scope)
             return removed
+
+    async def sign_out_everywhere(self, session: Session[T], *, here: Here = "sign_out") -> int:
+        """Revoke every session of the principal signed in on ``session`` (the current
+        request's) in one backend call, and leave ``session`` as ``here`` says:
+
+        - ``"sign_out"``: signed out as well; its row goes with the others, and the
+          middleware's save deletes the browser's cookie without another statement.
+        - ``"keep"``: "sign out everywhere else": it stays signed in, as it is.
+        - ``"rotate"``: after a password change: it stays signed in, under a fresh id the
+          response's save writes (one statement, version-checked like every save), so a
+          copy of the old cookie is dead too.
+
+        Return how many sessions went. Raises ValueError for a session nobody signed in
+        on, :class:`SessionError` for a deleted one, and :class:`StoreUnavailableError`.
+        """
+        if here not in ("sign_out", "keep", "rotate"):
+            raise ValueError(f"here must be 'sign_out', 'keep' or 'rotate', not {here!r}")
+        if session.is_deleted:
+            raise SessionError("the session was deleted; it cannot sign out everywhere")
+        principal = session.principal
+        if principal is None:
+            raise ValueError("nobody signed in on this session: sign_in() first")
+        if here != "sign_out":
+            removed = await self.revoke_all(principal, keep=session)
+            if here == "rotate":
+                session.regenerate()
+            return removed
+        # A sign-in of this request is not stored yet: the row still has its old principal,
+        # and only deleting it by its id removes it (one more statement, on save).
+        signing_in = session.is_new or _signs_in(session)
+        removed = await self.revoke_all(principal)
+        if signing_in:
+            session.delete()
+        else:
+            session.removed()  # the row went with the others
+        return removed
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -558,7 +608,7 @@ class SessionStore(Generic[T]):
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""
-        with self._reporting_failures("clear"):
+        with self._reporting_failures("clear"), from_backend():
             await self.backend.clear()
 
     @contextmanager
@@ -603,6 +653,12 @@ class _FreshIds:
 
 
 _UNMEASURED = nullcontext()
+
+
+def _signs_in(session: Session[T]) -> bool:
+    """Whether saving ``session`` stores a sign-in its row does not have yet."""
+    pending = session.pending_write()
+    return isinstance(pending, PendingUpdate) and pending.update.sign_in is not None
 
 
 def _backoff(attempt: int) -> float:

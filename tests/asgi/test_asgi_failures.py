@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.asgi_apps import APP_FACTORIES, Cart
+from tests.backends import OutageMemoryBackend
 from tests.e2e.server import REPOSITORY, free_port, serve, uvicorn
 from tests.sql_backends import postgres_sql_backend, require_postgres, unique_name
 from typed_session_sql import MemoryBackend, SessionStore, SqlBackend
@@ -142,6 +143,25 @@ def test_a_real_uvicorn_logs_each_failing_request_once_and_no_traceback(framewor
 
 
 # -- the session table is missing ---------------------------------------------------------
+
+
+async def test_a_backend_that_lets_its_drivers_error_out_still_gives_a_503(
+    framework: str, store_log: StoreLog
+) -> None:
+    # A backend written by someone else, forgetting to translate its driver's connection
+    # error: the store's boundary does it (it used to escape the middleware: a 500).
+    backend = OutageMemoryBackend()
+    backend.failure, backend.down = ConnectionRefusedError("[Errno 111] Connect call failed"), True
+    app = APP_FACTORIES[framework](SessionStore(Cart, backend), CookieSettings())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        response = await client.get("/show", headers={"cookie": f"__Host-id={new_cookie_value()}"})
+    assert response.status_code == 503
+    (line,) = store_log.lines()
+    assert line == (
+        "session store_unavailable: StoreUnavailableError: the session backend failed: "
+        "ConnectionRefusedError: [Errno 111] Connect call failed"
+    )
 
 
 class UnmigratedBackend(MemoryBackend):

@@ -1,6 +1,7 @@
 """What every database command shares: the same exit code for the same mistake and never a
-traceback, plain URLs taken for the async driver, the fallback database named, the hint to
-migrate only for a missing table, ``--version`` and plain-text ``--help``."""
+traceback, plain URLs taken for the async driver, no default database, no part of a
+password in any output, the hint to migrate for a missing table (and only for that) on
+every database, ``--version`` and plain-text ``--help``."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
+from alembic.util.exc import CommandError
 from sqlalchemy import text
 
 import typed_session_sql
+from tests.mariadb.server import require_mariadb
 from tests.sql_backends import require_postgres, unique_name
+from typed_session_sql import alembic_support
 from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.cli import build_parser, main
 from typed_session_sql.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
-from typed_session_sql.urls import async_url
+from typed_session_sql.urls import async_url, mask_password
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "typed_session_sql.cli"]
@@ -178,7 +183,7 @@ def test_plain_postgres_urls_work_for_every_command(
 ) -> None:
     url = f"{scheme}://root@127.0.0.1:5432/test"
     migrated = run_main(capsys, "migrate", "upgrade", "head", "--url", url, "--table", pg_table)
-    assert migrated == (0, f"{pg_table}: (none) -> 0002\n", "")
+    assert migrated == (0, f"{pg_table}: (none) -> 0002, database {url}\n", "")
     for command in (["purge"], ["stats", "--json"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url, "--table", pg_table)
         assert code == 0, err
@@ -189,7 +194,7 @@ def test_plain_sqlite_urls_work_for_every_command(
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     migrated = run_main(capsys, "migrate", "upgrade", "--url", url)
-    assert migrated == (0, "typed_sessions: (none) -> 0002\n", "")
+    assert migrated == (0, f"typed_sessions: (none) -> 0002, database {url}\n", "")
     for command in (["purge"], ["stats"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url)
         assert code == 0, err
@@ -199,53 +204,149 @@ def test_migrate_prints_one_line_per_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    head = alembic_support.head()
     steps = [
-        (["current"], "current: (none)"),
-        (["upgrade", "head"], "typed_sessions: (none) -> 0002"),
-        (["upgrade", "head"], "typed_sessions: 0002, nothing to do"),
-        (["current"], "current: 0002 (head)"),
-        (["downgrade", "base"], "typed_sessions: 0002 -> (none)"),
-        (["current"], "current: (none)"),
+        (["current"], f"typed_sessions: at (none), head is {head}"),
+        (["upgrade", "head"], f"typed_sessions: (none) -> {head}"),
+        (["upgrade", "head"], f"typed_sessions: {head}, nothing to do"),
+        (["current"], f"typed_sessions: at {head} (head)"),
+        (["downgrade", "base"], f"typed_sessions: {head} -> (none)"),
+        (["current"], f"typed_sessions: at (none), head is {head}"),
     ]
-    for args, expected in steps:
-        assert run_main(capsys, "migrate", *args, "--url", url) == (0, expected + "\n", "")
+    for args, expected in steps:  # each names the database it worked on
+        expected += f", database {url}\n"
+        assert run_main(capsys, "migrate", *args, "--url", url) == (0, expected, "")
     code, _, err = run_main(capsys, "migrate", "upgrade", "9999", "--url", url)
     assert code == EXIT_FAILED
     assert "9999" in err
 
 
-@pytest.mark.parametrize("command", [["purge"], ["stats"]])
-def test_no_url_names_the_fallback_and_creates_no_database(
-    command: list[str], tmp_path: Path
+# Every command that works on a database, in every mode (migrate --sql needs one too).
+DATABASE_COMMANDS = [
+    *COMMANDS,
+    ["migrate", "downgrade", "base"],
+    ["migrate", "upgrade", "head", "--sql"],
+    ["migrate", "current", "--check"],
+]
+
+
+@pytest.mark.parametrize("variable", ["unset", "empty"])
+def test_no_command_falls_back_to_a_database_nobody_named(
+    variable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TYPED_SESSION_SQL_")}
-    done = cli(*command, cwd=tmp_path, env=env)
-    assert done.returncode == EXIT_UNAVAILABLE
-    assert done.stderr.splitlines()[0] == (
-        "note: no --url and no $TYPED_SESSION_SQL_URL: using the default database "
-        "sqlite+aiosqlite:///./sessions.db"
-    )
-    assert "no database file at ./sessions.db" in done.stderr
-    assert list(tmp_path.iterdir()) == []  # no empty sessions.db left behind
-
-
-def test_a_missing_table_and_only_that_gets_the_hint(tmp_path: Path) -> None:
-    database = tmp_path / "empty.db"
-    database.touch()  # a database, without our table
-    for command in ("purge", "stats"):
-        done = cli(command, "--url", f"sqlite+aiosqlite:///{database}", "--table", "t")
-        assert done.returncode == EXIT_UNAVAILABLE
-        assert done.stderr.splitlines()[-1] == (
-            "hint: create the table first: typed-session-sql migrate upgrade head "
-            f"--url 'sqlite+aiosqlite:///{database}' --table t"
+    # A deploy step that lost its variable must fail, not migrate a new ./sessions.db.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TYPED_SESSION_SQL_URL", raising=False)
+    if variable == "empty":
+        monkeypatch.setenv("TYPED_SESSION_SQL_URL", "")
+    said = "is empty" if variable == "empty" else "is not set"
+    for command in DATABASE_COMMANDS:
+        assert exit_code(command) == EXIT_USAGE
+        assert capsys.readouterr().err == (
+            f"typed-session-sql {command[0]}: error: no database given: --url is missing and "
+            f"$TYPED_SESSION_SQL_URL {said} (no command but demo picks a default database)\n"
         )
+    # The plain `alembic` command on our scripts (alembic.ini names no database) neither.
+    with pytest.raises(CommandError, match="no database given"):
+        alembic_command.upgrade(alembic_support.make_config(), "head")
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_a_missing_table_on_postgres_gets_the_hint() -> None:
-    done = cli("stats", "--url", f"{PG}/test", "--table", unique_name("absent"))
-    assert done.returncode == EXIT_UNAVAILABLE
-    assert "hint: create the table first" in done.stderr
-    assert SECRET not in done.stderr
+def test_an_empty_url_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    # What --url "$DATABASE_URL" gives when the variable is unset.
+    for args in (["stats"], ["migrate", "upgrade", "head"]):
+        assert exit_code([*args, "--url", ""]) == EXIT_USAGE
+        assert capsys.readouterr().err.endswith(": error: --url is empty\n")
+
+
+def test_a_misspelt_option_gets_the_subcommands_usage_and_the_option_meant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert exit_code(["purge", "--url", "sqlite://", "--batchsize", "10"]) == EXIT_USAGE
+    usage, *_, error = capsys.readouterr().err.splitlines()
+    assert usage.startswith("usage: typed-session-sql purge ")
+    assert error == (
+        "typed-session-sql purge: error: unrecognized arguments: --batchsize 10 "
+        "(did you mean --batch-size?)"
+    )
+
+
+def test_migrate_current_check_is_a_deploy_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert exit_code(["migrate", "current", "--check", "--url", url]) == EXIT_FAILED
+    assert exit_code(["migrate", "upgrade", "head", "--url", url]) == 0
+    assert exit_code(["migrate", "current", "--check", "--url", url]) == 0
+
+
+# A password in every shape a URL can carry one: the query (asyncpg, psycopg and asyncmy
+# take ?password=), and one holding an unencoded "@" (SQLAlchemy then takes its tail for
+# the host).
+PASSWORD_IN_QUERY = f"postgresql://root@127.0.0.1:5432/test?password={SECRET}"
+AT_IN_PASSWORD = f"postgresql://root:{SECRET[:6]}@{SECRET[6:]}@127.0.0.1:5432/test"
+SECRET_PARTS = (SECRET, SECRET[:6], SECRET[6:])
+
+
+def no_secret(text_: str) -> bool:
+    return not any(part in text_ for part in SECRET_PARTS)
+
+
+def test_no_output_shows_any_part_of_a_password(
+    pg_table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = ["--table", pg_table]
+    # Working commands (trust authentication takes any password): every line of output.
+    for args in (
+        ["migrate", "upgrade", "head"],
+        ["migrate", "current"],
+        ["stats"],
+        ["stats", "--json"],
+        ["purge"],
+    ):
+        code, out, err = run_main(capsys, *args, "--url", PASSWORD_IN_QUERY, *table)
+        assert code == 0, err
+        assert no_secret(out + err), out + err
+        assert "?password=***" in out + err or args == ["purge"]
+    # Failing ones: the error lines.
+    for args in (["migrate", "current"], ["stats"], ["purge"]):
+        assert exit_code([*args, "--url", AT_IN_PASSWORD]) == EXIT_UNAVAILABLE
+        err = capsys.readouterr().err
+        assert no_secret(err), err
+        assert "root:***@127.0.0.1:5432/test" in err
+    # argparse's own errors quote what they did not expect: a URL without --url, or where
+    # the action goes.
+    for url in (PASSWORD_IN_QUERY, AT_IN_PASSWORD):
+        for args in (["purge", url], ["migrate", "--url", url], ["stats", f"--link={url}"]):
+            assert exit_code(args) == EXIT_USAGE
+            err = capsys.readouterr().err
+            assert no_secret(err), err
+            assert "***" in err
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mariadb"])
+def test_a_missing_table_gets_the_same_hint_from_every_command_on_every_database(
+    dialect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if dialect == "sqlite":
+        database = tmp_path / "empty.db"
+        database.touch()  # a database, without our table
+        url = f"sqlite+aiosqlite:///{database}"
+    else:
+        url = (require_postgres if dialect == "postgres" else require_mariadb)()
+    table = unique_name("absent")
+    for command in ("purge", "stats"):
+        code, _, err = run_main(capsys, command, "--url", url, "--table", table)
+        assert code == EXIT_UNAVAILABLE
+        error, hint = err.splitlines()
+        assert f"SessionTableMissingError: the session table {table} does not exist" in error
+        assert hint == (
+            "hint: create the table first: typed-session-sql migrate upgrade head "
+            f"--url '{mask_password(url)}' --table {table}"
+        )
 
 
 def test_version() -> None:

@@ -34,7 +34,7 @@ CLI = [sys.executable, "-m", "typed_session_sql.cli"]
 STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00) (.*)")
 SUMMARY = re.compile(
     r"purged (?P<rows>[\d,]+) expired sessions in (?P<batches>\d+) batch\(es\), "
-    r"[\d.]+ s, [\d,]+ rows/s"
+    r"[\d.]+ s, [\d,]+ rows/s(?:, database (?P<database>\S+))?"  # one pass names it
 )
 
 
@@ -116,6 +116,7 @@ async def test_purge_one_pass_prints_one_summary_line_and_exits_0(
     summary = SUMMARY.fullmatch(lines[0])
     assert summary is not None, lines[0]
     assert (summary["rows"], summary["batches"]) == ("2,500", "3")
+    assert summary["database"] == options[1]  # the database it deleted in (no password)
     assert await count_rows(backend) == 12
 
 
@@ -128,7 +129,7 @@ async def test_purge_on_a_terminal_prints_each_batch(filled: tuple[SqlBackend, l
     lines = output.decode().splitlines()
     batches = [line for line in lines if line.startswith("batch ")]
     assert [line.split(":")[0] for line in batches] == ["batch 1", "batch 2", "batch 3"]
-    assert "removed 1,000 (total 2,000)" in batches[1]
+    assert "removed 1,000, total 2,000 after " in batches[1]  # the pass's time, not the batch's
     assert "rows/s" in batches[1]
     assert SUMMARY.fullmatch(lines[-1])
 
@@ -203,3 +204,37 @@ async def test_every_keeps_running_while_the_database_is_down() -> None:
     assert "hunter2secret" not in "".join(warnings) + rest
     assert code == 0
     assert unstamped(rest) == "received SIGTERM, stopping"
+
+
+def until_output_closed(args: list[str]) -> tuple[int, str, str]:
+    """Start the CLI; read its first line, then close its stdout, as ``| head -1`` does.
+    Return the exit code, the line and its stderr."""
+    with subprocess.Popen(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        try:
+            first = process.stdout.readline()
+            process.stdout.close()
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return code, first, process.stderr.read()
+
+
+async def test_every_stops_cleanly_when_nobody_reads_its_output(
+    filled: tuple[SqlBackend, list[str]],
+) -> None:
+    # `purge --every 1s | head -2` used to print a BrokenPipeError traceback every pass
+    # until SIGTERM. On PostgreSQL the URL carries a ?password= too: never printed.
+    backend, (flag, url, *options) = filled
+    if backend.engine.dialect.name == "postgresql":
+        url += "?password=hunter2secret"
+    args = ["purge", flag, url, *options, "--every", "10ms"]
+    code, first, err = await anyio.to_thread.run_sync(until_output_closed, args)
+    assert code == 0, err
+    assert "every 0:00:00.010000" in unstamped(first)
+    assert "hunter2secret" not in first + err
+    assert err == ""  # no traceback, no "Exception ignored" at exit

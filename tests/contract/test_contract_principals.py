@@ -14,7 +14,7 @@ import pytest
 
 from tests.backends import RecordingBackend
 from tests.clock import FakeClock
-from tests.contract import cookie_of, make_store, must_load, signed_in
+from tests.contract import cookie_of, loaded_twice, make_store, must_load, signed_in
 from tests.models import Cart
 from typed_session_sql import (
     DoNothing,
@@ -317,3 +317,103 @@ async def test_handle_follows_rotation(store: SessionStore[Cart]) -> None:
     await store.save(session)
     assert session.handle != before
     assert await handles_of(store, "alice") == [session.handle]
+
+
+# -- signing out everywhere from the current browser ------------------------------------------
+
+
+async def test_sign_out_everywhere_signs_this_browser_out_too(
+    backend: RecordingBackend, store: SessionStore[Cart], events: list[SessionEvent]
+) -> None:
+    others = [await signed_in(store, "alice") for _ in range(2)]
+    bob = await signed_in(store, "bob")
+    value = await signed_in(store, "alice")
+    current = await must_load(store, value)
+
+    backend.kinds.clear()
+    assert await store.sign_out_everywhere(current) == 3  # this one included
+    assert current.is_deleted  # the middleware deletes the browser's cookie
+    assert await store.save(current) == DoNothing()
+    assert backend.kinds == ["delete_by_principal"]  # one statement in all
+    assert all([await store.load(other) is None for other in [*others, value]])
+    assert await must_load(store, bob)
+    revoked = [event for event in events if event.kind is EventKind.REVOKED]
+    assert [(event.detail, event.count) for event in revoked] == [("all", 3)]
+
+
+async def test_sign_out_everywhere_else_keeps_this_one_as_it_is(
+    backend: RecordingBackend, store: SessionStore[Cart]
+) -> None:
+    others = [await signed_in(store, "alice") for _ in range(2)]
+    value = await signed_in(store, "alice")
+    current = await must_load(store, value)
+
+    backend.kinds.clear()
+    assert await store.sign_out_everywhere(current, here="keep") == 2
+    assert await store.save(current) == DoNothing()
+    assert backend.kinds == ["delete_by_principal"]
+    assert all([await store.load(other) is None for other in others])
+    assert (await must_load(store, value)).principal == "alice"
+
+
+async def test_a_password_change_keeps_this_browser_signed_in_under_a_fresh_id(
+    backend: RecordingBackend, store: SessionStore[Cart]
+) -> None:
+    other = await signed_in(store, "alice")
+    value = await signed_in(store, "alice")
+    current = await must_load(store, value)
+
+    backend.kinds.clear()
+    assert await store.sign_out_everywhere(current, here="rotate") == 1
+    command = await store.save(current)
+    assert backend.kinds == ["delete_by_principal", "update"]  # the rotation rides the save
+    assert isinstance(command, SetCookie)
+    assert command.value != value
+    assert await store.load(value) is None  # a copy of the old cookie is dead
+    assert await store.load(other) is None
+    assert (await must_load(store, command.value)).principal == "alice"
+    assert await handles_of(store, "alice") == [current.handle]
+
+
+async def test_a_password_change_racing_another_tab_keeps_both_changes(
+    store: SessionStore[Cart],
+) -> None:
+    # The other tab of the same browser writes between the revocation and this response's
+    # save: the save loses on the version column, replays its change and still rotates.
+    value = await signed_in(store, "alice")
+    current, other_tab = await loaded_twice(store, value)
+    current.modify(lambda cart: cart.items.append(1))
+    assert await store.sign_out_everywhere(current, here="rotate") == 0
+    other_tab.modify(lambda cart: cart.items.append(2))
+    assert await store.save(other_tab) == DoNothing()
+    command = await store.save(current)
+    assert isinstance(command, SetCookie)
+    assert await store.load(value) is None
+    assert (await must_load(store, command.value)).data.items == [2, 1]
+
+
+async def test_sign_out_everywhere_while_signing_in_removes_the_row_being_signed_in(
+    store: SessionStore[Cart],
+) -> None:
+    # The row does not carry the new principal until saved: it is deleted by its id.
+    value = await cookie_of(store, store.new(Cart(items=[1])))
+    current = await must_load(store, value)
+    current.sign_in("alice")
+    await signed_in(store, "alice")
+    assert await store.sign_out_everywhere(current) == 1
+    await store.save(current)
+    assert await store.load(value) is None
+    assert await store.sessions_of("alice") == []
+
+
+async def test_sign_out_everywhere_refuses_what_it_cannot_do(store: SessionStore[Cart]) -> None:
+    anonymous = await must_load(store, await cookie_of(store, store.new(Cart(items=[1]))))
+    with pytest.raises(ValueError, match="nobody signed in"):
+        await store.sign_out_everywhere(anonymous)
+    current = await must_load(store, await signed_in(store, "alice"))
+    with pytest.raises(ValueError, match="here must be"):
+        await store.sign_out_everywhere(current, here="everywhere")  # type: ignore[arg-type]
+    current.delete()
+    with pytest.raises(SessionError, match="deleted"):
+        await store.sign_out_everywhere(current)
+    assert len(await store.sessions_of("alice")) == 1  # nothing was revoked

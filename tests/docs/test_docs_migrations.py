@@ -106,7 +106,8 @@ def test_the_command_lines_print_what_the_doc_shows(tmp_path: Path) -> None:
             words, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, check=False
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines() == lines[start + 1 : end], words
+        shown = [line.replace("postgresql+asyncpg://app@db.internal/app", url) for line in lines]
+        assert done.stdout.splitlines() == shown[start + 1 : end], words
         assert done.stderr == ""
 
 
@@ -119,12 +120,12 @@ class Project:
     url: str
     first_revision: str
 
-    def run(self, *words: str) -> str:
+    def run(self, *words: str, code: int = 0) -> str:
         done = subprocess.run(
             [str(BIN / words[0]), *words[1:]],
             cwd=self.path, env=clean_env(), capture_output=True, text=True, check=False,
         )  # fmt: skip
-        assert done.returncode == 0, f"{words}: {done.stdout}{done.stderr}"
+        assert done.returncode == code, f"{words}: {done.stdout}{done.stderr}"
         return done.stdout + done.stderr
 
     def console(self, block: str, **replace: str) -> None:
@@ -247,6 +248,13 @@ def test_way_1_our_command_next_to_the_apps_alembic(tmp_path: Path, app_url: str
     assert {"items", "typed_sessions", "typed_sessions_alembic_version"} <= project.tables
 
     assert_empty(project.autogenerate())  # not a drop_table in sight
+    way_2 = project.path / "way2.ini"  # the same project, switched to way 2 by mistake
+    ini = (project.path / "alembic.ini").read_text()
+    way_2.write_text(
+        ini.replace("\npath_separator = os\n", "\n" + block_with("ini", "version_locations"))
+    )
+    refused = project.run("alembic", "-c", str(way_2), "upgrade", "heads", code=255)
+    assert "is migrated by typed-session-sql itself" in refused  # not "already exists"
 
     project.run("alembic", "downgrade", "base")
     assert "items" not in project.tables
@@ -273,6 +281,13 @@ def test_way_2_our_revisions_inside_the_apps_environment(tmp_path: Path, app_url
         **{"<your head>": project.first_revision},
     )
     assert {"items", "typed_sessions"} <= project.tables
+    # The README's start-up migration next to way 2 (N2): refused, saying what to do, where
+    # it used to fail on CREATE TABLE and exit 69 ("could not be reached").
+    refused = project.run(
+        "typed-session-sql", "migrate", "upgrade", "head", "--url", app_url, code=1
+    )
+    assert "managed by your own Alembic history" in refused
+    assert "remove `backend.migrate()`" in refused
     (check,) = (project.path / "alembic" / "versions").glob("*_add_orders.py")
     script = check.read_text()
     assert_empty(script[script.index("def upgrade") :])

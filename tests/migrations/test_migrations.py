@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -36,12 +37,15 @@ from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql import Record, SessionStore, SetCookie, SqlBackend
 from typed_session_sql.alembic_support import (
     LEGACY_VERSION_TABLE,
+    head,
     make_config,
     version_table,
 )
 from typed_session_sql.backends.sql import create_engine, session_table
 from typed_session_sql.cli import main
-from typed_session_sql.errors import SessionTableMissingError
+from typed_session_sql.cli.common import EXIT_FAILED
+from typed_session_sql.errors import MigrationError, StoreUnavailableError
+from typed_session_sql.urls import mask_password
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,6 +179,10 @@ def test_create_schema_and_migrations_agree_with_each_other(tmp_path: Path) -> N
     run(create())
     _, diff = run(inspect_db(target))
     assert diff == []
+    # migrate() then refuses the table, saying who made it, instead of failing on CREATE
+    # TABLE ("already exists") as an outage.
+    with pytest.raises(MigrationError, match="exists but has no record"):
+        run(migrate(target))
 
 
 @pytest.mark.wheel
@@ -214,7 +222,7 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
         return done.stdout
 
     cli("upgrade", "head", "--url", url)
-    assert "0001 (head)" in cli("current", "--url", url)
+    assert "0002 (head)" in cli("current", "--url", url)
     assert "0001" in cli("history")
     tables, diff = run(inspect_db(Target(url, "typed_sessions", None)))
     assert "typed_sessions" in tables
@@ -284,7 +292,7 @@ def test_a_table_missing_after_migrating_is_reported(
         ) as backend:
             await backend.migrate()
 
-    with pytest.raises(SessionTableMissingError, match="does not exist"):
+    with pytest.raises(MigrationError, match="does not exist"):
         run(migrate())
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 1
     assert f"the session table {target.table!r} does not exist" in capsys.readouterr().err
@@ -321,18 +329,19 @@ def test_a_shared_pre_0_2_record_is_carried_over(
 
     run(migrated_the_old_way())
     assert main(["migrate", "current", *cli_options(target)]) == 0
-    assert capsys.readouterr().out == "current: 0001\n"
+    database = f"database {mask_password(target.url)}"
+    assert capsys.readouterr().out == f"{target.table}: at 0001, head is 0002, {database}\n"
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{target.table}: carried the revision over from the shared "
         f"{LEGACY_VERSION_TABLE} to its own {version_table(target.table)}",
-        f"{target.table}: 0001 -> 0002",
+        f"{target.table}: 0001 -> 0002, {database}",
     ]
     tables, diff = run(inspect_db(target))
     assert {version_table(target.table), LEGACY_VERSION_TABLE} <= tables
     assert [(op, table.name) for op, table in diff] == [("remove_table", LEGACY_VERSION_TABLE)]
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0  # its own now
-    assert capsys.readouterr().out == f"{target.table}: 0002, nothing to do\n"
+    assert capsys.readouterr().out == f"{target.table}: 0002, nothing to do, {database}\n"
 
 
 # Each process imports everything, says "ready", waits for "go" on stdin, then migrates:
@@ -386,7 +395,7 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(target: Targ
                 process.kill()
                 process.communicate()
     assert [code for code, _ in results] == [0] * len(hows), [err for _, (_, err) in results]
-    printed = [out.strip() for _, (out, _) in results]
+    printed = [out.strip().split(", database ")[0] for _, (out, _) in results]
     created = f"{target.table}: (none) -> 0002"
     found = f"{target.table}: 0002, nothing to do"
     assert printed.count(created) <= 1  # a CLI process created it, or a backend did
@@ -479,3 +488,72 @@ def test_mysql_asks_for_an_instant_add_column() -> None:
     assert "ADD COLUMN expiry_pinned BOOL NOT NULL DEFAULT false, ALGORITHM=INSTANT" in (
         buffer.getvalue()
     )
+
+
+async def migrate(target: Target, table: str | None = None) -> None:
+    async with SqlBackend.from_url(
+        target.url, table_name=table or target.table, schema=target.schema
+    ) as backend:
+        await backend.migrate()
+
+
+def test_migrate_refuses_a_table_the_apps_own_alembic_history_manages(
+    target: Target, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Alembic "way 2" (our scripts in the app's version_locations) records the session
+    # revision in the app's alembic_version; backend.migrate() at start-up then used to fail
+    # on CREATE TABLE ("relation ... already exists"), reported as an outage.
+    command.upgrade(make_config(target.url, target.table, target.schema), "head")
+    app_version = qualified(target, "alembic_version")
+    run(
+        execute(
+            target.url,
+            f"CREATE TABLE {app_version} (version_num VARCHAR(32) NOT NULL)",
+            f"INSERT INTO {app_version} VALUES ('{head()}')",
+            f"DROP TABLE {qualified(target, version_table(target.table))}",
+        )
+    )
+    with pytest.raises(MigrationError, match="managed by your own Alembic history") as raised:
+        run(migrate(target))
+    assert "alembic upgrade heads" in str(raised.value)
+    assert "remove `backend.migrate()`" in str(raised.value)
+    assert main(["migrate", "upgrade", "head", *cli_options(target)]) == EXIT_FAILED
+    assert "managed by your own Alembic history" in capsys.readouterr().err
+    assert run(use_backend(target)) is not None  # the table was left as it was
+
+
+def test_an_unknown_revision_is_a_migration_error(tmp_path: Path) -> None:
+    async def to_nowhere() -> None:
+        url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+        async with SqlBackend.from_url(url) as backend:
+            await backend.migrate("9999")
+
+    with pytest.raises(MigrationError, match="9999"):
+        run(to_nowhere())
+
+
+def test_a_start_up_migration_names_the_database_and_the_cause() -> None:
+    require_postgres()
+    target = Target("postgresql+asyncpg://root:hunter2secret@127.0.0.1:1/test", "t", None)
+    with pytest.raises(StoreUnavailableError) as raised:
+        run(migrate(target))
+    message = str(raised.value)
+    assert message.startswith(
+        "could not migrate the session table t on postgresql+asyncpg://root:***@127.0.0.1:1/test: "
+    )
+    assert "Connect call failed" in message or "Connection refused" in message, message
+    assert "hunter2secret" not in message
+
+
+def test_migrate_logs_one_line_and_no_driver_warning(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two workers migrating at start-up used to log 27 lines of Alembic's INFO chatter, and
+    # MariaDB's first migration a WARNING (a named primary key it ignores).
+    caplog.set_level(logging.INFO)
+    run(migrate(target))
+    run(migrate(target))  # at head: nothing to say
+    assert [r for r in caplog.records if r.name.startswith("alembic")] == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "typed_session_sql"]
+    assert line.startswith(f"migrated {target.table}: (none) -> {head()} on ")

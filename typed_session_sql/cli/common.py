@@ -2,19 +2,29 @@
 environment variables, the exit codes, opening the database, and running a command so
 that every failure ends in one line and its exit code, never a traceback.
 
-Exit codes (the same for every command; the README and docs/cleanup.md have the table):
+**No default database.** Every database command works on the database ``--url`` names,
+else ``$TYPED_SESSION_SQL_URL``; with neither it refuses (exit 2) instead of picking one:
+a deploy step that lost its variable must fail, not migrate a new ``./sessions.db``. Only
+``demo``, made to run with no set-up, has a default. Each command names the database it
+worked on (password masked) in its output.
+
+Exit codes (the same for every command; docs/reference/cli.md has the table):
 
 - 0: done;
-- 1: a migration failed (an unknown revision, a table its version record says exists
-  but does not);
-- 2: bad usage: an unknown or malformed option, a malformed URL, an option in the URL the
-  driver does not take, a driver that is not installed;
-- 69 (``EX_UNAVAILABLE``): the database could not be reached, or a statement failed (for
-  instance the table does not exist yet);
+- 1: a migration failed (:class:`~typed_session_sql.errors.MigrationError`: an unknown
+  revision, a version record that disagrees with the database), or ``migrate current
+  --check`` found the table behind;
+- 2: bad usage: no database given, an unknown or malformed option, a malformed URL, an
+  option in the URL the driver does not take, a driver that is not installed;
+- 69 (``EX_UNAVAILABLE``): the database could not be reached, or failed (for instance the
+  table does not exist yet: then a hint says how to create it);
 - 70 (``EX_SOFTWARE``): an unexpected error, a bug; please report it;
 - 130: interrupted (Ctrl+C).
 
-No output ever shows a password: URLs are printed masked.
+The failures come classified by the library (one translation for every path); this
+module only maps its error classes to exit codes. No output ever shows any part of a
+password: URLs are printed masked (:func:`~typed_session_sql.urls.mask_password`), and
+every error line is masked again on its way out.
 """
 
 from __future__ import annotations
@@ -28,8 +38,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from typed_session_sql.alembic_support import SCHEMA_ENV, TABLE_ENV
-from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV
+from typed_session_sql.backends.sql.engine import URL_ENV
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE
+from typed_session_sql.urls import mask_password, mask_passwords_in
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,17 +54,13 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} done, {EXIT_FAILED} migration failed, {EXIT_USAGE} bad usage "
-    f"(option, URL, missing driver), {EXIT_UNAVAILABLE} database unreachable or failing, "
-    f"{EXIT_BUG} unexpected error (a bug)."
+    f"(no database given, option, URL, missing driver), {EXIT_UNAVAILABLE} database "
+    f"unreachable or failing, {EXIT_BUG} unexpected error (a bug)."
 )
 
 
 class UsageError(Exception):
-    """Bad input found after parsing: a URL or URL option nothing can connect with."""
-
-
-class MigrationFailedError(Exception):
-    """A migration could not be run as asked (exit 1)."""
+    """Bad input found after parsing: no database, or a URL nothing can connect with."""
 
 
 class UnavailableError(Exception):
@@ -68,54 +75,41 @@ class Database:
     table: str
     schema: str | None
     url_from: str
-    """``--url``, ``$TYPED_SESSION_SQL_URL`` or ``default``."""
+    """``--url`` or ``$TYPED_SESSION_SQL_URL``."""
 
     @property
     def masked_url(self) -> str:
         return mask_password(self.url)
 
-    @property
-    def fell_back(self) -> bool:
-        return self.url_from == "default"
+    def masked(self, text: str) -> str:
+        """``text`` with this URL, and any other URL-shaped word, masked."""
+        return mask_passwords_in(text, self.url)
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help=f"database URL (default: ${URL_ENV}, else {DEFAULT_URL})")
+    parser.add_argument("--url", help=f"database URL (default: ${URL_ENV}; no other default)")
     parser.add_argument("--table", help=f"table name (default: ${TABLE_ENV} or {DEFAULT_TABLE})")
     parser.add_argument("--schema", help=f"schema (default: ${SCHEMA_ENV} or none)")
 
 
 def database(args: argparse.Namespace) -> Database:
-    """The database the options (else the environment, else the defaults) name."""
+    """The database the options (else the environment) name; a :class:`UsageError` if
+    neither names one."""
     if args.url is not None:
         url, url_from = args.url, "--url"
-    elif os.environ.get(URL_ENV):
+        if not url.strip():  # what --url "$DATABASE_URL" gives when the variable is unset
+            raise UsageError("--url is empty")
+    elif os.environ.get(URL_ENV, "").strip():
         url, url_from = os.environ[URL_ENV], f"${URL_ENV}"
     else:
-        url, url_from = DEFAULT_URL, "default"
+        said = "is empty" if URL_ENV in os.environ else "is not set"
+        raise UsageError(
+            f"no database given: --url is missing and ${URL_ENV} {said} "
+            "(no command but demo picks a default database)"
+        )
     table = args.table or os.environ.get(TABLE_ENV) or DEFAULT_TABLE
     schema = args.schema or os.environ.get(SCHEMA_ENV) or None
     return Database(url, table, schema, url_from)
-
-
-def mask_password(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (the whole URL if it cannot be parsed:
-    it might still hold one)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(a URL that cannot be parsed)"
-
-
-def say_fallback(db: Database) -> None:
-    """Tell on stderr that no URL was given, so the default database is used."""
-    if db.fell_back:
-        print(
-            f"note: no --url and no ${URL_ENV}: using the default database {db.url}",
-            file=sys.stderr,
-        )
 
 
 def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any) -> AsyncEngine:
@@ -140,7 +134,7 @@ def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any
     path = parsed.database if parsed.get_backend_name() == "sqlite" else None
     on_disk = bool(path) and path != ":memory:" and not str(path).startswith("file:")
     if not create_sqlite_file and on_disk and not os.path.exists(str(path)):
-        raise UnavailableError(f"no database file at {path} ({db.url_from})")
+        raise UnavailableError(f"no database file at {path} (from {db.url_from})")
     try:
         return create_engine(db.url, **options)
     except ImportError as error:
@@ -197,36 +191,44 @@ def setup_logging(level: int, *, timestamps: bool = False) -> None:
 
 def run(command: str, db: Database, main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main`` on an event loop; turn every failure into one line on stderr and its
-    exit code."""
+    exit code (library errors by their class, see the module docstring)."""
     import anyio
     from sqlalchemy.exc import SQLAlchemyError
 
-    from typed_session_sql.errors import StoreUnavailableError, describe_error
+    from typed_session_sql.errors import (
+        MigrationError,
+        SessionTableMissingError,
+        StoreUnavailableError,
+        describe_error,
+    )
+
+    def naming(message: str) -> str:  # the library's cold paths name it already
+        return message if db.masked_url in message else f"database {db.masked_url}: {message}"
 
     def fail(code: int, message: str) -> int:
-        print(f"typed-session-sql {command}: error: {message}", file=sys.stderr)
+        print(db.masked(f"typed-session-sql {command}: error: {message}"), file=sys.stderr)
         return code
 
     try:
         return anyio.run(main)
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
-    except MigrationFailedError as error:
-        return fail(EXIT_FAILED, str(error))
+    except MigrationError as error:
+        return fail(EXIT_FAILED, f"{db.masked_url}: {error}")
     except UnavailableError as error:
         return fail(EXIT_UNAVAILABLE, str(error))
-    except (StoreUnavailableError, SQLAlchemyError, OSError) as error:
-        code = fail(
+    except SessionTableMissingError as error:
+        code = fail(EXIT_UNAVAILABLE, naming(describe_error(error)))
+        hint = "hint: create the table first: typed-session-sql migrate upgrade head"
+        print(db.masked(hint + _options_hint(db)), file=sys.stderr)
+        return code
+    except StoreUnavailableError as error:
+        return fail(EXIT_UNAVAILABLE, naming(describe_error(error)))
+    except (SQLAlchemyError, OSError) as error:  # outside the library's operations
+        return fail(
             EXIT_UNAVAILABLE,
             f"database {db.masked_url} could not be reached or failed: {describe_error(error)}",
         )
-        if is_missing_table(error):
-            print(
-                f"hint: create the table first: typed-session-sql migrate upgrade head"
-                f"{_options_hint(db)}",
-                file=sys.stderr,
-            )
-        return code
     except KeyboardInterrupt:
         return fail(EXIT_INTERRUPTED, "interrupted")
     except Exception as error:
@@ -240,23 +242,3 @@ def _options_hint(db: Database) -> str:
     if db.schema:
         hint += f" --schema {db.schema}"
     return hint
-
-
-def is_missing_table(error: BaseException) -> bool:
-    """Whether ``error`` says the session table does not exist (not the database, role or
-    schema): :class:`SessionTableMissingError`, or the driver's own words for it."""
-    from typed_session_sql.errors import SessionTableMissingError
-
-    seen: BaseException | None = error
-    for _ in range(5):  # the error, its cause, the driver's error under SQLAlchemy's
-        if seen is None:
-            break
-        if isinstance(seen, SessionTableMissingError):
-            return True
-        if type(seen).__name__ == "UndefinedTableError":  # asyncpg, SQLSTATE 42P01
-            return True
-        first = str(seen).splitlines()[0] if str(seen) else ""
-        if "no such table" in first or ("relation " in first and "does not exist" in first):
-            return True
-        seen = seen.__cause__ or getattr(seen, "orig", None)
-    return False

@@ -7,9 +7,9 @@ from typing import Any
 
 from typed_session_sql.cli.common import (
     EXIT_CODES_HELP,
+    EXIT_FAILED,
     EXIT_OK,
     Database,
-    MigrationFailedError,
     add_database_options,
     check_connection,
     database,
@@ -26,9 +26,12 @@ the package, so this works from the wheel alone):
     typed-session-sql migrate current --url ...
     typed-session-sql migrate history
 
-upgrade and downgrade print one line saying what they did (typed_sessions: (none) -> 0001),
-current the recorded revision. Several processes may migrate one database at once: they
-take turns (an advisory lock on PostgreSQL, SQLite's write lock).
+Every action but history needs --url (or $TYPED_SESSION_SQL_URL): there is no default
+database. upgrade and downgrade print one line saying what they did and where
+(typed_sessions: (none) -> 0001, database postgresql+asyncpg://user@host/db), current the
+recorded revision (with --check, exit 1 unless it is the newest: a deploy gate). Several
+processes may migrate one database at once: they take turns (an advisory lock on
+PostgreSQL, GET_LOCK on MySQL and MariaDB, SQLite's write lock).
 """
 
 
@@ -49,7 +52,10 @@ def register(subparsers: Any) -> None:
     upgrade.add_argument("revision", nargs="?", default="head", help="default: head")
     downgrade = actions.add_parser("downgrade", parents=[changes], help="downgrade to a revision")
     downgrade.add_argument("revision", help="target revision, e.g. base or -1")
-    actions.add_parser("current", parents=[common], help="show the database's revision")
+    current = actions.add_parser("current", parents=[common], help="show the table's revision")
+    current.add_argument(
+        "--check", action="store_true", help=f"exit {EXIT_FAILED} unless the table is at head"
+    )
     actions.add_parser("history", help="list the revisions")
     parser.set_defaults(handler=handle)
 
@@ -73,33 +79,30 @@ def _history() -> int:
 
 
 async def _online(db: Database, args: argparse.Namespace) -> int:
-    from alembic.util.exc import CommandError
     from sqlalchemy.pool import NullPool
 
     from typed_session_sql import alembic_support
-    from typed_session_sql.errors import SessionTableMissingError
 
     engine = make_engine(db, poolclass=NullPool)
     try:
         await check_connection(engine, db)
         if args.action == "current":
             revisions = await alembic_support.current(engine, db.table, db.schema)
-            print(f"current: {_describe(revisions)}")
-            return EXIT_OK
-        try:
-            if args.action == "upgrade":
-                done = await alembic_support.upgrade(engine, db.table, db.schema, args.revision)
-            else:
-                done = await alembic_support.downgrade(engine, db.table, db.schema, args.revision)
-        except (CommandError, SessionTableMissingError) as error:
-            raise MigrationFailedError(str(error)) from error
+            at_head = revisions == (alembic_support.head(),)
+            print(f"{db.table}: at {_describe(revisions)}, database {db.masked_url}")
+            return EXIT_FAILED if args.check and not at_head else EXIT_OK
+        # A MigrationError (unknown revision, a record that disagrees) leaves by run().
+        if args.action == "upgrade":
+            done = await alembic_support.upgrade(engine, db.table, db.schema, args.revision)
+        else:
+            done = await alembic_support.downgrade(engine, db.table, db.schema, args.revision)
         if done.carried_over:
             print(
                 f"{db.table}: carried the revision over from the shared "
                 f"{alembic_support.LEGACY_VERSION_TABLE} to its own "
                 f"{alembic_support.version_table(db.table)}"
             )
-        print(done)
+        print(f"{done}, database {db.masked_url}")
         return EXIT_OK
     finally:
         await engine.dispose()
@@ -110,6 +113,7 @@ async def _offline(db: Database, action: str, revision: str) -> int:
     from alembic.util.exc import CommandError
 
     from typed_session_sql.alembic_support import make_config
+    from typed_session_sql.errors import MigrationError
 
     config = make_config(db.url, db.table, db.schema)
     try:
@@ -118,14 +122,16 @@ async def _offline(db: Database, action: str, revision: str) -> int:
         else:
             command.downgrade(config, revision, sql=True)
     except CommandError as error:
-        raise MigrationFailedError(str(error)) from error
+        raise MigrationError(str(error)) from error
     return EXIT_OK
 
 
 def _describe(revisions: tuple[str, ...]) -> str:
     from typed_session_sql.alembic_support import head
 
-    if not revisions:
-        return "(none)"
     newest = head()
-    return ", ".join(f"{r} (head)" if r == newest else r for r in revisions)
+    if not revisions:
+        return f"(none), head is {newest}"
+    if revisions == (newest,):
+        return f"{newest} (head)"
+    return f"{', '.join(revisions)}, head is {newest}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -22,11 +23,12 @@ from typed_session_sql.cli.common import (
     database,
     make_engine,
     run,
-    say_fallback,
     setup_logging,
 )
 
 if TYPE_CHECKING:
+    import anyio
+
     from typed_session_sql.purge import PurgeProgress, PurgeResult
 
 _INTERVAL = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[smhd]?)")
@@ -114,14 +116,14 @@ def run_purge(args: argparse.Namespace) -> int:
         setup_logging(logging.ERROR)
     else:
         setup_logging(logging.WARNING, timestamps=True)
-    say_fallback(db)
     return run("purge", db, lambda: _purge(db, args))
 
 
 def format_progress(progress: PurgeProgress) -> str:
+    # The time is the pass's so far, not the batch's: say so.
     return (
-        f"batch {progress.batch}: removed {progress.removed:,} (total {progress.total:,}) "
-        f"in {progress.seconds:.2f} s, {progress.rate:,.0f} rows/s"
+        f"batch {progress.batch}: removed {progress.removed:,}, total {progress.total:,} "
+        f"after {progress.seconds:.2f} s, {progress.rate:,.0f} rows/s"
     )
 
 
@@ -134,11 +136,24 @@ def format_result(result: PurgeResult) -> str:
     )
 
 
-def _printer(*, timestamps: bool) -> Callable[[str], None]:
+def _printer(*, timestamps: bool, closed: anyio.Event) -> Callable[[str], None]:
+    """Print a line; once the reader is gone (``| head``, a dead log pipe), set ``closed``
+    and print nothing more, as Unix tools do on EPIPE, instead of failing every pass."""
+
     def emit_line(line: str) -> None:
+        if closed.is_set():
+            return
         if timestamps:  # a sidecar's lines end up in a log with no other clock
             line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}"
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            closed.set()
+            # Python flushes stdout again at exit, which would fail once more ("Exception
+            # ignored ..."): point it at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
     return emit_line
 
@@ -167,11 +182,14 @@ async def _purge(db: Database, args: argparse.Namespace) -> int:
 
 
 async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> int:
+    import anyio
+
     from typed_session_sql.purge import purge_pass
     from typed_session_sql.scheduler import PurgeScheduler
     from typed_session_sql.store import SessionStore
 
-    line = _printer(timestamps=args.every is not None)
+    closed = anyio.Event()
+    line = _printer(timestamps=args.every is not None, closed=closed)
     store: SessionStore[dict[str, Any]] = SessionStore(dict, backend)
 
     def on_batch(progress: PurgeProgress) -> None:
@@ -191,10 +209,9 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
             on_batch=batch_hook,
             pause=args.pause.total_seconds(),
         )
-        on_pass(result)
+        # A cron line's one line says where it deleted (a sidecar's first line does).
+        line(f"{format_result(result)}, database {db.masked_url}")
         return EXIT_OK
-
-    import anyio
 
     line(
         f"purging {db.masked_url} every {args.every} (jittered), "
@@ -210,8 +227,15 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
         on_batch=batch_hook,
     )
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with scheduler:
+        async with scheduler, anyio.create_task_group() as group:
+            group.start_soon(_stop_when, closed, group.cancel_scope)
             async for received in signals:
                 line(f"received {signal.Signals(received).name}, stopping")
                 break
+            group.cancel_scope.cancel()
     return EXIT_OK
+
+
+async def _stop_when(closed: anyio.Event, scope: anyio.CancelScope) -> None:
+    await closed.wait()
+    scope.cancel()  # nobody reads the output any more: stop, exit 0

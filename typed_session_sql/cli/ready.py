@@ -27,7 +27,6 @@ from typed_session_sql.cli.common import (
     database,
     make_engine,
     run,
-    say_fallback,
 )
 
 
@@ -69,7 +68,6 @@ def _seconds(text: str) -> float:
 
 def run_ready(args: argparse.Namespace) -> int:
     db = database(args)
-    say_fallback(db)
     revision = None if args.revision == "any" else args.revision
     return run("ready", db, lambda: _ready(db, revision, args.within))
 

@@ -17,7 +17,6 @@ from typed_session_sql.cli.common import (
     database,
     make_engine,
     run,
-    say_fallback,
 )
 
 
@@ -35,7 +34,6 @@ def register(subparsers: Any) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     db = database(args)
-    say_fallback(db)
     return run("stats", db, lambda: _stats(db, as_json=args.json))
 
 

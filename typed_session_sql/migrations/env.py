@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 
@@ -33,8 +34,16 @@ _CONFIGURE = {
 }
 
 
+def _url() -> str:
+    if settings.url is None:  # never a default database: a lost variable must not "succeed"
+        raise CommandError(
+            "no database given: pass -x url=..., set $TYPED_SESSION_SQL_URL or sqlalchemy.url"
+        )
+    return settings.url
+
+
 def run_offline() -> None:
-    context.configure(url=async_url(settings.url), literal_binds=True, **_CONFIGURE)  # type: ignore[arg-type]
+    context.configure(url=async_url(_url()), literal_binds=True, **_CONFIGURE)  # type: ignore[arg-type]
     with context.begin_transaction():
         context.run_migrations()
 
@@ -47,7 +56,7 @@ def _run(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_engine(settings.url, poolclass=pool.NullPool)
+    engine = create_engine(_url(), poolclass=pool.NullPool)
     try:
         await serialised(engine, settings.table, settings.schema, _run)
     finally:

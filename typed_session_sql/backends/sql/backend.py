@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import MetaData, Table
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -45,11 +44,13 @@ from typed_session_sql.backends.sql.failures import (
     StatementFailed,
     store_error,
     store_error_cause,
+    translated,
 )
+from typed_session_sql.backends.sql.lanes import Lanes
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
 from typed_session_sql.backends.sql.statements import CompiledStatement, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
-from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.urls import mask_password
 
 if TYPE_CHECKING:
     from typed_session_sql.backends.sql.readiness import Readiness
@@ -81,6 +82,13 @@ class SqlBackend:
             statements (driver execution only), instead of one checkout from the pool per
             statement. An engine the application shares usually holds none.
         owns_engine: :meth:`dispose` disposes the engine too (as :meth:`from_url` sets).
+
+    A connection belongs to the event loop that opened it, so the backend never uses one
+    from another loop: each loop gets its own connections (and, on a backend made with
+    :meth:`from_url`, an engine of its own while another loop uses the first), closed on
+    that loop by :meth:`dispose` or when the loop shuts down. An engine passed in here is
+    the application's: used from a second loop while it may hold the first one's
+    connections, the backend raises :class:`~typed_session_sql.errors.EventLoopError`.
 
     Examples:
         A backend of its own engine, made from a URL (here a SQLite file; without a URL,
@@ -128,25 +136,38 @@ class SqlBackend:
         held_connections: HeldConnections | None = None,
         owns_engine: bool = False,
     ) -> None:
-        self.engine: AsyncEngine = engine
         self.metadata = MetaData()
         self.table: Table = session_table(self.metadata, table_name, schema)
         self.owns_engine = owns_engine
         chosen, why = choose(engine, execution)
         translate = engine.get_execution_options().get("schema_translate_map")
         self.statements = build_statements(self.table, engine.dialect, translate)
-        self.executor: Executor
-        if chosen == "sqlalchemy":
-            self.executor = SqlAlchemyExecutor(engine)
-        else:
+
+        def make_executor(engine: AsyncEngine) -> Executor:
+            if chosen == "sqlalchemy":
+                return SqlAlchemyExecutor(engine)
             driver = DRIVERS[chosen]()
             connections: ConnectionSource = (
                 PerStatement(engine, driver)
                 if held_connections is None
                 else Holder(engine, held_connections, driver)
             )
-            self.executor = DriverExecutor(driver, connections)
+            return DriverExecutor(driver, connections)
+
+        self._lanes = Lanes(engine, make_executor(engine), make_executor, owns_engine=owns_engine)
         _log.debug("%r: %s", self, why)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the running event loop's statements use: the one the backend was made
+        with, except while it serves another loop that still runs (then, on a backend that
+        made its engine, one more like it; see :mod:`.lanes`)."""
+        return self._lanes.current().engine
+
+    @property
+    def executor(self) -> Executor:
+        """What runs the running event loop's statements."""
+        return self._lanes.current().executor
 
     @classmethod
     def from_url(
@@ -177,7 +198,7 @@ class SqlBackend:
         held = None
         if isinstance(engine.sync_engine.pool, QueuePool):  # not SQLite's in-memory pool
             held = _held(engine_options, held_connections)
-        return cls(
+        backend = cls(
             engine,
             table_name,
             schema,
@@ -185,25 +206,27 @@ class SqlBackend:
             held_connections=held,
             owns_engine=True,
         )
+        # Another event loop running at the same time gets an engine of its own (.lanes).
+        backend._lanes.make_engine = lambda: create_engine(resolved, **engine_options)
+        return backend
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def create_schema(self) -> None:
         """Create the table and its index if missing. Production uses the migrations."""
-        try:
+        with self._translated("create the session table"):
             async with self.engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
-        except (SQLAlchemyError, OSError) as error:
-            raise StoreUnavailableError(
-                f"could not create the session table: {describe_error(error)}"
-            ) from error
 
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the session table to ``revision`` with the packaged Alembic migrations,
         over this backend's engine (no second engine, no URL needed): the one call an app
         makes at start-up. Concurrent callers, in any number of processes, take turns under
         a lock (PostgreSQL advisory lock, SQLite write lock, MySQL GET_LOCK). See
-        :func:`typed_session_sql.alembic_support.upgrade`."""
+        :func:`typed_session_sql.alembic_support.upgrade`: a revision or version record
+        that will not do raises :class:`~typed_session_sql.errors.MigrationError` (not to
+        be retried), the database :class:`~typed_session_sql.errors.StoreUnavailableError`
+        naming it (password masked) and the driver's first line."""
         from typed_session_sql.alembic_support import upgrade
 
         await upgrade(self.engine, self.table.name, self.table.schema, revision)
@@ -217,10 +240,10 @@ class SqlBackend:
         return await check_ready(self, revision=revision, within=within)
 
     async def dispose(self) -> None:
-        """Close the connections the backend holds, and the engine if it is the backend's."""
-        await self.executor.aclose()
-        if self.owns_engine:
-            await self.engine.dispose()
+        """Close the connections the backend holds, and the engine if it is the backend's,
+        for the running event loop. Another loop's, where the backend served one at the same
+        time, close when that loop shuts down."""
+        await self._lanes.close_current()
 
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
         """The cross-instance purge lock for this table (PostgreSQL's advisory lock, MySQL's
@@ -229,7 +252,14 @@ class SqlBackend:
 
     async def stats(self, now: datetime) -> TableStats:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
-        return await maintenance.table_stats(self.engine, self.table, now)
+        with self._translated("read the statistics of"):
+            return await maintenance.table_stats(self.engine, self.table, now)
+
+    def _translated(self, doing: str) -> AbstractContextManager[None]:
+        """The errors of a rare operation, as :func:`.failures.translated` makes them."""
+        where = mask_password(self.engine.url.render_as_string(hide_password=True))
+        table = str(self.table.fullname)
+        return translated(table, f"{doing} {table} on {where}")
 
     @property
     def telemetry_attributes(self) -> dict[str, str]:
@@ -254,10 +284,11 @@ class SqlBackend:
         await self.dispose()
 
     def __repr__(self) -> str:
-        held = getattr(self.executor, "held", 0)
+        executor = self._lanes.first.executor
+        held = getattr(executor, "held", 0)
         return (
-            f"SqlBackend({self.engine.dialect.name}, table={self.table.fullname!r}, "
-            f"executor={self.executor.name}, held_connections={held})"
+            f"SqlBackend({self._lanes.engine.dialect.name}, table={self.table.fullname!r}, "
+            f"executor={executor.name}, held_connections={held})"
         )
 
     # -- running one statement ----------------------------------------------------------
@@ -272,7 +303,7 @@ class SqlBackend:
         budget = None
         while True:
             try:
-                return await self.executor.run(statement, params)
+                return await self._lanes.current().executor.run(statement, params)
             except StatementFailed as failed:
                 budget = budget or RetryBudget(idempotent=idempotent)
                 await self._after(failed, budget)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from typed_session_sql.errors import (
     DataRejectedError,
@@ -29,6 +33,7 @@ __all__ = [
     "ends_connection",
     "mysql_error_code",
     "store_error",
+    "translated",
 ]
 
 # A serialization failure is retried after 2, 4, 8 ... ms, capped at 100 ms: about 0.6 s in
@@ -244,3 +249,29 @@ def _sqlstate(error: BaseException) -> str:
     number = f", error {code}" if code is not None else ""
     sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
     return number + (f", SQLSTATE {sqlstate}" if isinstance(sqlstate, str) else "")
+
+
+@contextmanager
+def translated(table: str, doing: str) -> Iterator[None]:
+    """Turn a failure inside the block into the library's error, as :func:`store_error`
+    does for session statements: the door every rarer operation (statistics, creating or
+    migrating the table, the purge and migration locks) leaves by, so that one failure
+    reads the same whichever path met it.
+
+    A missing table is :class:`SessionTableMissingError` on every dialect, anything else
+    that went wrong with the database a :class:`StoreUnavailableError` saying what could
+    not be done (``doing``, e.g. "read the table's statistics on <masked URL>") with the
+    driver's first line. Anything else passes unchanged: the library's own errors, a
+    cancellation, and a bug (a TypeError must not read as an outage).
+    """
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as error:
+        # The driver's error, not SQLAlchemy's wrapper: the wrapper's text may list the
+        # statement's parameters.
+        cause = (error.orig or error) if isinstance(error, DBAPIError) else error
+        failed = StatementFailed(classify(cause))
+        failed.__cause__ = cause
+        if failed.failure in (Failure.TABLE_MISSING, Failure.DATA, Failure.ID_TAKEN):
+            raise store_error(failed, table) from store_error_cause(failed)
+        raise StoreUnavailableError(f"could not {doing}: {describe_error(cause)}") from cause

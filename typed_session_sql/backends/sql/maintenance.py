@@ -23,8 +23,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from typed_session_sql.backend import TableStats
+from typed_session_sql.backends.sql.failures import translated
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
-from typed_session_sql.errors import StoreUnavailableError, describe_error
+from typed_session_sql.errors import StoreUnavailableError
+from typed_session_sql.urls import mask_password
 
 __all__ = ["lock_key", "lock_name", "purge_lock", "table_stats"]
 
@@ -104,24 +106,18 @@ async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
     if dialect != "postgresql" and dialect not in MYSQL_DIALECTS:
         yield True
         return
-    try:
+    where = mask_password(engine.url.render_as_string(hide_password=True))
+    doing = f"take the purge lock for {table.fullname} on {where}"
+    with translated(str(table.fullname), doing):
         conn = await engine.connect()
-    except Exception as error:
-        raise StoreUnavailableError(
-            f"could not take the purge lock: {describe_error(error)}"
-        ) from error
     got = released = False
     try:
-        try:
+        with translated(str(table.fullname), doing):
             if dialect == "postgresql":
                 got = await _take_transaction_lock(conn, lock_key(str(table.fullname)))
             else:
                 name = lock_name(table.schema or engine.url.database, table.name)
                 got = await _take_server_lock(conn, name)
-        except Exception as error:
-            raise StoreUnavailableError(
-                f"could not take the purge lock: {describe_error(error)}"
-            ) from error
         released = not got and dialect != "postgresql"  # nothing held: nothing to release
         if not got and dialect != "postgresql":
             got = await _purge_without_a_squatted_lock(conn, table)

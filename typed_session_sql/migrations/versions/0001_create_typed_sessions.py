@@ -20,7 +20,11 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import mysql
 
-from typed_session_sql.alembic_support import BRANCH_LABEL, options
+from typed_session_sql.alembic_support import (
+    BRANCH_LABEL,
+    options,
+    refuse_a_table_recorded_elsewhere,
+)
 
 revision = "0001"
 down_revision = None
@@ -32,6 +36,7 @@ MYSQL = ("mysql", "mariadb")
 
 def upgrade() -> None:
     settings = options(context.config, context.get_x_argument(as_dictionary=True))
+    refuse_a_table_recorded_elsewhere(settings.table, settings.schema)
     op.create_table(
         settings.table,
         sa.Column(

@@ -30,16 +30,16 @@ class Driver(DriverConnections, Protocol):
 
     name: str
 
-    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+    def rows(self, conn: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
         """Run a query; all its rows."""
         ...
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
         """Run a write; how many rows it changed."""
         ...
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
-        """What ``error``, raised by a statement on ``driver``, means."""
+    def classify(self, error: Exception, conn: Any) -> Failure:
+        """What ``error``, raised by a statement on ``conn``, means."""
         ...
 
 
@@ -63,17 +63,17 @@ class DriverExecutor:
             pooled = await self._connections.acquire()
         except Exception as error:  # refused, pool timeout, unknown login, no such file...
             raise StatementFailed(Failure.UNAVAILABLE) from error
-        driver = pooled.driver_connection
+        conn = pooled.driver_connection
         reusable = False
         try:
             if statement.returns_rows:
-                result: Any = await self._driver.rows(driver, statement.sql, args)
+                result: Any = await self._driver.rows(conn, statement.sql, args)
             else:
-                result = await self._driver.count(driver, statement.sql, args)
+                result = await self._driver.count(conn, statement.sql, args)
             reusable = True
             return result
         except Exception as error:
-            failure = self._driver.classify(error, driver)
+            failure = self._driver.classify(error, conn)
             reusable = failure not in (Failure.DISCONNECTED, Failure.UNSENT, Failure.OTHER)
             raise StatementFailed(failure) from error
         finally:

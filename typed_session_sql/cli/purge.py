@@ -18,6 +18,7 @@ from typed_session_sql.cli.common import (
     EXIT_OK,
     Database,
     UnavailableError,
+    UsageError,
     add_database_options,
     check_connection,
     database,
@@ -106,6 +107,19 @@ def register(subparsers: Any) -> None:
         help="wait between two batches (e.g. 20ms; at most 1h), leaving the database to live "
         "traffic",
     )
+    # The purge inside PostgreSQL (typed_session_sql.pg_cron), for DBAs: no pass runs.
+    parser.add_argument(
+        "--pg-cron",
+        choices=("install", "remove", "sql"),
+        help="instead of a pass: install the purge inside PostgreSQL for pg_cron to run "
+        "(--schedule, --batch-size), remove it, or print its SQL for psql",
+    )
+    parser.add_argument(
+        "--schedule",
+        default="*/5 * * * *",
+        metavar="CRON",
+        help="with --pg-cron: when pg_cron runs it, in cron syntax (default '*/5 * * * *')",
+    )
     parser.set_defaults(handler=run_purge)
 
 
@@ -116,7 +130,62 @@ def run_purge(args: argparse.Namespace) -> int:
         setup_logging(logging.ERROR)
     else:
         setup_logging(logging.WARNING, timestamps=True)
+    if args.pg_cron is not None:
+        return run("purge", db, lambda: _pg_cron(db, args))
     return run("purge", db, lambda: _purge(db, args))
+
+
+async def _pg_cron(db: Database, args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from typed_session_sql import pg_cron
+    from typed_session_sql.backends.sql import SqlBackend
+
+    if args.every is not None:
+        raise UsageError("--pg-cron installs a schedule of its own: leave out --every")
+    if make_url(db.url).get_backend_name() not in ("postgresql", "postgres"):
+        raise UsageError("--pg-cron needs a PostgreSQL URL (pg_cron is a PostgreSQL extension)")
+    engine = make_engine(db, create_sqlite_file=False)
+    backend = SqlBackend(engine, table_name=db.table, schema=db.schema, owns_engine=True)
+    try:
+        pg_cron.pg_cron_purge(backend.table)  # a table name it cannot use: exit 2, not 69
+    except ValueError as error:
+        await backend.dispose()
+        raise UsageError(str(error)) from error
+    try:
+        if args.pg_cron == "sql":
+            print(
+                pg_cron.pg_cron_purge_script(
+                    backend, schedule=args.schedule, batch_size=args.batch_size
+                ),
+                end="",
+            )
+            return EXIT_OK
+        await check_connection(engine, db)
+        if args.pg_cron == "install":
+            try:
+                sql = await pg_cron.install_pg_cron_purge(
+                    backend, schedule=args.schedule, batch_size=args.batch_size
+                )
+            except SQLAlchemyError as error:
+                if "invalid schedule" in str(error):  # pg_cron's word for it
+                    raise UsageError(f"pg_cron refused the schedule {args.schedule!r}") from error
+                raise
+            print(
+                f"scheduled pg_cron job {sql.job_name!r}: "
+                f"CALL {sql.procedure}({args.batch_size}) at {args.schedule!r}"
+            )
+        elif await pg_cron.remove_pg_cron_purge(backend):
+            print(f"removed the pg_cron purge of {backend.table.fullname}")
+        else:
+            print(
+                f"no pg_cron purge of {backend.table.fullname} was scheduled "
+                "(its procedure dropped, if any)"
+            )
+        return EXIT_OK
+    finally:
+        await backend.dispose()
 
 
 def format_progress(progress: PurgeProgress) -> str:

@@ -42,8 +42,9 @@ LAYERS: dict[str, list[str]] = {
     ],
     # The backends. ``alembic_support`` is here while it still holds the migration runner
     # and the lock ``SqlBackend.migrate`` and readiness call (issue 18 item 3 moves those
-    # into backends/sql/ and leaves it the app-facing Alembic hooks).
-    "backends": ["backends", "urls", "alembic_support"],
+    # into backends/sql/ and leaves it the app-facing Alembic hooks). ``pg_cron`` is the
+    # purge as a job inside PostgreSQL, built on the SQL backend.
+    "backends": ["backends", "urls", "alembic_support", "pg_cron"],
     # The top level: what an application imports daily, gathered from the two above.
     "api": [""],
     # ASGI: the middleware and what it is made of, and the test client helpers.

@@ -1,4 +1,5 @@
-"""Sessions for any ASGI app: a pure ASGI middleware, ``get_session`` and ``store.session``.
+"""Sessions for any ASGI app: a pure ASGI middleware. Handlers get the session with
+``store.session`` or ``get_session`` (both in :mod:`typed_session_sql.scope`, exported here too).
 
 Read top to bottom, an HTTP request goes like this. The middleware puts a lazy slot in the
 scope and calls the app. Nothing is read until the handler awaits ``store.session`` (or
@@ -14,12 +15,14 @@ error response is out, the request is finished.
 A WebSocket connection gets its session the same way, from the handshake's cookie, but
 read-only (nothing can carry a new cookie to the browser over the connection), and only
 when the handshake's ``Origin`` is the app's own or an allowed one: browsers send the
-cookie with a handshake any site starts (cross-site WebSocket hijacking).
+cookie with a handshake any site starts (cross-site WebSocket hijacking;
+:mod:`typed_session_sql.websocket_origins`).
 
 With ``request_session=True`` the session's data, a dict, is also ``scope["session"]``,
 which is what ``request.session`` reads in Starlette (and so Authlib, sqladmin and
 starlette-admin). Those libraries sign in by writing to it, not by ``sign_in``, so a
-stored session whose content changes gets a new id, and ``clear()`` ends the session.
+stored session whose content changes gets a new id, and ``clear()`` ends the session
+(:mod:`typed_session_sql.request_session`).
 
 No framework is imported here: Starlette, FastAPI and Litestar apps all work through the
 scope alone. Store failures are logged once, by the store, where they happen; only the
@@ -28,12 +31,10 @@ errors the store does not report are logged here.
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, get_origin
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -54,7 +55,10 @@ from typed_session_sql.errors import (
     describe_error,
 )
 from typed_session_sql.events import EventKind, emit
+from typed_session_sql.request_session import Bridge, is_dict_type
+from typed_session_sql.scope import SCOPE_KEY, SessionAccessor, get_session
 from typed_session_sql.session import Session
+from typed_session_sql.websocket_origins import allowed_origins, refused_origin
 
 if TYPE_CHECKING:
     from typed_session_sql.store import SessionStore
@@ -71,8 +75,6 @@ __all__ = [
     "get_session",
 ]
 
-T = TypeVar("T")
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -82,9 +84,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 ErrorResponse = Callable[[Scope, SessionError], ASGIApp]
 """Makes the response that replaces the app's when the session cannot be saved or loaded."""
-
-SCOPE_KEY = "typed_session_sql.session"
-"""Where the middleware keeps the connection's session slot in the ASGI scope."""
 
 logger = logging.getLogger("typed_session_sql")
 
@@ -283,20 +282,18 @@ class SessionMiddleware:
         websocket_origins: Collection[str] = (),
         csrf: bool | CsrfSettings = False,
     ) -> None:
-        if request_session and not _is_dict_type(store.data_type):
+        if request_session and not is_dict_type(store.data_type):
             raise TypeError(
                 "request_session=True needs a store of dicts, e.g. SessionStore(dict, backend); "
                 f"this store keeps {store.data_type!r}"
             )
-        if isinstance(websocket_origins, str):  # a lone string would be taken letter by letter
-            raise TypeError("websocket_origins must be a collection of origins, not a string")
         self.app = app
         self.store = store
         self.cookie = cookie if cookie is not None else CookieSettings()
         self.error_response = error_response
         self.request_session = request_session
         self.rotate_on_change = rotate_on_change
-        self.websocket_origins = frozenset(_allowed_origin(origin) for origin in websocket_origins)
+        self.websocket_origins = allowed_origins(websocket_origins)
         if not isinstance(csrf, bool | CsrfSettings):
             raise TypeError(f"csrf must be True, False or a CsrfSettings, not {csrf!r}")
         settings = CsrfSettings() if csrf is True else csrf
@@ -313,7 +310,7 @@ class SessionMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         slot = self._install(scope)
         answered = False  # the app's response was replaced by an error response
-        bridge: _Bridge | None = None
+        bridge: Bridge | None = None
 
         async def send_with_session(message: Message) -> None:
             nonlocal answered
@@ -336,7 +333,7 @@ class SessionMiddleware:
             receive = checked
         try:
             if self.request_session:
-                bridge = _Bridge(await slot.get(), scope, self.store)
+                bridge = Bridge(await slot.get(), scope, self.store)
             await self.app(scope, receive, send_with_session)
         except SessionError as error:
             if answered:
@@ -349,7 +346,7 @@ class SessionMiddleware:
             await self._send_error(scope, receive, send, error)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = self._install(scope, foreign=self._refused_origin(scope))
+        slot = self._install(scope, foreign=refused_origin(scope, self.websocket_origins))
         closed = refused = False  # websocket.close went out; the changes were refused
 
         def refuse_changes() -> None:
@@ -391,20 +388,8 @@ class SessionMiddleware:
         scope[SCOPE_KEY] = slot
         return slot
 
-    def _refused_origin(self, scope: Scope) -> str | None:
-        """Why a WebSocket handshake's ``Origin`` is refused (the event's detail), or None
-        if it is the handshake's own origin or an allowed one."""
-        given = [value for key, value in scope["headers"] if key.lower() == b"origin"]
-        if len(given) != 1:
-            return f"{len(given)} Origin headers" if given else "no Origin header"
-        text = given[0].decode("latin-1")
-        origin = _origin_of(text)
-        if origin is not None and (origin in self.websocket_origins or origin == _own(scope)):
-            return None
-        return f"Origin {text[:100]!r} not allowed"  # cut: the header is the client's to fill
-
     async def _commit(
-        self, slot: _Slot, bridge: _Bridge | None, scope: Scope, message: Message
+        self, slot: _Slot, bridge: Bridge | None, scope: Scope, message: Message
     ) -> SessionError | None:
         """Save the session and put its headers on ``message``; or return why it failed."""
         slot.closed = True
@@ -438,7 +423,7 @@ class SessionMiddleware:
         return None
 
     async def _save_request_session(
-        self, slot: _Slot, session: Session[Any], bridge: _Bridge
+        self, slot: _Slot, session: Session[Any], bridge: Bridge
     ) -> CookieCommand:
         """Save what the app did through ``request.session`` as the typed API would have."""
         bridge.follow_scope(session)
@@ -554,196 +539,3 @@ def _add_vary_cookie(headers: Headers) -> None:
                 headers[index] = (key, value + b", Cookie")
             return
     headers.append((b"vary", b"Cookie"))
-
-
-def _is_dict_type(data_type: object) -> bool:
-    origin = get_origin(data_type) or data_type
-    return isinstance(origin, type) and issubclass(origin, dict)
-
-
-class _RequestSession(dict[str, Any]):
-    """``request.session``: the session's data, in a dict that notes ``clear()``, a sign-out
-    even when the session held no data, only a sign-in."""
-
-    cleared = False
-
-    def clear(self) -> None:
-        self.cleared = True
-        super().clear()
-
-
-class _Bridge:
-    """``request.session`` as the app got it, to tell at the response what the app did."""
-
-    __slots__ = ("before", "exposed", "scope", "signed_in")
-
-    def __init__(self, session: Session[Any], scope: Scope, store: SessionStore[Any]) -> None:
-        # The same content in a dict that notes clear(); through modify, so it is no change.
-        session.modify(_RequestSession)
-        self.exposed: _RequestSession = session.data
-        # A deep copy (nested values change in place too); none for a new session.
-        self.before = (
-            None if session.is_new else store.codec.decode(store.codec.encode(self.exposed))
-        )
-        self.signed_in = (session.principal, session.authenticated_at)
-        self.scope = scope
-        scope["session"] = self.exposed
-
-    def follow_scope(self, session: Session[Any]) -> None:
-        """A dict the app put in the scope instead (Litestar's ``set_session``) is the data
-        now; none (Litestar's ``clear_session``) is a sign-out. Otherwise the data is what
-        ``request.session`` and the typed API made of it."""
-        current = self.scope.get("session")
-        if current is self.exposed or session.is_deleted:
-            return
-        if isinstance(current, dict):
-            session.data = current
-        else:
-            session.delete()
-
-    def ends(self, session: Session[Any]) -> bool:
-        """Whether the app ended the stored session through ``request.session``: cleared it,
-        or emptied it as Starlette's own sessions take it; a sign-in in the same request
-        wins."""
-        if session.is_new or session.is_deleted or self._signing_in(session):
-            return False
-        emptied = bool(self.before) and session.data is self.exposed and not self.exposed
-        return self.exposed.cleared or emptied
-
-    def changed(self, session: Session[Any]) -> bool:
-        """Whether a stored session's data differs from what the request loaded."""
-        if self.before is None or session.is_deleted or self._signing_in(session):
-            return False  # a new session gets a fresh id anyway; a sign-in rotates already
-        return bool(session.data != self.before)
-
-    def _signing_in(self, session: Session[Any]) -> bool:
-        return (session.principal, session.authenticated_at) != self.signed_in
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-Origin = tuple[str, str, int]
-
-
-def _origin_of(text: str) -> Origin | None:
-    """``scheme://host[:port]`` as (scheme, host, port), or None for anything else (``null``,
-    a path, credentials, another scheme)."""
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
-        return None
-    return parts.scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[parts.scheme]
-
-
-def _own(scope: Scope) -> Origin | None:
-    """The origin a WebSocket handshake was made to: ``https`` for ``wss``, ``http`` for
-    ``ws``, and the ``Host`` it was sent to."""
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    hosts = [value for key, value in scope["headers"] if key.lower() == b"host"]
-    return _origin_of(f"{scheme}://{hosts[0].decode('latin-1')}") if len(hosts) == 1 else None
-
-
-def _allowed_origin(text: str) -> Origin:
-    origin = _origin_of(text) if isinstance(text, str) else None
-    if origin is None:
-        raise ValueError(
-            f"websocket_origins takes origins like 'https://app.example:8443', not {text!r}"
-        )
-    return origin
-
-
-# -- getting the session in a handler ----------------------------------------------------
-
-
-class _HasScope(Protocol):
-    @property
-    def scope(self) -> Mapping[str, Any]: ...
-
-
-def _slot_of(connection: _HasScope, store: SessionStore[Any] | None) -> _Slot:
-    """The connection's slot: the innermost middleware's, or the one of ``store``."""
-    slot = connection.scope.get(SCOPE_KEY)
-    if not isinstance(slot, _Slot):
-        raise RuntimeError(
-            "no session for this request: wrap the app in SessionMiddleware "
-            "(sessions are for HTTP requests and WebSocket connections)"
-        )
-    if store is None:
-        return slot
-    found: _Slot | None = slot
-    while found is not None and found.store is not store:
-        found = found.outer
-    if found is None:
-        raise RuntimeError(f"no SessionMiddleware with {store!r} wraps this request")
-    return found
-
-
-def _connection_signature() -> inspect.Signature | None:
-    """``(request: HTTPConnection) -> Session``: FastAPI injects the request (or WebSocket)
-    into a dependency by the parameter's annotation, so it must see Starlette's class. It is
-    imported only when someone asks, never when this module is imported."""
-    try:
-        from starlette.requests import HTTPConnection
-    except ImportError:
-        return None
-    parameter = inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
-    )
-    return inspect.Signature([parameter], return_annotation=Session)
-
-
-class SessionAccessor(Generic[T]):
-    """``await store.session(request)``: the request's ``Session[T]``, loaded on first use.
-
-    Made by :attr:`SessionStore.session`; typed by the store, so a wrong annotation is a
-    type error. ``request`` is anything with an ASGI ``.scope`` (a Starlette or FastAPI
-    ``Request`` or ``WebSocket``, a Litestar ``Request``). In FastAPI it is a dependency:
-    ``Annotated[Session[Cart], Depends(store.session)]``.
-    """
-
-    __slots__ = ("store",)
-
-    def __init__(self, store: SessionStore[T]) -> None:
-        self.store = store
-
-    async def __call__(self, request: _HasScope) -> Session[T]:
-        return await _slot_of(request, self.store).get()
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return _connection_signature() or inspect.signature(self.__call__)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SessionAccessor) and other.store is self.store
-
-    def __hash__(self) -> int:
-        return hash((SessionAccessor, id(self.store)))
-
-    def __repr__(self) -> str:
-        return f"{self.store!r}.session"
-
-
-class _GetSession:
-    """``await get_session(request)``: the request's session, loaded on first use, from the
-    innermost :class:`SessionMiddleware`.
-
-    Typed ``Session[Any]``: prefer ``store.session``, which knows the data type. This one
-    is for code that has no store at hand. In FastAPI it is a dependency too.
-    """
-
-    async def __call__(self, request: _HasScope) -> Session[Any]:
-        return await _slot_of(request, None).get()
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return _connection_signature() or inspect.signature(self.__call__)
-
-    def __repr__(self) -> str:
-        return "get_session"
-
-
-get_session = _GetSession()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import anyio
 
@@ -44,6 +44,7 @@ from typed_session_sql.errors import (
 from typed_session_sql.events import EventHook, EventKind, RevokeScope, emit
 from typed_session_sql.expiry import ExpiryPolicy, later_by
 from typed_session_sql.purge import BatchHook, purge_pass
+from typed_session_sql.scope import SessionAccessor
 from typed_session_sql.session import (
     PendingCreate,
     PendingDelete,
@@ -53,9 +54,6 @@ from typed_session_sql.session import (
     SessionState,
     as_utc,
 )
-
-if TYPE_CHECKING:
-    from typed_session_sql.asgi import SessionAccessor
 
 T = TypeVar("T")
 
@@ -635,8 +633,6 @@ class SessionStore(Generic[T]):
         """The current request's session, typed by this store: ``await store.session(request)``
         in a handler, ``Depends(store.session)`` in FastAPI. Needs
         :class:`~typed_session_sql.asgi.SessionMiddleware` with this store around the app."""
-        from typed_session_sql.asgi import SessionAccessor  # the web layer, loaded when used
-
         return SessionAccessor(self)
 
 

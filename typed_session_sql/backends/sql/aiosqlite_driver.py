@@ -24,32 +24,32 @@ __all__ = ["AiosqliteDriver"]
 class AiosqliteDriver:
     name = "aiosqlite"
 
-    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
-        fetched: Awaitable[Sequence[Any]] = driver.execute_fetchall(sql, args)
+    def rows(self, conn: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+        fetched: Awaitable[Sequence[Any]] = conn.execute_fetchall(sql, args)
         return fetched
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
         # The statement ran to completion on the thread; the cursor, dropped here, holds
         # nothing (sqlite3 resets a finished write), so closing it needs no trip.
-        cursor = await driver.execute(sql, args)
+        cursor = await conn.execute(sql, args)
         count: int = cursor.rowcount
         return count
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
+    def classify(self, error: Exception, conn: Any) -> Failure:
         if isinstance(error, ValueError) and not isinstance(error, sqlite3.Error):
             return Failure.UNSENT  # aiosqlite's "Connection closed": nothing ran
         if isinstance(error, OverflowError):
             return Failure.DATA  # an int sqlite3 cannot bind, refused before running
         return classify(error)
 
-    def is_closed(self, driver: Any) -> bool:
+    def is_closed(self, conn: Any) -> bool:
         return False  # aiosqlite cannot tell; a closed one fails as UNSENT, and is replaced
 
-    async def ping(self, driver: Any) -> object:
-        return await driver.execute("SELECT 1")
+    async def ping(self, conn: Any) -> object:
+        return await conn.execute("SELECT 1")
 
-    async def close(self, driver: Any) -> object:
-        return await driver.close()
+    async def close(self, conn: Any) -> object:
+        return await conn.close()
 
-    def terminate(self, driver: Any) -> None:
-        driver.stop()  # the worker thread closes the connection and ends
+    def terminate(self, conn: Any) -> None:
+        conn.stop()  # the worker thread closes the connection and ends

@@ -27,34 +27,34 @@ __all__ = ["AsyncmyDriver"]
 class AsyncmyDriver:
     name = "asyncmy"
 
-    async def rows(self, driver: Any, sql: str, args: list[object]) -> Sequence[Any]:
-        cursor = driver.cursor()
+    async def rows(self, conn: Any, sql: str, args: list[object]) -> Sequence[Any]:
+        cursor = conn.cursor()
         await cursor.execute(sql, args)
         rows: Sequence[Any] = await cursor.fetchall()  # buffered already: no I/O
         return rows
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
-        count: int = await driver.cursor().execute(sql, args)
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
+        count: int = await conn.cursor().execute(sql, args)
         return count
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
+    def classify(self, error: Exception, conn: Any) -> Failure:
         if ends_connection(error):
             # The server closes the connection after refusing the packet: close it here
             # too, so that it is replaced rather than failing the next statement.
-            driver.close()
+            conn.close()
         if isinstance(error, UnicodeEncodeError):
             return Failure.DATA  # a str asyncmy cannot encode, refused before sending
         return classify(error)
 
-    def is_closed(self, driver: Any) -> bool:
+    def is_closed(self, conn: Any) -> bool:
         # Closed by us or after a failed send, or (no I/O) the server's close already read.
-        return not driver.connected or getattr(driver, "_stream_broken", False) is True
+        return not conn.connected or getattr(conn, "_stream_broken", False) is True
 
-    async def ping(self, driver: Any) -> object:
-        return await driver.ping(reconnect=False)
+    async def ping(self, conn: Any) -> object:
+        return await conn.ping(reconnect=False)
 
-    async def close(self, driver: Any) -> object:
-        return await driver.ensure_closed()  # QUIT, then close
+    async def close(self, conn: Any) -> object:
+        return await conn.ensure_closed()  # QUIT, then close
 
-    def terminate(self, driver: Any) -> None:
-        driver.close()
+    def terminate(self, conn: Any) -> None:
+        conn.close()

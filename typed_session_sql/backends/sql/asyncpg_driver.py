@@ -17,16 +17,16 @@ __all__ = ["AsyncpgDriver"]
 class AsyncpgDriver:
     name = "asyncpg"
 
-    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
-        fetched: Awaitable[Sequence[Any]] = driver.fetch(sql, *args)
+    def rows(self, conn: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+        fetched: Awaitable[Sequence[Any]] = conn.fetch(sql, *args)
         return fetched
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
-        status: str = await driver.execute(sql, *args)  # "UPDATE 1"
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
+        status: str = await conn.execute(sql, *args)  # "UPDATE 1"
         return int(status.rsplit(" ", 1)[-1])
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
-        if driver.is_closed() or isinstance(error, OSError):
+    def classify(self, error: Exception, conn: Any) -> Failure:
+        if conn.is_closed() or isinstance(error, OSError):
             return Failure.DISCONNECTED
         failure = classify(error)
         if failure is Failure.OTHER and isinstance(error, ValueError):
@@ -35,15 +35,15 @@ class AsyncpgDriver:
             return Failure.DATA
         return failure
 
-    def is_closed(self, driver: Any) -> bool:
-        closed: bool = driver.is_closed()
+    def is_closed(self, conn: Any) -> bool:
+        closed: bool = conn.is_closed()
         return closed
 
-    async def ping(self, driver: Any) -> object:
-        return await driver.execute("SELECT 1")
+    async def ping(self, conn: Any) -> object:
+        return await conn.execute("SELECT 1")
 
-    async def close(self, driver: Any) -> object:
-        return await driver.close(timeout=5)
+    async def close(self, conn: Any) -> object:
+        return await conn.close(timeout=5)
 
-    def terminate(self, driver: Any) -> None:
-        driver.terminate()
+    def terminate(self, conn: Any) -> None:
+        conn.terminate()

@@ -48,7 +48,7 @@ from typed_session_sql.backends.sql.failures import (
 )
 from typed_session_sql.backends.sql.lanes import Lanes
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
-from typed_session_sql.backends.sql.statements import Prepared, Revoke, build_statements
+from typed_session_sql.backends.sql.statements import CompiledStatement, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
 from typed_session_sql.urls import mask_password
 
@@ -294,7 +294,7 @@ class SqlBackend:
     # -- running one statement ----------------------------------------------------------
 
     async def _run(
-        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool = True
+        self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool = True
     ) -> Any:
         """Run ``statement`` (see :meth:`Executor.run`), once more where the
         :class:`RetryBudget` allows. A taken id raises :class:`StatementFailed` for the
@@ -309,7 +309,7 @@ class SqlBackend:
                 await self._after(failed, budget)
 
     async def _count(
-        self, statement: Prepared, params: Mapping[str, object], *, idempotent: bool
+        self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool
     ) -> int:
         """Run a write; how many rows it changed."""
         count: int = await self._run(statement, params, idempotent=idempotent)

@@ -67,19 +67,19 @@ class HeldConnections:
 class DriverConnections(Protocol):
     """What a connection source asks of the driver: the little it can't ask SQLAlchemy."""
 
-    def is_closed(self, driver: Any) -> bool:
+    def is_closed(self, conn: Any) -> bool:
         """Whether the driver knows the connection is closed (no I/O)."""
         ...
 
-    def ping(self, driver: Any) -> Awaitable[object]:
+    def ping(self, conn: Any) -> Awaitable[object]:
         """One round trip that fails on a dead connection."""
         ...
 
-    def close(self, driver: Any) -> Awaitable[object]:
+    def close(self, conn: Any) -> Awaitable[object]:
         """Close the connection gracefully."""
         ...
 
-    def terminate(self, driver: Any) -> None:
+    def terminate(self, conn: Any) -> None:
         """Close the connection at once, without awaiting anything."""
         ...
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from typed_session_sql.backends.sql.connections import ConnectionSource, DriverConnections
 from typed_session_sql.backends.sql.failures import Failure, StatementFailed
-from typed_session_sql.backends.sql.statements import Prepared
+from typed_session_sql.backends.sql.statements import CompiledStatement
 
 __all__ = ["Driver", "DriverExecutor", "statement_logger"]
 
@@ -30,16 +30,16 @@ class Driver(DriverConnections, Protocol):
 
     name: str
 
-    def rows(self, driver: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
+    def rows(self, conn: Any, sql: str, args: list[object]) -> Awaitable[Sequence[Any]]:
         """Run a query; all its rows."""
         ...
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
         """Run a write; how many rows it changed."""
         ...
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
-        """What ``error``, raised by a statement on ``driver``, means."""
+    def classify(self, error: Exception, conn: Any) -> Failure:
+        """What ``error``, raised by a statement on ``conn``, means."""
         ...
 
 
@@ -55,7 +55,7 @@ class DriverExecutor:
     async def aclose(self) -> None:
         await self._connections.aclose()
 
-    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
+    async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
         args = statement.arguments(params)
         if statement_logger.isEnabledFor(logging.DEBUG):
             statement_logger.debug("%s", statement.sql)
@@ -63,17 +63,17 @@ class DriverExecutor:
             pooled = await self._connections.acquire()
         except Exception as error:  # refused, pool timeout, unknown login, no such file...
             raise StatementFailed(Failure.UNAVAILABLE) from error
-        driver = pooled.driver_connection
+        conn = pooled.driver_connection
         reusable = False
         try:
             if statement.returns_rows:
-                result: Any = await self._driver.rows(driver, statement.sql, args)
+                result: Any = await self._driver.rows(conn, statement.sql, args)
             else:
-                result = await self._driver.count(driver, statement.sql, args)
+                result = await self._driver.count(conn, statement.sql, args)
             reusable = True
             return result
         except Exception as error:
-            failure = self._driver.classify(error, driver)
+            failure = self._driver.classify(error, conn)
             reusable = failure not in (Failure.DISCONNECTED, Failure.UNSENT, Failure.OTHER)
             raise StatementFailed(failure) from error
         finally:

@@ -1,6 +1,6 @@
 """How the backend runs a statement: one executor per backend, chosen once.
 
-An :class:`Executor` runs one :class:`~.statements.Prepared` statement and names what went
+An :class:`Executor` runs one :class:`~.statements.CompiledStatement` statement and names what went
 wrong (:class:`~.failures.StatementFailed`); retrying and reporting are the backend's, once
 for all executors. There are two:
 
@@ -32,7 +32,7 @@ from typed_session_sql.backends.sql.asyncpg_driver import AsyncpgDriver
 from typed_session_sql.backends.sql.driver_executor import Driver
 from typed_session_sql.backends.sql.engine import autocommit_on_connect
 from typed_session_sql.backends.sql.psycopg_driver import PsycopgDriver
-from typed_session_sql.backends.sql.statements import Prepared
+from typed_session_sql.backends.sql.statements import CompiledStatement
 
 __all__ = ["DRIVERS", "Execution", "Executor", "choose"]
 
@@ -64,8 +64,8 @@ class Executor(Protocol):
     name: str
     """What runs them: ``sqlalchemy``, or the driver's name."""
 
-    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
-        """Run ``statement``: a query's rows, unconverted (see :meth:`Prepared.decode`), or
+    async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
+        """Run ``statement``: a query's rows, unconverted (see :meth:`CompiledStatement.decode`), or
         how many rows a write changed. Raises :class:`~.failures.StatementFailed`."""
         ...
 

@@ -27,36 +27,36 @@ __all__ = ["PsycopgDriver"]
 class PsycopgDriver:
     name = "psycopg"
 
-    async def rows(self, driver: Any, sql: str, args: list[object]) -> Sequence[Any]:
-        cursor = await driver.execute(sql, args)
+    async def rows(self, conn: Any, sql: str, args: list[object]) -> Sequence[Any]:
+        cursor = await conn.execute(sql, args)
         rows: Sequence[Any] = await cursor.fetchall()
         return rows
 
-    async def count(self, driver: Any, sql: str, args: list[object]) -> int:
-        cursor = await driver.execute(sql, args)
+    async def count(self, conn: Any, sql: str, args: list[object]) -> int:
+        cursor = await conn.execute(sql, args)
         count: int = cursor.rowcount
         return count
 
-    def classify(self, error: Exception, driver: Any) -> Failure:
-        if driver.closed or isinstance(error, OSError):
+    def classify(self, error: Exception, conn: Any) -> Failure:
+        if conn.closed or isinstance(error, OSError):
             return Failure.DISCONNECTED
         return classify(error)
 
-    def is_closed(self, driver: Any) -> bool:
+    def is_closed(self, conn: Any) -> bool:
         # psycopg reads from the server only while it runs something: a connection the
         # server closed while it sat idle (a restart, pg_terminate_backend) still says it
         # is open, with the server's goodbye unread in its socket. An idle connection of
         # ours is sent nothing else (no LISTEN), so anything to read means it is gone.
-        return bool(driver.closed) or _readable(driver.pgconn.socket)
+        return bool(conn.closed) or _readable(conn.pgconn.socket)
 
-    async def ping(self, driver: Any) -> object:
-        return await driver.execute("SELECT 1")
+    async def ping(self, conn: Any) -> object:
+        return await conn.execute("SELECT 1")
 
-    async def close(self, driver: Any) -> object:
-        return await driver.close()
+    async def close(self, conn: Any) -> object:
+        return await conn.close()
 
-    def terminate(self, driver: Any) -> None:
-        driver.pgconn.finish()  # closes the socket now; nothing to await
+    def terminate(self, conn: Any) -> None:
+        conn.pgconn.finish()  # closes the socket now; nothing to await
 
 
 def _readable(socket: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from sqlalchemy import inspect
@@ -20,9 +20,9 @@ from typed_session_sql import alembic_support
 from typed_session_sql.errors import describe_error
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
     from sqlalchemy.engine import Connection
-
-    from typed_session_sql.backends.sql.backend import SqlBackend
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["Readiness", "ReadinessStatus", "check_ready"]
 
@@ -52,8 +52,19 @@ class Readiness:
         return self.status is ReadinessStatus.READY
 
 
+class _Checked(Protocol):
+    """What is checked of a ``SqlBackend``: a protocol, since backend.py imports this module
+    (``SqlBackend.check_ready``) and the package has no import cycle."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def table(self) -> Table: ...
+
+
 async def check_ready(
-    backend: SqlBackend, *, revision: str | None = "head", within: float = 5.0
+    backend: _Checked, *, revision: str | None = "head", within: float = 5.0
 ) -> Readiness:
     """Whether ``backend`` can serve: its database answers within ``within`` seconds and
     its table exists, with a version record at ``revision`` or a later one (``"head"``: the

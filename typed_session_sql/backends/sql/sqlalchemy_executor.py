@@ -24,7 +24,7 @@ from typed_session_sql.backends.sql.failures import (
     classify,
     ends_connection,
 )
-from typed_session_sql.backends.sql.statements import Prepared
+from typed_session_sql.backends.sql.statements import CompiledStatement
 
 __all__ = ["SqlAlchemyExecutor"]
 
@@ -51,7 +51,7 @@ class SqlAlchemyExecutor:
     async def aclose(self) -> None:
         pass
 
-    async def run(self, statement: Prepared, params: Mapping[str, object]) -> Any:
+    async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
         try:
             conn = await self._engine.connect()
         except DBAPIError as error:

@@ -1,6 +1,6 @@
 """The backend's statements: built once from the table, compiled once for the engine.
 
-Every operation is one of these statements. Each is a :class:`Prepared`: the SQLAlchemy
+Every operation is one of these statements. Each is a :class:`CompiledStatement`: the SQLAlchemy
 Core statement (what the SQLAlchemy executor runs), the same statement compiled to the
 driver's SQL with its parameters in order (what a driver executor runs), and the
 conversions both need, taken from the column types through SQLAlchemy's public bind and
@@ -8,7 +8,7 @@ result processors (so an :class:`~.table.EpochMicros` timestamp is converted the
 on every executor).
 
 Queries select their columns untyped, so every executor returns rows as the database sent
-them and :meth:`Prepared.decode` converts them, one row at a time: a row that cannot be
+them and :meth:`CompiledStatement.decode` converts them, one row at a time: a row that cannot be
 converted (a timestamp out of range) fails alone.
 """
 
@@ -39,7 +39,14 @@ from sqlalchemy.types import NullType, TypeDecorator
 
 from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
 
-__all__ = ["HexBytes", "Prepared", "Revoke", "Statements", "build_statements"]
+__all__ = [
+    "CompiledStatement",
+    "HexBytes",
+    "Prepared",
+    "Revoke",
+    "Statements",
+    "build_statements",
+]
 
 Revoke = Literal["all", "one", "others"]
 _Processor = Callable[[Any], Any]
@@ -72,7 +79,7 @@ class HexBytes(TypeDecorator[bytes | str]):
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class CompiledStatement:
     """One statement, ready for any executor."""
 
     name: str
@@ -114,20 +121,25 @@ class Prepared:
         return values
 
 
+# The name until issue 18 (A11), kept for code written against it: "prepared" read as a
+# server-side prepared statement, which these are not (nor are they named on the server).
+Prepared = CompiledStatement
+
+
 @dataclass(frozen=True, slots=True)
 class Statements:
     """Every statement the backend runs, built by :func:`build_statements`."""
 
-    insert: Prepared
-    select: Prepared
-    update: Mapping[tuple[bool, bool], Prepared]
+    insert: CompiledStatement
+    select: CompiledStatement
+    update: Mapping[tuple[bool, bool], CompiledStatement]
     """By (moving the row to a new id, signing in)."""
-    touch: Prepared
-    delete: Prepared
-    list_by_principal: Prepared
-    revoke: Mapping[Revoke, Prepared]
-    purge: Prepared
-    clear: Prepared
+    touch: CompiledStatement
+    delete: CompiledStatement
+    list_by_principal: CompiledStatement
+    revoke: Mapping[Revoke, CompiledStatement]
+    purge: CompiledStatement
+    clear: CompiledStatement
     insert_ignores_conflict: bool
     """Whether ``insert`` skips a taken id (ON CONFLICT DO NOTHING) instead of failing."""
 
@@ -158,7 +170,9 @@ def build_statements(
     dialect_class: Any = type(dialect)
     positional = dialect if dialect.positional else dialect_class(paramstyle="format")
 
-    def prepare(name: str, clause: Any, columns: Sequence[ColumnElement[Any]] = ()) -> Prepared:
+    def prepare(
+        name: str, clause: Any, columns: Sequence[ColumnElement[Any]] = ()
+    ) -> CompiledStatement:
         compiled = clause.compile(
             dialect=positional,
             schema_translate_map=schema_translate_map,
@@ -177,7 +191,7 @@ def build_statements(
             for position, column in enumerate(columns)
             if (reader := column.type.dialect_impl(dialect).result_processor(dialect, None))
         )
-        return Prepared(
+        return CompiledStatement(
             name,
             clause,
             str(compiled),
@@ -190,7 +204,7 @@ def build_statements(
 
     def query(
         name: str, *columns: ColumnElement[Any], where: Any, newest: bool = False
-    ) -> Prepared:
+    ) -> CompiledStatement:
         # Untyped columns: every executor hands back the values as stored.
         untyped = [type_coerce(column, NullType()).label(column.key) for column in columns]
         selecting = select(*untyped).where(where)

@@ -3,18 +3,18 @@ run on, one version record per session table, one migrator at a time, and what a
 application's own ``env.py`` needs.
 
 Settings come, first match wins, from ``-x key=value`` on the Alembic command line, from
-``Config.attributes`` (set by :func:`make_config`), from the environment
+``Config.attributes`` (set by `make_config`), from the environment
 (``TYPED_SESSION_SQL_URL``, ``TYPED_SESSION_SQL_TABLE``, ``TYPED_SESSION_SQL_SCHEMA``), else
 the defaults; the URL has none (``sqlalchemy.url`` in the ini file also names one): a
 migration never picks a database nobody named.
 
 **Version records.** Each session table has its own version table, named by
-:func:`version_table` (``typed_sessions_alembic_version`` for the default table), so any
+`version_table` (``typed_sessions_alembic_version`` for the default table), so any
 number of session tables live in one schema, each migrated on its own. Before 0.2 every
 table shared ``typed_session_sql_alembic_version``; a run finds that old record and carries
 it over to the table's own (if the table exists), leaving the old one in place.
 
-**One migrator at a time.** :func:`upgrade`, :func:`downgrade` and our ``env.py`` run the
+**One migrator at a time.** `upgrade`, `downgrade` and our ``env.py`` run the
 migration in one transaction that first takes a lock: ``pg_advisory_xact_lock`` on
 PostgreSQL (per table, released at commit), ``BEGIN IMMEDIATE`` on SQLite (its write lock;
 others wait up to the engine's ``busy_timeout``), ``GET_LOCK`` on MySQL and MariaDB (per
@@ -184,10 +184,10 @@ async def upgrade(
     """Upgrade ``table`` to ``revision`` with the packaged migrations, over ``engine``.
 
     Serialised across processes (see the module docstring). Raises
-    :class:`~typed_session_sql.errors.MigrationError` for an unknown revision or a version
+    `MigrationError` for an unknown revision or a version
     record that disagrees with the database (the table exists without one: the
     application's own Alembic history manages it; or the record names a table that is
-    gone), and :class:`StoreUnavailableError` if the database fails (on a missing schema or
+    gone), and `StoreUnavailableError` if the database fails (on a missing schema or
     database, say). Alembic's INFO chatter is dropped meanwhile; a change is logged once
     (INFO, logger ``typed_session_sql``).
     """
@@ -199,7 +199,7 @@ async def upgrade(
 async def downgrade(
     engine: AsyncEngine, table: str, schema: str | None, revision: str
 ) -> Transition:
-    """Downgrade ``table`` to ``revision`` (``base`` drops it), serialised like :func:`upgrade`."""
+    """Downgrade ``table`` to ``revision`` (``base`` drops it), serialised like `upgrade`."""
     from alembic import command
 
     return await _run_command(engine, table, schema, lambda c: command.downgrade(c, revision))

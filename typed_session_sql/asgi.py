@@ -1,5 +1,5 @@
 """Sessions for any ASGI app: a pure ASGI middleware. Handlers get the session with
-``store.session`` or ``get_session`` (both in :mod:`typed_session_sql.scope`, exported here too).
+``store.session`` or ``get_session`` (both in `typed_session_sql.scope`, exported here too).
 
 Read top to bottom, an HTTP request goes like this. The middleware puts a lazy slot in the
 scope and calls the app. Nothing is read until the handler awaits ``store.session`` (or
@@ -16,13 +16,13 @@ A WebSocket connection gets its session the same way, from the handshake's cooki
 read-only (nothing can carry a new cookie to the browser over the connection), and only
 when the handshake's ``Origin`` is the app's own or an allowed one: browsers send the
 cookie with a handshake any site starts (cross-site WebSocket hijacking;
-:mod:`typed_session_sql.websocket_origins`).
+`typed_session_sql.websocket_origins`).
 
 With ``request_session=True`` the session's data, a dict, is also ``scope["session"]``,
 which is what ``request.session`` reads in Starlette (and so Authlib, sqladmin and
 starlette-admin). Those libraries sign in by writing to it, not by ``sign_in``, so a
 stored session whose content changes gets a new id, and ``clear()`` ends the session
-(:mod:`typed_session_sql.request_session`).
+(`typed_session_sql.request_session`).
 
 No framework is imported here: Starlette, FastAPI and Litestar apps all work through the
 scope alone. Store failures are logged once, by the store, where they happen; only the
@@ -205,7 +205,7 @@ class SessionMiddleware:
             request carries the cookie (``request.session`` cannot wait for the database).
             ``request.session.clear()`` ends the session (sign-out), as does emptying it.
         rotate_on_change: with ``request_session=True``, give a stored session whose data
-            changed during the request a new id, as :meth:`Session.sign_in` does: those
+            changed during the request a new id, as `Session.sign_in` does: those
             libraries sign in by writing to ``request.session``, so an id planted before
             would otherwise hold the signed-in session. Turn it off only if every sign-in
             also calls ``sign_in`` or ``regenerate``.

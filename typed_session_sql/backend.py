@@ -1,6 +1,6 @@
-"""The storage protocol: what a backend must do (:class:`Backend`, the purge lock included),
-what it may do (:class:`ReportsStats`, found with :func:`stats_of`), and
-:class:`ForwardingBackend`, the base of decorators that keep both.
+"""The storage protocol: what a backend must do (`Backend`, the purge lock included),
+what it may do (`ReportsStats`, found with `stats_of`), and
+`ForwardingBackend`, the base of decorators that keep both.
 
 A backend sees only hashed ids (32 bytes), opaque encoded data, versions and aware UTC
 timestamps. It never sees a cookie value, never decodes data and never reads a clock:
@@ -51,7 +51,7 @@ def check_principal(principal: object) -> str:
 class UnreadableRecordError(ValueError):
     """A stored row's columns cannot be read back (say, a timestamp out of range).
 
-    :meth:`Backend.read` raises it; the store treats the session as undecodable (it loads as
+    `Backend.read` raises it; the store treats the session as undecodable (it loads as
     None, with an ``undecodable`` event). Listings skip such rows instead.
     """
 
@@ -83,7 +83,7 @@ class SignIn:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """A conditional update of one row, as :meth:`Backend.update` takes it."""
+    """A conditional update of one row, as `Backend.update` takes it."""
 
     id_hash: bytes
     """The row to update."""
@@ -96,13 +96,13 @@ class Update:
     sign_in: SignIn | None = None
     """Set the principal and ``authenticated_at`` too; without it they stay as stored."""
     expiry_pinned: bool = False
-    """Whether ``expires_at`` is the application's own (see :attr:`Record.expiry_pinned`)."""
+    """Whether ``expires_at`` is the application's own (see `Record.expiry_pinned`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PrincipalRow:
-    """One of a principal's sessions as :meth:`Backend.list_by_principal` returns it (the
-    store turns it into a :class:`SessionInfo`).
+    """One of a principal's sessions as `Backend.list_by_principal` returns it (the
+    store turns it into a `SessionInfo`).
 
     No data: a listing never reads (or ships) session data it has no use for.
     """
@@ -131,19 +131,19 @@ class Backend(Protocol):
     the same (a 503 from the middleware, one ``store_unavailable`` event) whoever wrote
     the backend:
 
-    - storage that cannot be reached or fails: :class:`StoreUnavailableError`, with the
+    - storage that cannot be reached or fails: `StoreUnavailableError`, with the
       driver's error chained as ``__cause__``;
     - storage whose schema is absent (never migrated):
-      :class:`~typed_session_sql.errors.SessionTableMissingError` (a
-      :class:`StoreUnavailableError` that lasts until someone migrates);
-    - :meth:`read` on a row whose columns cannot be read back:
-      :class:`UnreadableRecordError`;
-    - values the storage refuses: :class:`~typed_session_sql.errors.DataRejectedError`;
+      `SessionTableMissingError` (a
+      `StoreUnavailableError` that lasts until someone migrates);
+    - `read` on a row whose columns cannot be read back:
+      `UnreadableRecordError`;
+    - values the storage refuses: `DataRejectedError`;
     - nothing else. Error messages never quote ids, id hashes, data or passwords.
 
-    The store translates at its boundary all the same (:func:`from_backend`): anything
+    The store translates at its boundary all the same (`from_backend`): anything
     else a backend lets escape, say its driver's ``ConnectionError``, becomes a
-    :class:`StoreUnavailableError` with that cause, so a forgotten ``except`` costs a
+    `StoreUnavailableError` with that cause, so a forgotten ``except`` costs a
     vaguer message, never a 500.
     """
 
@@ -154,7 +154,7 @@ class Backend(Protocol):
     async def read(self, id_hash: bytes) -> Record | None:
         """Return the row for ``id_hash`` (expired or not; the store judges expiry), or None.
 
-        Raises :class:`UnreadableRecordError` if the row's columns cannot be read back."""
+        Raises `UnreadableRecordError` if the row's columns cannot be read back."""
         ...
 
     async def update(self, change: Update) -> UpdateOutcome:
@@ -242,18 +242,30 @@ class ReportsStats(Protocol):
 
 
 def stats_of(backend: Backend) -> ReportsStats | None:
-    """``backend`` if it reports statistics, through any :class:`ForwardingBackend`; else None."""
+    """``backend`` if it reports statistics, through any `ForwardingBackend`; else None."""
     if isinstance(backend, ForwardingBackend):
         return backend if stats_of(backend.inner) is not None else None
     return backend if isinstance(backend, ReportsStats) else None
 
 
 class ForwardingBackend:
-    """A backend that hands every call to ``inner``, through one hook, :meth:`_call`.
+    """A backend that hands every call to ``inner``, through one hook, `_call`.
 
     The base of decorators (metrics, tracing, fault injection in tests): override
-    :meth:`_call` and every operation passes through it, and the purge lock and statistics
-    are still ``inner``'s, so wrapping never loses "one purger at a time"::
+    `_call` and every operation passes through it, and the purge lock and statistics
+    are still ``inner``'s, so wrapping never loses "one purger at a time".
+
+    Examples:
+        A decorator timing every operation of the backend it wraps:
+
+        ```python
+        import time
+
+        from typed_session_sql import MemoryBackend, SessionStore
+        from typed_session_sql.backend import ForwardingBackend
+
+        timings: list[tuple[str, float]] = []
+
 
         class Timed(ForwardingBackend):
             async def _call(self, operation, call):
@@ -261,9 +273,11 @@ class ForwardingBackend:
                 try:
                     return await call()
                 finally:
-                    record(operation, time.perf_counter() - started)
+                    timings.append((operation, time.perf_counter() - started))
 
-        store = SessionStore(Cart, Timed(SqlBackend.from_url(url)))
+
+        store = SessionStore(dict, Timed(MemoryBackend()))  # SqlBackend.from_url(...) too
+        ```
     """
 
     def __init__(self, inner: Backend) -> None:
@@ -323,7 +337,7 @@ class ForwardingBackend:
         return self.inner.purge_lock()
 
     async def stats(self, now: datetime) -> TableStats:
-        """``inner``'s statistics (see :func:`stats_of`); TypeError if it reports none."""
+        """``inner``'s statistics (see `stats_of`); TypeError if it reports none."""
         inner = stats_of(self.inner)
         if inner is None:
             raise TypeError(f"{type(self.inner).__name__} reports no statistics")
@@ -331,7 +345,7 @@ class ForwardingBackend:
 
     @property
     def telemetry_attributes(self) -> Mapping[str, str]:
-        """``inner``'s database attributes for spans (see :mod:`typed_session_sql.telemetry`)."""
+        """``inner``'s database attributes for spans (see `typed_session_sql.telemetry`)."""
         attributes: Mapping[str, str] = getattr(self.inner, "telemetry_attributes", {})
         return attributes
 

@@ -9,7 +9,7 @@ Two promises every built-in codec keeps, because the store compares encodings to
 whether to write:
 
 - What is stored loads back. A float JSON cannot hold (nan, inf) would be written as
-  ``null`` and never decode again, so it is refused with :class:`EncodeError`, as is a value
+  ``null`` and never decode again, so it is refused with `EncodeError`, as is a value
   of a type the codec cannot encode; nothing is written then.
 - The encoding is deterministic where msgspec can make it so (sets and dicts with string
   keys are sorted), so an untouched session encodes to the bytes it was loaded from. Where
@@ -46,11 +46,11 @@ class Codec(Protocol[T]):
     """Encodes session data to bytes and decodes it back into a fresh, independent value."""
 
     def encode(self, data: T) -> bytes:
-        """Raise :class:`EncodeError` for data that would not decode back."""
+        """Raise `EncodeError` for data that would not decode back."""
         ...
 
     def decode(self, raw: bytes) -> T:
-        """Raise :class:`DecodeError` if ``raw`` is not valid data of the type."""
+        """Raise `DecodeError` if ``raw`` is not valid data of the type."""
         ...
 
 
@@ -246,7 +246,7 @@ def _is_pydantic_model(data_type: object) -> bool:
 def codec_for(data_type: type[T]) -> Codec[T]:
     """The default codec for ``data_type``: pydantic for pydantic models, msgspec for the rest.
 
-    Raises :class:`EncodeError` for a type msgspec cannot encode.
+    Raises `EncodeError` for a type msgspec cannot encode.
     """
     if _is_pydantic_model(data_type):
         return PydanticCodec(data_type)

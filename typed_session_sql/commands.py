@@ -1,4 +1,4 @@
-"""What :meth:`SessionStore.save` tells the caller to do with the cookie: a command."""
+"""What `SessionStore.save` tells the caller to do with the cookie: a command."""
 
 from __future__ import annotations
 
@@ -40,4 +40,4 @@ class DoNothing:
 
 
 CookieCommand = SetCookie | DeleteCookie | DoNothing
-"""What :meth:`SessionStore.save` returns: one of the three commands."""
+"""What `SessionStore.save` returns: one of the three commands."""

@@ -1,4 +1,4 @@
-"""The exceptions the library raises. Every one derives from :class:`SessionError`."""
+"""The exceptions the library raises. Every one derives from `SessionError`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class StoreUnavailableError(SessionError):
 class SessionTableMissingError(StoreUnavailableError):
     """The session table does not exist: the database was never migrated.
 
-    Not transient, unlike other :class:`StoreUnavailableError`: it lasts until someone runs
+    Not transient, unlike other `StoreUnavailableError`: it lasts until someone runs
     ``typed-session-sql migrate upgrade head`` (or ``await backend.migrate()``).
     """
 
@@ -71,7 +71,7 @@ class DataRejectedError(SessionError):
 class EventLoopError(SessionError, RuntimeError):
     """The backend was used from an event loop its engine's connections do not belong to,
     and it could not open connections of that loop's own: the engine is the application's
-    (see :class:`~typed_session_sql.backends.sql.SqlBackend`). Nothing was sent."""
+    (see `SqlBackend`). Nothing was sent."""
 
 
 def describe_error(error: BaseException) -> str:

@@ -15,7 +15,7 @@ logger = logging.getLogger("typed_session_sql")
 
 
 class EventKind(enum.StrEnum):
-    """What happened. Each member says which of :class:`SessionEvent`'s fields it fills."""
+    """What happened. Each member says which of `SessionEvent`'s fields it fills."""
 
     CREATED = "created"
     """A new session was stored."""
@@ -40,7 +40,7 @@ class EventKind(enum.StrEnum):
     CONFLICT = "conflict"
     """A save met a concurrent write. ``retries`` is how many replays of ``modify``
     functions it took; ``detail`` is "replayed" (the save then succeeded), "raised"
-    (:class:`SessionConflictError`) or "deleted" (:class:`SessionDeletedError`)."""
+    (`SessionConflictError`) or "deleted" (`SessionDeletedError`)."""
     UNDECODABLE = "undecodable"
     """A stored session no longer decodes into the data type (or its row cannot be read);
     it loads as None (``on_undecodable="drop"``). ``detail`` names the problem."""

@@ -27,7 +27,7 @@ class ExpiryPolicy:
     session renews its idle deadline, but writes that renewal at most once per
     ``renew_after``, so a busy session costs one expiry write per interval rather than one
     per request, and activity never carries it past the absolute deadline. The defaults are
-    NIST SP 800-63B's AAL2 figures; :meth:`aal1`, :meth:`aal3` and :meth:`never` are presets.
+    NIST SP 800-63B's AAL2 figures; `aal1`, `aal3` and `never` are presets.
     """
 
     idle: timedelta | None = timedelta(minutes=30)
@@ -48,7 +48,7 @@ class ExpiryPolicy:
     be: the clock difference tolerated between the instances sharing the sessions. A row
     stamped further ahead was written by a clock that is wrong (or by hand) and loads as None
     (an ``undecodable`` event says by how much), so a skewed instance can stretch the
-    absolute bound and :meth:`Session.authenticated_within` by at most this much."""
+    absolute bound and `Session.authenticated_within` by at most this much."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.clock_skew, timedelta):
@@ -120,7 +120,7 @@ class ExpiryPolicy:
         """The new expiry to write if a load at ``now`` should renew, else None.
 
         Renewal happens only with an idle bound, only for a session that has an expiry, and
-        only once it would move the deadline later by at least :attr:`renewal_step`.
+        only once it would move the deadline later by at least `renewal_step`.
         """
         step = self.renewal_step
         if step is None or expires_at is None:

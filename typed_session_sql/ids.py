@@ -1,6 +1,6 @@
 """Session ids: how they are drawn, recognised, and hashed before they reach storage.
 
-The cookie value is 32 bytes from :mod:`secrets` (256 bits) as unpadded URL-safe base64:
+The cookie value is 32 bytes from `secrets` (256 bits) as unpadded URL-safe base64:
 43 characters. It means nothing (no time, counter or user in it). Storage only ever sees
 its blake3 hash, keyed with the application's secret when one is given, so a database dump
 holds no usable id, and a stored hash presented as a cookie matches nothing.

@@ -1,10 +1,10 @@
 """The purge run inside PostgreSQL by ``pg_cron``: no application process involved.
 
-:func:`install_pg_cron_purge` creates a procedure next to the session table that runs the
-same pass as :func:`~typed_session_sql.purge.purge_pass` (one cutoff for the pass, batches
+`install_pg_cron_purge` creates a procedure next to the session table that runs the
+same pass as `purge_pass` (one cutoff for the pass, batches
 of at most ``batch_size`` rows each deleted with ``FOR UPDATE SKIP LOCKED`` and committed on
 its own, the pass ending with the first short batch), and schedules it with
-``cron.schedule``; :func:`remove_pg_cron_purge` undoes both. :func:`pg_cron_purge_script`
+``cron.schedule``; `remove_pg_cron_purge` undoes both. `pg_cron_purge_script`
 gives the same SQL as text, for a DBA to review and run by hand.
 
 The procedure takes the purge lock the application's purgers take (the same advisory-lock
@@ -117,10 +117,10 @@ def pg_cron_purge(
     """The SQL for purging ``table`` with pg_cron every ``schedule`` (cron syntax, as
     ``cron.schedule`` takes it), ``batch_size`` rows a batch.
 
-    Raises :class:`ValueError` for a ``batch_size`` outside 1-1,000,000, a table name too
+    Raises `ValueError` for a ``batch_size`` outside 1-1,000,000, a table name too
     long to name its procedure (``<table>_purge`` must fit in 63 bytes), or a table or
     schema name with control characters (a line break in it would end a comment of
-    :func:`pg_cron_purge_script`).
+    `pg_cron_purge_script`).
     """
     if not 1 <= batch_size <= _MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {_MAX_BATCH_SIZE:,}")
@@ -206,8 +206,8 @@ async def install_pg_cron_purge(
 
     Needs the ``pg_cron`` extension in the table's database (``CREATE EXTENSION pg_cron``,
     where ``cron.database_name`` names it) and a role that may create the procedure and use
-    the ``cron`` schema. The job runs as this role. Raises :class:`ValueError` for a
-    backend that is not PostgreSQL and the bad arguments :func:`pg_cron_purge` refuses;
+    the ``cron`` schema. The job runs as this role. Raises `ValueError` for a
+    backend that is not PostgreSQL and the bad arguments `pg_cron_purge` refuses;
     the database's own error where pg_cron is missing or the schedule is not cron syntax.
     """
     _of(backend)

@@ -7,8 +7,8 @@ held for long, live traffic keeps flowing between batches, and a cancelled pass 
 nothing half done. The pass ends with the first batch that comes back short.
 
 Only one purger works at a time across every instance of the application, under the
-backend's purge lock (:meth:`Backend.purge_lock <typed_session_sql.backend.Backend.purge_lock>`,
-which every backend has, and a :class:`~typed_session_sql.backend.ForwardingBackend` keeps):
+backend's purge lock (`Backend.purge_lock`,
+which every backend has, and a `ForwardingBackend` keeps):
 on PostgreSQL a pass first opens a
 transaction on a connection of its own, takes an advisory lock in it
 (``pg_try_advisory_xact_lock``) and holds both until the pass ends. A purger that cannot
@@ -16,8 +16,8 @@ take it skips the pass at once instead of queueing behind the other one, so N in
 never pile up on the same rows. SQLite is a single-host database whose writers are already
 serialised by its file lock, so its lock is always free, as is the memory backend's.
 
-:class:`~typed_session_sql.scheduler.PurgeScheduler` runs passes in the background (e.g.
-in an ASGI lifespan); :func:`typed_session_sql.backend.stats_of` tells what a table holds.
+`PurgeScheduler` runs passes in the background (e.g.
+in an ASGI lifespan); `typed_session_sql.backend.stats_of` tells what a table holds.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def purge_pass(
     cost of a longer pass. Emits ``PURGED`` per batch, then ``PURGE_FINISHED``,
     ``PURGE_SKIPPED`` or ``PURGE_FAILED``.
 
-    Raises :class:`StoreUnavailableError` (or the backend's error) if a batch fails;
+    Raises `StoreUnavailableError` (or the backend's error) if a batch fails;
     the batches before it stay done.
     """
     if batch_size <= 0:

@@ -1,7 +1,7 @@
 """``request.session`` for libraries written against Starlette's own sessions (Authlib,
 sqladmin, starlette-admin): the session's data, a dict, as ``scope["session"]``, and at the
 response what the app did through it, told in the typed API's terms (a sign-in, a sign-out,
-a change). Used by :class:`~typed_session_sql.asgi.SessionMiddleware` with
+a change). Used by `SessionMiddleware` with
 ``request_session=True``.
 """
 

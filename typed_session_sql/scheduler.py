@@ -1,7 +1,7 @@
 """Purge passes in the background, for as long as an ``async with`` block runs.
 
 Meant for an ASGI lifespan: each instance of the application may run one, and the
-backend's purge lock (:meth:`typed_session_sql.backend.Backend.purge_lock`) lets only one
+backend's purge lock (`typed_session_sql.backend.Backend.purge_lock`) lets only one
 of them work at a time. The interval is jittered so a fleet restarted at once does not
 purge at once; a failing database is logged and retried with backoff, never ending the
 loop; leaving the block stops the scheduler promptly, mid-batch if need be (a batch is one
@@ -45,13 +45,13 @@ class PurgeScheduler:
             pass at once.
         retry_after: the first wait after a failed pass; it doubles with every further
             failure in a row, up to ``every``, with the same jitter.
-        on_pass: called with each pass's :class:`PurgeResult` (for metrics).
-        on_batch: called after each batch with its :class:`PurgeProgress`.
+        on_pass: called with each pass's `PurgeResult` (for metrics).
+        on_batch: called after each batch with its `PurgeProgress`.
         pause: a wait between two batches of a pass, leaving the database to live
             traffic; 0 (the default) runs the batches back to back.
         measure_table: count the table after each pass (one more query) for the
             OpenTelemetry gauges of live and expired sessions and purge lag
-            (:func:`typed_session_sql.telemetry.measure_table`).
+            (`typed_session_sql.telemetry.measure_table`).
         sleep: how to wait a number of seconds; tests inject one that moves a fake clock.
         rng: returns floats in [0, 1) for the jitter.
 

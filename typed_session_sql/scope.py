@@ -2,8 +2,8 @@
 ``await store.session(request)`` or ``await get_session(request)``.
 
 This is the contract between the store and whatever puts sessions in a scope (today
-:class:`~typed_session_sql.asgi.SessionMiddleware`): the adapter keeps a :class:`Slot` under
-:data:`SCOPE_KEY`, and a handler's accessor finds it there. It lives beside the store, not
+`SessionMiddleware`): the adapter keeps a `Slot` under
+`SCOPE_KEY`, and a handler's accessor finds it there. It lives beside the store, not
 in the web layer, so that ``store.session`` needs nothing from above: the core defines the
 slot, an adapter fills it. No web framework is imported, except Starlette's connection
 class when FastAPI asks for an accessor's signature.
@@ -28,7 +28,7 @@ SCOPE_KEY = "typed_session_sql.session"
 
 @runtime_checkable
 class Slot(Protocol):
-    """One connection's session, as an adapter keeps it under :data:`SCOPE_KEY`: loaded
+    """One connection's session, as an adapter keeps it under `SCOPE_KEY`: loaded
     by ``get()`` on first use. ``outer`` is the slot of an enclosing adapter, if any, so
     that two stores can wrap one app."""
 
@@ -89,7 +89,7 @@ def _connection_signature() -> inspect.Signature | None:
 class SessionAccessor(Generic[T]):
     """``await store.session(request)``: the request's ``Session[T]``, loaded on first use.
 
-    Made by :attr:`SessionStore.session`; typed by the store, so a wrong annotation is a
+    Made by `SessionStore.session`; typed by the store, so a wrong annotation is a
     type error. ``request`` is anything with an ASGI ``.scope`` (a Starlette or FastAPI
     ``Request`` or ``WebSocket``, a Litestar ``Request``). In FastAPI it is a dependency:
     ``Annotated[Session[Cart], Depends(store.session)]``.
@@ -120,7 +120,7 @@ class SessionAccessor(Generic[T]):
 
 class _GetSession:
     """``await get_session(request)``: the request's session, loaded on first use, from the
-    innermost :class:`~typed_session_sql.asgi.SessionMiddleware`.
+    innermost `SessionMiddleware`.
 
     Typed ``Session[Any]``: prefer ``store.session``, which knows the data type. This one
     is for code that has no store at hand. In FastAPI it is a dependency too.

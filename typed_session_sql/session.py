@@ -1,8 +1,8 @@
 """One session: its typed data, its state, and what the store must write to save it.
 
-A session is in one of six states (the Rust crate's), :class:`SessionState`: new-unchanged,
+A session is in one of six states (the Rust crate's), `SessionState`: new-unchanged,
 new-changed, unchanged, changed, deleted, new-deleted. The state alone decides what a save
-writes (:meth:`Session.pending_write`); unchanged sessions cost no write. A data change is
+writes (`Session.pending_write`); unchanged sessions cost no write. A data change is
 detected however it was made, by comparing the encoded data with what was loaded, so an
 in-place mutation of nested data (``session.data.items.append(4)``) counts too.
 """
@@ -72,7 +72,7 @@ class PendingUpdate:
     """Move the row to a fresh id in the same statement."""
     replayable: bool
     """Every data change went through ``modify``: after a lost race the store may reload
-    the row and :meth:`Session.rebase` onto it instead of raising."""
+    the row and `Session.rebase` onto it instead of raising."""
     expiry_moved: bool
     """The expiry changed (explicitly or by renewal): the client's cookie must follow."""
     cookie_value: str = field(repr=False)
@@ -100,7 +100,7 @@ PendingWrite = PendingCreate | PendingUpdate | PendingTouch | PendingDelete | No
 
 
 class Session(Generic[T]):
-    """A session's typed data plus its lifecycle. Made by :class:`SessionStore`, not directly.
+    """A session's typed data plus its lifecycle. Made by `SessionStore`, not directly.
 
     The methods under "the store's side" are how the store saves a session; an application
     never needs them.
@@ -245,7 +245,7 @@ class Session(Generic[T]):
 
         If every change of a session goes through ``modify``, a save that meets a concurrent
         write reloads the stored data, replays the functions in order and tries again,
-        instead of raising :class:`SessionConflictError`. ``fn`` may therefore run more than
+        instead of raising `SessionConflictError`. ``fn`` may therefore run more than
         once, on fresh data each time: keep it free of other side effects.
         """
         self._check_alive()
@@ -291,7 +291,7 @@ class Session(Generic[T]):
     def is_changed(self) -> bool:
         """Whether a save will write more than a renewal: changed data, and for a stored
         session also a pending rotation or an explicit expiry change; and a pending
-        :meth:`sign_in`, new or stored. A renewal alone does not count."""
+        `sign_in`, new or stored. A renewal alone does not count."""
         return self.state in _CHANGED
 
     @property
@@ -310,10 +310,10 @@ class Session(Generic[T]):
 
     @property
     def expiry_pinned(self) -> bool:
-        """Whether the application set :attr:`expires_at` (:meth:`expire_in`,
-        :meth:`set_expiry`, :meth:`do_not_expire`): then it is a cap that automatic renewal
+        """Whether the application set `expires_at` (`expire_in`,
+        `set_expiry`, `do_not_expire`): then it is a cap that automatic renewal
         never extends, on this request or any later one, until the application sets another
-        or calls :meth:`follow_policy`."""
+        or calls `follow_policy`."""
         return self._expiry_pinned
 
     @property
@@ -325,13 +325,13 @@ class Session(Generic[T]):
 
     @property
     def principal(self) -> str | None:
-        """Who signed in on this session (set only by :meth:`sign_in`, never inferred from the
+        """Who signed in on this session (set only by `sign_in`, never inferred from the
         data); None for an anonymous session."""
         return self._principal
 
     @property
     def authenticated_at(self) -> datetime | None:
-        """When :meth:`sign_in` last ran on this session (aware UTC); None if it never did."""
+        """When `sign_in` last ran on this session (aware UTC); None if it never did."""
         return self._authenticated_at
 
     @property
@@ -340,14 +340,14 @@ class Session(Generic[T]):
 
         It is the hex of the stored id hash, so it names the row without being its key's
         secret: presented as a cookie it matches nothing (the store hashes what it is
-        given). It changes when the id rotates (on :meth:`sign_in`, :meth:`regenerate`).
+        given). It changes when the id rotates (on `sign_in`, `regenerate`).
         """
         return None if self._id_hash is None else self._id_hash.hex()
 
     def sign_in(self, principal: str) -> None:
         """Record that ``principal`` (a user id, not a secret) authenticated on this session.
 
-        Sets :attr:`principal` and :attr:`authenticated_at` (now) and regenerates the id,
+        Sets `principal` and `authenticated_at` (now) and regenerates the id,
         so an id planted before sign-in (session fixation) is dead after it. The session is
         written on save even if its data is untouched, a new one included. The data is left
         as it is: clear it first if nothing of the anonymous session should carry over.
@@ -390,12 +390,12 @@ class Session(Generic[T]):
 
     def expire_in(self, duration: timedelta) -> None:
         """Expire ``duration`` from now (never past the policy's absolute bound). The expiry
-        is pinned: renewal never extends it (see :attr:`expiry_pinned`)."""
+        is pinned: renewal never extends it (see `expiry_pinned`)."""
         self.set_expiry(later_by(self._clock(), duration))
 
     def set_expiry(self, moment: datetime) -> None:
         """Expire at ``moment`` (aware), capped at the policy's absolute bound. The expiry is
-        pinned: renewal never extends it (see :attr:`expiry_pinned`)."""
+        pinned: renewal never extends it (see `expiry_pinned`)."""
         self._check_alive()
         self._set_expiry(as_utc(moment), pinned=True)
 
@@ -406,7 +406,7 @@ class Session(Generic[T]):
         self._set_expiry(None, pinned=True)
 
     def follow_policy(self) -> None:
-        """Undo :meth:`expire_in`, :meth:`set_expiry` and :meth:`do_not_expire`: the session
+        """Undo `expire_in`, `set_expiry` and `do_not_expire`: the session
         expires by the store's policy again (its idle bound from now, capped at the absolute
         one) and is renewed automatically."""
         self._check_alive()
@@ -453,7 +453,7 @@ class Session(Generic[T]):
         """What the next save must write: the one place that decides (``is_changed`` and
         ``state`` follow from the same assessment).
 
-        Raises :class:`EncodeError` if the data cannot be encoded.
+        Raises `EncodeError` if the data cannot be encoded.
         """
         state, encoded = self._assess()
         if state is SessionState.NEW_CHANGED:

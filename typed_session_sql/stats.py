@@ -1,7 +1,7 @@
 """What a session table holds: live and expired rows, the oldest expiry, its size.
 
-Kept so that existing imports work: :class:`TableStats` and :class:`ReportsStats` live in
-:mod:`typed_session_sql.backend` with the rest of what a backend must and may do.
+Kept so that existing imports work: `TableStats` and `ReportsStats` live in
+`typed_session_sql.backend` with the rest of what a backend must and may do.
 """
 
 from __future__ import annotations

@@ -62,10 +62,10 @@ Clock = Callable[[], datetime]
 OnUndecodable = Literal["drop", "reset_data"]
 
 Here = Literal["sign_out", "keep", "rotate"]
-"""What :meth:`SessionStore.sign_out_everywhere` does with the current session."""
+"""What `SessionStore.sign_out_everywhere` does with the current session."""
 
 MAX_LISTED = 10_000
-"""The most sessions one :meth:`SessionStore.sessions_of` call returns."""
+"""The most sessions one `SessionStore.sessions_of` call returns."""
 
 _HANDLE = re.compile(r"[0-9a-f]{64}")
 
@@ -78,8 +78,8 @@ def utc_now() -> datetime:
 class SessionInfo:
     """One live session of a principal, for a "your sessions" page. No cookie value in it.
 
-    ``handle`` names the session for :meth:`SessionStore.revoke` and equals the current
-    session's :attr:`Session.handle` for the session making the request; it is useless as
+    ``handle`` names the session for `SessionStore.revoke` and equals the current
+    session's `Session.handle` for the session making the request; it is useless as
     a cookie.
     """
 
@@ -95,21 +95,21 @@ class SessionStore(Generic[T]):
     Args:
         data_type: the session data's type (dataclass, msgspec Struct, TypedDict, pydantic
             model, or a builtin type).
-        backend: where sessions are kept: :class:`SqlBackend` or :class:`MemoryBackend`.
+        backend: where sessions are kept: `SqlBackend` or `MemoryBackend`.
         expiry: idle and absolute bounds and renewal throttling.
         clock: returns the current aware datetime; the only clock the store and its backend
             use. Tests inject one.
         secret_key: optional pepper (>= 16 bytes, kept outside the database) that keys the
             blake3 hash of ids, so a database dump alone cannot even confirm a stolen cookie.
         max_id_collision_retries: fresh ids to try after a collision before
-            :class:`IdCollisionError`; None retries without bound.
+            `IdCollisionError`; None retries without bound.
         max_data_bytes: the largest encoded data a save accepts.
         max_conflict_retries: how often a save replays ``modify`` functions after losing a
-            race before raising :class:`SessionConflictError`. Each lost race means another
+            race before raising `SessionConflictError`. Each lost race means another
             writer won, so N concurrent modifiers of one session need at most N - 1.
         codec: how data is encoded; by default msgspec JSON, or pydantic for pydantic models.
         default_factory: makes the data of a fresh session; by default ``data_type()``.
-        on_event: called with each :class:`SessionEvent` (no secrets in them).
+        on_event: called with each `SessionEvent` (no secrets in them).
         on_undecodable: what loading a stored session whose data no longer decodes into
             ``data_type`` does. "drop" (the default): it loads as None, so the user starts
             anonymous (``undecodable`` event). "reset_data": it loads with the id, sign-in
@@ -239,7 +239,7 @@ class SessionStore(Generic[T]):
         """The session this cookie names, or None if absent, malformed, unknown, expired or
         undecodable. A malformed value never reaches the backend.
 
-        Raises :class:`StoreUnavailableError` if the backend fails.
+        Raises `StoreUnavailableError` if the backend fails.
         """
         if not cookie_value:
             return None
@@ -304,7 +304,7 @@ class SessionStore(Generic[T]):
         expired, and for a session never stored. One backend read, no write: for a
         long-lived connection (a WebSocket) to ask now and then whether to go on.
 
-        Raises :class:`StoreUnavailableError` if the backend fails.
+        Raises `StoreUnavailableError` if the backend fails.
         """
         if session.handle is None or session.is_deleted:
             return False
@@ -349,11 +349,11 @@ class SessionStore(Generic[T]):
         """Write what the session says it needs, in one backend call, and say what to do
         with the cookie.
 
-        Raises :class:`SessionTooLargeError` and :class:`EncodeError` (nothing written),
-        :class:`SessionConflictError` (a concurrent write won and the change could not be
-        replayed; nothing written), :class:`SessionDeletedError` (the session was deleted
-        or rotated away meanwhile; nothing written), :class:`IdCollisionError` and
-        :class:`StoreUnavailableError`.
+        Raises `SessionTooLargeError` and `EncodeError` (nothing written),
+        `SessionConflictError` (a concurrent write won and the change could not be
+        replayed; nothing written), `SessionDeletedError` (the session was deleted
+        or rotated away meanwhile; nothing written), `IdCollisionError` and
+        `StoreUnavailableError`.
         """
         pending = session.pending_write()
         if pending is None:
@@ -499,7 +499,7 @@ class SessionStore(Generic[T]):
 
         One backend call. Raises TypeError or ValueError for a principal ``sign_in`` would
         refuse or a bad ``limit`` (before any backend call), and
-        :class:`StoreUnavailableError`.
+        `StoreUnavailableError`.
         """
         check_principal(principal)
         if not isinstance(limit, int) or isinstance(limit, bool):
@@ -526,7 +526,7 @@ class SessionStore(Generic[T]):
         """Delete the session ``handle`` names if it is one of ``principal``'s; return whether
         one was. A handle of another principal's session deletes nothing, so a user can only
         ever revoke their own. Anything but 64 lowercase hex characters is no handle: False,
-        with no backend call. A bad principal raises as in :meth:`sessions_of`."""
+        with no backend call. A bad principal raises as in `sessions_of`."""
         check_principal(principal)
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
@@ -539,8 +539,8 @@ class SessionStore(Generic[T]):
     async def revoke_all(self, principal: str, *, keep: Session[T] | None = None) -> int:
         """Delete every session of ``principal`` ("sign out everywhere"), except ``keep``
         ("everywhere else"; pass the current session); return how many went, in one
-        backend call. A later save of a revoked session raises :class:`SessionDeletedError`:
-        it never brings the session back. A bad principal raises as in :meth:`sessions_of`."""
+        backend call. A later save of a revoked session raises `SessionDeletedError`:
+        it never brings the session back. A bad principal raises as in `sessions_of`."""
         check_principal(principal)
         if keep is not None and keep.principal != principal:
             raise ValueError("keep is not a session of that principal")
@@ -564,7 +564,7 @@ class SessionStore(Generic[T]):
           copy of the old cookie is dead too.
 
         Return how many sessions went. Raises ValueError for a session nobody signed in
-        on, :class:`SessionError` for a deleted one, and :class:`StoreUnavailableError`.
+        on, `SessionError` for a deleted one, and `StoreUnavailableError`.
         """
         if here not in ("sign_out", "keep", "rotate"):
             raise ValueError(f"here must be 'sign_out', 'keep' or 'rotate', not {here!r}")
@@ -597,8 +597,8 @@ class SessionStore(Generic[T]):
 
         Expiry is judged by the store's clock at the start of the pass; each batch is one
         short statement, and ``on_batch`` sees each one's progress. Only one purger works at
-        a time across instances (on PostgreSQL; see :mod:`typed_session_sql.purge`): if
-        another one is running, this returns 0 at once. Raises :class:`StoreUnavailableError`.
+        a time across instances (on PostgreSQL; see `typed_session_sql.purge`): if
+        another one is running, this returns 0 at once. Raises `StoreUnavailableError`.
         """
         with self._reporting_failures(None):  # purge_pass measures its pass and batches
             result = await purge_pass(
@@ -614,7 +614,7 @@ class SessionStore(Generic[T]):
     @contextmanager
     def _reporting_failures(self, operation: str | None) -> Iterator[None]:
         """Emit (and so log) every store failure once, where it happens, then let it go on;
-        measure ``operation`` (a span and its duration, see :mod:`.telemetry`)."""
+        measure ``operation`` (a span and its duration, see `.telemetry`)."""
         try:
             with telemetry.operation(operation, self.backend) if operation else _UNMEASURED:
                 yield
@@ -632,7 +632,7 @@ class SessionStore(Generic[T]):
     def session(self) -> SessionAccessor[T]:
         """The current request's session, typed by this store: ``await store.session(request)``
         in a handler, ``Depends(store.session)`` in FastAPI. Needs
-        :class:`~typed_session_sql.asgi.SessionMiddleware` with this store around the app."""
+        `SessionMiddleware` with this store around the app."""
         return SessionAccessor(self)
 
 

@@ -17,7 +17,7 @@ What is reported (docs/operations.md says what to alert on):
 - ``typed_session.purge.rows``: counter of rows purged;
 - ``typed_session.sessions.live``, ``typed_session.sessions.expired`` and
   ``typed_session.purge.lag`` (seconds the oldest expired row has waited): observable
-  gauges, reported once the application counts the table (:func:`measure_table`, or
+  gauges, reported once the application counts the table (`measure_table`, or
   ``PurgeScheduler(..., measure_table=True)``), since counting costs a query;
 - a span per store operation, ``typed_session.<operation>``, a child of the current span
   (the request's), with the database's attributes (``db.system.name``,
@@ -71,7 +71,7 @@ Attributes = Mapping[str, str]
 
 def backend_attributes(backend: Backend) -> Attributes:
     """The database attributes a backend offers for spans (``telemetry_attributes``, an
-    optional property; :class:`SqlBackend` and any ForwardingBackend around one have it)."""
+    optional property; `SqlBackend` and any ForwardingBackend around one have it)."""
     attributes: Attributes = getattr(backend, "telemetry_attributes", {})
     return attributes
 

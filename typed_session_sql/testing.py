@@ -8,8 +8,8 @@ Two problems they solve:
   the session cookie itself, over plain HTTP too, and applies every ``Set-Cookie`` of it
   in order, redirects included, as a browser does.
 - Starting a test signed in, or with given data, without clicking through the app:
-  :meth:`SessionJar.set_session` stores a session and hands the client its cookie (like
-  Litestar's ``set_session_data``); :meth:`SessionJar.load` reads back what the client
+  `SessionJar.set_session` stores a session and hands the client its cookie (like
+  Litestar's ``set_session_data``); `SessionJar.load` reads back what the client
   holds (like Django's ``client.session``).
 
 ``SessionJar`` is for synchronous clients; it runs the store's calls on the client's event
@@ -122,7 +122,7 @@ class SessionJar(_Jar[T]):
 
     Args:
         client: the test client; the jar adds itself to its event hooks.
-        store: the app's store, for :meth:`set_session` and :meth:`load`.
+        store: the app's store, for `set_session` and `load`.
         cookie: the app's cookie settings, if not the default.
 
     Examples:
@@ -204,7 +204,7 @@ class SessionJar(_Jar[T]):
 
 class AsyncSessionJar(_Jar[T]):
     """The session cookie of an async client (``httpx.AsyncClient``, Litestar's
-    ``AsyncTestClient``), kept over plain HTTP too. Same arguments as :class:`SessionJar`.
+    ``AsyncTestClient``), kept over plain HTTP too. Same arguments as `SessionJar`.
 
     Examples:
         A FastAPI app tested with `httpx.AsyncClient`, the jar's calls awaited (under

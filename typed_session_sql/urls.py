@@ -4,7 +4,7 @@ The library runs on SQLAlchemy's asyncio engine, so a URL must name an async dri
 URLs platforms and habits hand out name the database and a sync driver, or none:
 ``postgres://`` (Heroku, Render, Fly), ``postgresql://``, ``postgresql+psycopg2://``,
 ``mysql://``, ``sqlite:///file.db``. Each names the database without doubt, and for each the
-library has one default async driver, so :func:`async_url` maps it there instead of failing
+library has one default async driver, so `async_url` maps it there instead of failing
 on a driver that is not installed or cannot run under asyncio:
 
 - ``postgres://``, ``postgresql://``, ``postgresql+psycopg2://`` -> ``postgresql+asyncpg://``

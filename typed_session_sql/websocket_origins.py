@@ -1,7 +1,7 @@
 """Which WebSocket handshakes get the cookie's session: those whose ``Origin`` is the
 handshake's own or one the app allows. Browsers send the cookie with a handshake any site
 starts, so any other origin could ride on the user's session (cross-site WebSocket
-hijacking); :class:`~typed_session_sql.asgi.SessionMiddleware` gives those a new anonymous
+hijacking); `SessionMiddleware` gives those a new anonymous
 session instead.
 """
 

@@ -8,6 +8,7 @@ except the parts of a package that declares one too (``backends.sql.table`` and 
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import re
@@ -62,3 +63,58 @@ def test_the_package_page_shows_every_export_once() -> None:
     ]
     assert sorted(shown) == sorted(typed_session_sql.__all__)
     assert shown[:2] == ["SessionStore", "Session"], "the main classes come first"
+
+
+# reST that mkdocstrings shows as typed: roles (`:meth:` and the like, with or without a
+# domain), directives (`.. note::`), a paragraph ending in `::` (a literal block) and
+# `text <url>`_ links. ``double backticks`` are left alone: Markdown renders them as code.
+REST = re.compile(
+    r":(?:py:)?[a-z]+:`"
+    r"|^\s*\.\. [\w-]+::"
+    r"|::$"
+    r"|`[^`]*<[^>`]+>`__?",
+    re.M,
+)
+
+
+def docstrings(path: Path) -> list[tuple[int, str]]:
+    """Every docstring of a module: the module's, each class's and function's, and each
+    attribute's (a bare string after an assignment): every bare string statement."""
+    return [
+        (node.lineno, node.value.value)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    ]
+
+
+def test_no_docstring_has_rest_markup() -> None:
+    package = Path(typed_session_sql.__file__).parent
+    raw = [
+        f"{path.relative_to(package.parent)}:{line}: {match[0]}"
+        for path in sorted(package.rglob("*.py"))
+        for line, text in docstrings(path)
+        for match in REST.finditer(text)
+    ]
+    assert not raw, (
+        "Markdown, not reST, in docstrings: mkdocstrings shows these as typed "
+        "(write `code` in backticks, not :class: or :meth: roles):\n" + "\n".join(raw)
+    )
+
+
+def test_the_rest_pattern_finds_what_mkdocstrings_shows_raw() -> None:
+    found = [
+        text
+        for text in [
+            "What :meth:`SessionStore.save` returns",
+            "a :py:class:`~x.Y`",
+            "    .. note::",
+            "Like this::",
+            "`the docs <https://example.org>`_",
+            "``literal`` and `code` and a [link](https://example.org)",
+            "a time, 12:30, and ::1 (IPv6)",
+        ]
+        if REST.search(text)
+    ]
+    assert len(found) == 5

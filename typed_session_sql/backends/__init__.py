@@ -1,2 +1,2 @@
-"""Storage backends, each implementing :class:`~typed_session_sql.backend.Backend`:
-:mod:`.memory` for development and tests, :mod:`.sql` for everything else."""
+"""Storage backends, each implementing `Backend`:
+`.memory` for development and tests, `.sql` for everything else."""

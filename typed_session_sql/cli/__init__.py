@@ -1,6 +1,6 @@
 """The ``typed-session-sql`` command: ``purge``, ``stats``, ``ready``, ``migrate`` and
 ``demo``, one module each; what the database commands share is in
-:mod:`typed_session_sql.cli.common`. Their heavy imports happen inside the handlers."""
+`typed_session_sql.cli.common`. Their heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ worked on (password masked) in its output.
 Exit codes (the same for every command; docs/reference/cli.md has the table):
 
 - 0: done;
-- 1: a migration failed (:class:`~typed_session_sql.errors.MigrationError`: an unknown
+- 1: a migration failed (`MigrationError`: an unknown
   revision, a version record that disagrees with the database), or ``migrate current
   --check`` found the table behind;
 - 2: bad usage: no database given, an unknown or malformed option, a malformed URL, an
@@ -23,7 +23,7 @@ Exit codes (the same for every command; docs/reference/cli.md has the table):
 
 The failures come classified by the library (one translation for every path); this
 module only maps its error classes to exit codes. No output ever shows any part of a
-password: URLs are printed masked (:func:`~typed_session_sql.urls.mask_password`), and
+password: URLs are printed masked (`mask_password`), and
 every error line is masked again on its way out.
 """
 
@@ -93,7 +93,7 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def database(args: argparse.Namespace) -> Database:
-    """The database the options (else the environment) name; a :class:`UsageError` if
+    """The database the options (else the environment) name; a `UsageError` if
     neither names one."""
     if args.url is not None:
         url, url_from = args.url, "--url"
@@ -113,12 +113,12 @@ def database(args: argparse.Namespace) -> Database:
 
 
 def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any) -> AsyncEngine:
-    """The engine for ``db``; a URL no installed driver takes is a :class:`UsageError`.
+    """The engine for ``db``; a URL no installed driver takes is a `UsageError`.
 
     Without ``create_sqlite_file``, a SQLite file that does not exist is an
-    :class:`UnavailableError` rather than a new empty database (a purge or a look at the
+    `UnavailableError` rather than a new empty database (a purge or a look at the
     counts has nothing to do on one). ``options`` go to
-    :func:`~typed_session_sql.backends.sql.engine.create_engine`.
+    `create_engine`.
     """
     from sqlalchemy.engine import make_url
 
@@ -159,8 +159,8 @@ def _missing_driver(driver: str, error: ImportError) -> str:
 
 async def check_connection(engine: AsyncEngine, db: Database) -> None:
     """Open and close one connection, so that the URL's options are judged before any
-    work: a driver refusing them is a :class:`UsageError`, a database that does not answer
-    an :class:`UnavailableError`."""
+    work: a driver refusing them is a `UsageError`, a database that does not answer
+    an `UnavailableError`."""
     from sqlalchemy.exc import ArgumentError, InterfaceError, SQLAlchemyError
 
     from typed_session_sql.errors import describe_error

@@ -51,7 +51,7 @@ def parse_interval(text: str) -> timedelta:
 
 
 def parse_pause(text: str) -> timedelta:
-    """Like :func:`parse_interval`, zero allowed, at most an hour."""
+    """Like `parse_interval`, zero allowed, at most an hour."""
     return _duration(text, MAX_PAUSE)
 
 

@@ -15,7 +15,7 @@ Everything here uses the public API, the way an application would:
   and checked by ``SessionMiddleware(..., csrf=...)`` before the handler runs; bodies are
   capped and their fields counted (``forms.py``); every value is checked (quantities are
   ASCII digits in a range) and a bad one is a 400;
-- security headers on every response (:mod:`.headers`);
+- security headers on every response (`.headers`);
 - the database is migrated on start, and expired sessions are purged in the background.
 """
 
@@ -160,7 +160,7 @@ FormHandler = Callable[[Request, Shop, dict[str, str]], Awaitable[Response]]
 
 
 def form_handler(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
-    """Runs ``handler`` with the form once :func:`~.forms.read_form` accepted it; answers
+    """Runs ``handler`` with the form once `read_form` accepted it; answers
     400, 413 or 415 otherwise, without reading more of the body than it must. (The CSRF
     token was checked before: the middleware answered 403 to a request without it.)"""
 

@@ -28,7 +28,7 @@ class FormRefused(Exception):
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The POSTed form, without its ``csrf_token`` field; else :class:`FormRefused`."""
+    """The POSTed form, without its ``csrf_token`` field; else `FormRefused`."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/x-www-form-urlencoded":
         raise FormRefused(415, "not a form")

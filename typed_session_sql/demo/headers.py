@@ -30,7 +30,7 @@ HEADERS = [
 
 
 class SecurityHeaders:
-    """Adds :data:`HEADERS` to every HTTP response that does not set them itself."""
+    """Adds `HEADERS` to every HTTP response that does not set them itself."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

@@ -2,10 +2,10 @@
 
 Settings: ``-x url=... -x table=... -x schema=...``, or TYPED_SESSION_SQL_URL /
 TYPED_SESSION_SQL_TABLE / TYPED_SESSION_SQL_SCHEMA. The table definition (the autogenerate
-target) is the backend's own: :func:`typed_session_sql.backends.sql.table.session_table`.
-Each session table has its own version table (:func:`~typed_session_sql.alembic_support.
+target) is the backend's own: `typed_session_sql.backends.sql.table.session_table`.
+Each session table has its own version table (`
 version_table`), and every online run holds the migration lock
-(:func:`~typed_session_sql.alembic_support.serialised`).
+(`serialised`).
 """
 
 from __future__ import annotations

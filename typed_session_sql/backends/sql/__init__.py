@@ -1,11 +1,11 @@
 """The SQL backend: sessions in one table, through SQLAlchemy's asyncio engine.
 
 The public names are here; the package's modules each hold one part:
-:mod:`.table` (the table and its timestamp type), :mod:`.engine` (the engine it makes),
-:mod:`.statements` (the statements, built once), :mod:`.executor` (what runs them:
-SQLAlchemy, or the driver itself), :mod:`.connections` (the connections a backend holds),
-:mod:`.failures` (what a failure means), :mod:`.maintenance` (purge lock, table stats),
-:mod:`.readiness` (can it serve now?) and :mod:`.backend` (the backend itself).
+`.table` (the table and its timestamp type), `.engine` (the engine it makes),
+`.statements` (the statements, built once), `.executor` (what runs them:
+SQLAlchemy, or the driver itself), `.connections` (the connections a backend holds),
+`.failures` (what a failure means), `.maintenance` (purge lock, table stats),
+`.readiness` (can it serve now?) and `.backend` (the backend itself).
 """
 
 from typed_session_sql.backends.sql.backend import SqlBackend

@@ -1,4 +1,4 @@
-"""The driver executor's calls on aiosqlite (:mod:`.driver_executor`).
+"""The driver executor's calls on aiosqlite (`.driver_executor`).
 
 aiosqlite runs every call on the connection's own thread; each call is a round trip to it
 (~60 us on a small box). SQLAlchemy's adapter makes four a statement (cursor(), execute,
@@ -6,7 +6,7 @@ fetchall, close); here a statement is one: ``execute_fetchall`` for a query, ``e
 for a write, whose row count is read off the returned cursor without another trip.
 
 Only for engines whose connections are in autocommit from the moment they connect (made by
-:func:`~.engine.create_engine`): otherwise sqlite3 would open a transaction before each
+`create_engine`): otherwise sqlite3 would open a transaction before each
 write and leave it open.
 """
 

@@ -1,4 +1,4 @@
-"""The driver executor's calls on asyncmy, for MySQL and MariaDB (:mod:`.driver_executor`).
+"""The driver executor's calls on asyncmy, for MySQL and MariaDB (`.driver_executor`).
 
 A statement is one ``cursor.execute`` in the text protocol, as SQLAlchemy's asyncmy dialect
 sends it: the same SQL (``%s`` placeholders, escaped by asyncmy, bytes as ``_binary'...'``
@@ -8,7 +8,7 @@ result is read whole with the statement, so fetching it is no further round trip
 
 asyncmy has no public way to tell, without a round trip, that the server closed an idle
 connection (asyncpg's ``is_closed()``); its ``_stream_broken`` property tells exactly that
-(the transport is closing, or the stream hit its end), so :meth:`AsyncmyDriver.is_closed`
+(the transport is closing, or the stream hit its end), so `AsyncmyDriver.is_closed`
 asks it where it exists. Without it, a connection the server closed fails its next
 statement with error 2006 before the statement is sent, and the backend runs the
 statement once more, on a fresh connection.

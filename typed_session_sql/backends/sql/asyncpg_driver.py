@@ -1,4 +1,4 @@
-"""The driver executor's calls on asyncpg (:mod:`.driver_executor`).
+"""The driver executor's calls on asyncpg (`.driver_executor`).
 
 Statements go through asyncpg's own statement cache (named prepared statements), as raw
 asyncpg use does.

@@ -2,8 +2,8 @@
 
 Every operation is a single statement run in autocommit mode: no BEGIN/COMMIT round trips,
 and each statement is atomic on its own. The statements are built and compiled once per
-backend (:mod:`.statements`); one executor (:mod:`.executor`) runs them all; one retry
-loop (:meth:`SqlBackend._run`) decides what a failure means (:mod:`.failures`).
+backend (`.statements`); one executor (`.executor`) runs them all; one retry
+loop (`SqlBackend._run`) decides what a failure means (`.failures`).
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ _LONG_AGO = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class SqlBackend:
-    """Sessions in one SQL table, through a SQLAlchemy :class:`AsyncEngine`.
+    """Sessions in one SQL table, through a SQLAlchemy `AsyncEngine`.
 
     Args:
-        engine: the engine to use. Statements run in autocommit mode; see :meth:`from_url`
+        engine: the engine to use. Statements run in autocommit mode; see `from_url`
             for an engine of the backend's own.
         table_name: the table's name.
         schema: the schema (PostgreSQL; the database on MySQL) the table lives in; None for
@@ -81,14 +81,14 @@ class SqlBackend:
         held_connections: hold this many of the engine's connections for the backend's
             statements (driver execution only), instead of one checkout from the pool per
             statement. An engine the application shares usually holds none.
-        owns_engine: :meth:`dispose` disposes the engine too (as :meth:`from_url` sets).
+        owns_engine: `dispose` disposes the engine too (as `from_url` sets).
 
     A connection belongs to the event loop that opened it, so the backend never uses one
     from another loop: each loop gets its own connections (and, on a backend made with
-    :meth:`from_url`, an engine of its own while another loop uses the first), closed on
-    that loop by :meth:`dispose` or when the loop shuts down. An engine passed in here is
+    `from_url`, an engine of its own while another loop uses the first), closed on
+    that loop by `dispose` or when the loop shuts down. An engine passed in here is
     the application's: used from a second loop while it may hold the first one's
-    connections, the backend raises :class:`~typed_session_sql.errors.EventLoopError`.
+    connections, the backend raises `EventLoopError`.
 
     Examples:
         A backend of its own engine, made from a URL (here a SQLite file; without a URL,
@@ -161,7 +161,7 @@ class SqlBackend:
     def engine(self) -> AsyncEngine:
         """The engine the running event loop's statements use: the one the backend was made
         with, except while it serves another loop that still runs (then, on a backend that
-        made its engine, one more like it; see :mod:`.lanes`)."""
+        made its engine, one more like it; see `.lanes`)."""
         return self._lanes.current().engine
 
     @property
@@ -180,11 +180,11 @@ class SqlBackend:
         held_connections: int | None = None,
         **engine_options: Any,
     ) -> Self:
-        """A backend on an engine of its own for ``url``; :meth:`dispose` closes it.
+        """A backend on an engine of its own for ``url``; `dispose` closes it.
 
         Without ``url``, the ``TYPED_SESSION_SQL_URL`` environment variable, else a SQLite
         file ``./sessions.db``. ``engine_options`` (``pool_size``, ``connect_args``, ...) go
-        to :func:`~typed_session_sql.backends.sql.create_engine`, which also reads
+        to `create_engine`, which also reads
         ``?prepared_statements=false`` in the URL (behind PgBouncer before 1.21 in
         transaction mode).
 
@@ -223,9 +223,9 @@ class SqlBackend:
         over this backend's engine (no second engine, no URL needed): the one call an app
         makes at start-up. Concurrent callers, in any number of processes, take turns under
         a lock (PostgreSQL advisory lock, SQLite write lock, MySQL GET_LOCK). See
-        :func:`typed_session_sql.alembic_support.upgrade`: a revision or version record
-        that will not do raises :class:`~typed_session_sql.errors.MigrationError` (not to
-        be retried), the database :class:`~typed_session_sql.errors.StoreUnavailableError`
+        `typed_session_sql.alembic_support.upgrade`: a revision or version record
+        that will not do raises `MigrationError` (not to
+        be retried), the database `StoreUnavailableError`
         naming it (password masked) and the driver's first line."""
         from typed_session_sql.alembic_support import upgrade
 
@@ -234,7 +234,7 @@ class SqlBackend:
     async def check_ready(self, *, revision: str | None = "head", within: float = 5.0) -> Readiness:
         """Whether this backend can serve now (database reachable, table present at
         ``revision`` or later): for readiness probes. See
-        :func:`~typed_session_sql.backends.sql.readiness.check_ready`."""
+        `check_ready`."""
         from typed_session_sql.backends.sql.readiness import check_ready
 
         return await check_ready(self, revision=revision, within=within)
@@ -256,7 +256,7 @@ class SqlBackend:
             return await maintenance.table_stats(self.engine, self.table, now)
 
     def _translated(self, doing: str) -> AbstractContextManager[None]:
-        """The errors of a rare operation, as :func:`.failures.translated` makes them."""
+        """The errors of a rare operation, as `.failures.translated` makes them."""
         where = mask_password(self.engine.url.render_as_string(hide_password=True))
         table = str(self.table.fullname)
         return translated(table, f"{doing} {table} on {where}")
@@ -296,9 +296,9 @@ class SqlBackend:
     async def _run(
         self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool = True
     ) -> Any:
-        """Run ``statement`` (see :meth:`Executor.run`), once more where the
-        :class:`RetryBudget` allows. A taken id raises :class:`StatementFailed` for the
-        caller to judge; any other failure the library's error (:func:`store_error`).
+        """Run ``statement`` (see `Executor.run`), once more where the
+        `RetryBudget` allows. A taken id raises `StatementFailed` for the
+        caller to judge; any other failure the library's error (`store_error`).
         Queries are idempotent."""
         budget = None
         while True:

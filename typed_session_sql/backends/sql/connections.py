@@ -3,10 +3,10 @@
 A checkout from SQLAlchemy's pool and the check-in after it cost about as much, at 16
 concurrent requests, as the primary-key read they wrap. A backend that owns its engine
 therefore *holds* a fixed number of the pool's connections for its own statements
-(:class:`HeldConnections`); everything else using the engine (DDL, migrations, the purge
+(`HeldConnections`); everything else using the engine (DDL, migrations, the purge
 lock, stats, an application's own queries) uses the rest of the pool. An engine passed in
 by the application is shared: the backend holds none of its connections unless told to,
-and takes one from the pool for each statement (:class:`PerStatement`).
+and takes one from the pool for each statement (`PerStatement`).
 
 Held connections are treated as the pool treats its own: replaced when older than
 ``recycle`` (``pool_recycle``), pinged before use with ``pre_ping`` (``pool_pre_ping``),
@@ -189,7 +189,7 @@ class Holder:
             return pooled
 
     async def _connection(self) -> PoolProxiedConnection:
-        """An idle connection fit for use, else a new one. Raises :class:`_Full` rather than
+        """An idle connection fit for use, else a new one. Raises `_Full` rather than
         ask for one the server would refuse while others of ours are in use."""
         while True:
             pooled = self._take_idle()

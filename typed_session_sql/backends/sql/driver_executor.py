@@ -1,10 +1,10 @@
 """Statements run straight on the driver's connection, past SQLAlchemy's execution.
 
-The SQL was compiled once by SQLAlchemy (:mod:`.statements`); here it goes to the driver
-with its positional arguments, on a connection from a :mod:`~.connections` source. What
+The SQL was compiled once by SQLAlchemy (`.statements`); here it goes to the driver
+with its positional arguments, on a connection from a `connections` source. What
 differs between drivers (how to run, what an error means, whether a connection is closed)
-is a :class:`Driver`, one module each: :mod:`.asyncpg_driver`, :mod:`.psycopg_driver`,
-:mod:`.aiosqlite_driver`.
+is a `Driver`, one module each: `.asyncpg_driver`, `.psycopg_driver`,
+`.aiosqlite_driver`.
 
 Statements are logged at DEBUG on the ``typed_session_sql.sql`` logger (the SQL, never its
 parameters): the driver executor's counterpart of the ``sqlalchemy.engine`` logger.

@@ -1,6 +1,6 @@
 """The engine the SQL backend makes for itself, tuned for session traffic.
 
-:func:`create_engine` is what :meth:`SqlBackend.from_url` uses, and what an application can
+`create_engine` is what `SqlBackend.from_url` uses, and what an application can
 use to build an engine of its own with the same settings.
 """
 
@@ -71,9 +71,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     ``-wal`` and ``-shm`` files, which SQLite creates with the file's mode). On MySQL and
     MariaDB, asyncmy keeps each statement prepared on the server, per connection
     (``stmt_cache_size``; ``connect_args={"stmt_cache_size": 0}`` turns it off). Extra
-    ``kwargs`` go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    ``kwargs`` go to `sqlalchemy.ext.asyncio.create_async_engine`.
 
-    ``?prepared_statements=false`` in the URL (see :data:`PREPARED_STATEMENTS`) turns off
+    ``?prepared_statements=false`` in the URL (see `PREPARED_STATEMENTS`) turns off
     the driver's statement naming: asyncpg's and SQLAlchemy's statement caches, psycopg's
     ``prepare_threshold``, asyncmy's ``stmt_cache_size``. ``connect_args`` given here win
     over it.
@@ -106,7 +106,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def _statement_naming(url: URL) -> tuple[URL, bool]:
-    """``url`` without :data:`PREPARED_STATEMENTS`, and whether it lets drivers name
+    """``url`` without `PREPARED_STATEMENTS`, and whether it lets drivers name
     statements (the default)."""
     value = url.query.get(PREPARED_STATEMENTS)
     if value is None:
@@ -120,7 +120,7 @@ def _statement_naming(url: URL) -> tuple[URL, bool]:
 
 
 def autocommit_on_connect(engine: AsyncEngine) -> bool:
-    """Whether ``engine`` came from :func:`create_engine` in autocommit (the default)."""
+    """Whether ``engine`` came from `create_engine` in autocommit (the default)."""
     return engine.sync_engine in _MADE_HERE
 
 

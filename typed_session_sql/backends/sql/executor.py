@@ -1,19 +1,19 @@
 """How the backend runs a statement: one executor per backend, chosen once.
 
-An :class:`Executor` runs one :class:`~.statements.CompiledStatement` statement and names what went
-wrong (:class:`~.failures.StatementFailed`); retrying and reporting are the backend's, once
+An `Executor` runs one `CompiledStatement` statement and names what went
+wrong (`StatementFailed`); retrying and reporting are the backend's, once
 for all executors. There are two:
 
-- :class:`~.sqlalchemy_executor.SqlAlchemyExecutor`: SQLAlchemy's own execution, on any
+- `SqlAlchemyExecutor`: SQLAlchemy's own execution, on any
   dialect. Engine events (``before_cursor_execute`` and the rest), ``echo`` and the
   ``sqlalchemy.engine`` loggers, and execution options all apply.
-- :class:`~.driver_executor.DriverExecutor`: the precompiled SQL straight on the driver's
+- `DriverExecutor`: the precompiled SQL straight on the driver's
   connection (asyncpg, psycopg, aiosqlite, asyncmy), past SQLAlchemy's per-statement
   machinery, which costs about as much as the database round trip itself. Statements are
   logged at DEBUG on the ``typed_session_sql.sql`` logger and seen by driver-level tracing
   (OpenTelemetry's asyncpg instrumentation).
 
-:func:`choose` picks one for an engine: ``execution="auto"`` takes the driver executor where
+`choose` picks one for an engine: ``execution="auto"`` takes the driver executor where
 there is one for the engine's driver and nothing on the engine expects SQLAlchemy's
 execution; see its docstring.
 """
@@ -65,8 +65,8 @@ class Executor(Protocol):
     """What runs them: ``sqlalchemy``, or the driver's name."""
 
     async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
-        """Run ``statement``: a query's rows, unconverted (see :meth:`CompiledStatement.decode`), or
-        how many rows a write changed. Raises :class:`~.failures.StatementFailed`."""
+        """Run ``statement``: a query's rows, unconverted (see `CompiledStatement.decode`), or
+        how many rows a write changed. Raises `StatementFailed`."""
         ...
 
     async def aclose(self) -> None:

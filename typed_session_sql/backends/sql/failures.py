@@ -1,9 +1,9 @@
 """What a failed statement means, what may be retried, and what the caller is told.
 
-Executors name a failure (:class:`Failure`) and raise :class:`StatementFailed`; the backend's
-one retry loop asks a :class:`RetryBudget` whether to run the statement again, and turns
-what is left into the library's errors (:func:`store_error`). Error texts carry the type
-and first line of the driver's error (:func:`~typed_session_sql.errors.describe_error`),
+Executors name a failure (`Failure`) and raise `StatementFailed`; the backend's
+one retry loop asks a `RetryBudget` whether to run the statement again, and turns
+what is left into the library's errors (`store_error`). Error texts carry the type
+and first line of the driver's error (`describe_error`),
 never a statement's parameters: those are id hashes, session data and principals.
 """
 
@@ -196,7 +196,7 @@ class RetryBudget:
 def store_error(failed: StatementFailed, table: str) -> SessionError:
     """The library's error for a statement that failed for good, on the session ``table``.
 
-    Raise it ``from`` what this returns as ``__cause__`` (see :func:`store_error_cause`).
+    Raise it ``from`` what this returns as ``__cause__`` (see `store_error_cause`).
     """
     cause = failed.__cause__ or failed
     failure = failed.failure
@@ -253,13 +253,13 @@ def _sqlstate(error: BaseException) -> str:
 
 @contextmanager
 def translated(table: str, doing: str) -> Iterator[None]:
-    """Turn a failure inside the block into the library's error, as :func:`store_error`
+    """Turn a failure inside the block into the library's error, as `store_error`
     does for session statements: the door every rarer operation (statistics, creating or
     migrating the table, the purge and migration locks) leaves by, so that one failure
     reads the same whichever path met it.
 
-    A missing table is :class:`SessionTableMissingError` on every dialect, anything else
-    that went wrong with the database a :class:`StoreUnavailableError` saying what could
+    A missing table is `SessionTableMissingError` on every dialect, anything else
+    that went wrong with the database a `StoreUnavailableError` saying what could
     not be done (``doing``, e.g. "read the table's statistics on <masked URL>") with the
     driver's first line. Anything else passes unchanged: the library's own errors, a
     cancellation, and a bug (a TypeError must not read as an outage).

@@ -5,15 +5,15 @@ fails ("attached to a different loop"); used from two loops running at once (two
 clients, each running the app on a loop of its own in a thread of its own) it corrupts the
 connection, and asyncpg then crashes the process. So the backend keeps what holds
 connections apart per running loop, in a *lane*: made on the loop's first statement, and
-closed *on that loop*, when :meth:`SqlBackend.dispose` runs there or when the loop shuts
+closed *on that loop*, when `SqlBackend.dispose` runs there or when the loop shuts
 down (``asyncio.run``, anyio and test clients cancel the loop's remaining tasks first: a
 lane's keeper task closes it then). Nothing ever touches a connection from another loop.
 
 The first lane runs on the backend's engine. Another lane running at the same time gets an
-engine of its own, made like the first (:meth:`SqlBackend.from_url` knows how), except on
+engine of its own, made like the first (`SqlBackend.from_url` knows how), except on
 aiosqlite, whose connections run on threads of their own and serve any loop. An engine the
 application passed in cannot be copied: a second loop while the first one's connections
-may be in its pool raises :class:`~typed_session_sql.errors.EventLoopError`.
+may be in its pool raises `EventLoopError`.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class LockHolder:
 
 
 def lock_holder(row: Sequence[Any] | None) -> LockHolder | None:
-    """The holder :data:`LOCK_HOLDER_QUERY`'s ``row`` describes; None if the lock is free."""
+    """The holder `LOCK_HOLDER_QUERY`'s ``row`` describes; None if the lock is free."""
     if row is None or row[0] is None:
         return None
     _, database, holders_database, seconds = row
@@ -98,7 +98,7 @@ async def purge_lock(engine: AsyncEngine, table: Table) -> AsyncIterator[bool]:
     keeps no purged row from VACUUM. On MySQL and MariaDB: ``GET_LOCK`` on a dedicated
     autocommit connection, released with ``RELEASE_LOCK`` (per server: on a Galera cluster
     each node has its own, see docs/production.md). Its name is server-wide and anyone can
-    work it out: refused it, the purger asks who holds it (:data:`LOCK_HOLDER_QUERY`), and
+    work it out: refused it, the purger asks who holds it (`LOCK_HOLDER_QUERY`), and
     yields True where that is not a connection to its own database. Elsewhere (SQLite,
     whose writers its file lock serialises): always yields True.
     """
@@ -170,9 +170,9 @@ _LOCK_STEP = 10
 
 def take_server_lock(connection: Connection, name: str, what: str) -> bool:
     """Take the ``GET_LOCK`` ``name`` (``what`` it is, for messages) on ``connection``,
-    waiting up to :data:`MIGRATION_LOCK_WAIT`; whether it was taken. False where a
+    waiting up to `MIGRATION_LOCK_WAIT`; whether it was taken. False where a
     connection to another database holds it: that is a squatter, no other migrator, and
-    the caller goes on without it (with a warning). Raises :class:`StoreUnavailableError`
+    the caller goes on without it (with a warning). Raises `StoreUnavailableError`
     when the wait is over."""
     deadline = time.monotonic() + MIGRATION_LOCK_WAIT
     while True:

@@ -1,4 +1,4 @@
-"""The driver executor's calls on psycopg 3 (:mod:`.driver_executor`), for
+"""The driver executor's calls on psycopg 3 (`.driver_executor`), for
 ``postgresql+psycopg://`` URLs (the ``psycopg`` extra).
 
 psycopg sends a statement and its arguments in one round trip whether or not it prepares
@@ -9,7 +9,7 @@ per operation as direct. asyncpg needs two there: without named statements it de
 each statement before it binds it.
 
 Only for engines whose connections are in autocommit from the moment they connect (made by
-:func:`~.engine.create_engine`): otherwise psycopg would begin a transaction before the
+`create_engine`): otherwise psycopg would begin a transaction before the
 first statement and leave it open.
 """
 

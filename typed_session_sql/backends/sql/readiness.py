@@ -40,7 +40,7 @@ class ReadinessStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """The answer of :func:`check_ready`; ``detail`` is one line, never with a password."""
+    """The answer of `check_ready`; ``detail`` is one line, never with a password."""
 
     status: ReadinessStatus
     detail: str

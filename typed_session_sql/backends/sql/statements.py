@@ -1,14 +1,14 @@
 """The backend's statements: built once from the table, compiled once for the engine.
 
-Every operation is one of these statements. Each is a :class:`CompiledStatement`: the SQLAlchemy
+Every operation is one of these statements. Each is a `CompiledStatement`: the SQLAlchemy
 Core statement (what the SQLAlchemy executor runs), the same statement compiled to the
 driver's SQL with its parameters in order (what a driver executor runs), and the
 conversions both need, taken from the column types through SQLAlchemy's public bind and
-result processors (so an :class:`~.table.EpochMicros` timestamp is converted the same way
+result processors (so an `EpochMicros` timestamp is converted the same way
 on every executor).
 
 Queries select their columns untyped, so every executor returns rows as the database sent
-them and :meth:`CompiledStatement.decode` converts them, one row at a time: a row that cannot be
+them and `CompiledStatement.decode` converts them, one row at a time: a row that cannot be
 converted (a timestamp out of range) fails alone.
 """
 
@@ -114,7 +114,7 @@ class CompiledStatement:
 
     def decode(self, row: Sequence[Any]) -> list[Any]:
         """One row of this query, converted. Raises what a conversion raises (say,
-        :class:`OverflowError` for a timestamp out of range)."""
+        `OverflowError` for a timestamp out of range)."""
         values = list(row)
         for position, reader in self.readers:
             values[position] = reader(values[position])
@@ -128,7 +128,7 @@ Prepared = CompiledStatement
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Every statement the backend runs, built by :func:`build_statements`."""
+    """Every statement the backend runs, built by `build_statements`."""
 
     insert: CompiledStatement
     select: CompiledStatement

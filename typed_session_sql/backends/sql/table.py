@@ -53,7 +53,7 @@ _MICROSECOND = timedelta(microseconds=1)
 class EpochMicros(TypeDecorator[datetime]):
     """An aware datetime stored as a BIGINT of microseconds since 1970-01-01 UTC.
 
-    Reading a value outside the years 1-9999 raises :class:`OverflowError`: such a row was
+    Reading a value outside the years 1-9999 raises `OverflowError`: such a row was
     not written by this library.
     """
 

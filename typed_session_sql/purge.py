@@ -7,14 +7,14 @@ held for long, live traffic keeps flowing between batches, and a cancelled pass 
 nothing half done. The pass ends with the first batch that comes back short.
 
 Only one purger works at a time across every instance of the application, under the
-backend's purge lock (`Backend.purge_lock`,
-which every backend has, and a `ForwardingBackend` keeps):
-on PostgreSQL a pass first opens a
-transaction on a connection of its own, takes an advisory lock in it
-(``pg_try_advisory_xact_lock``) and holds both until the pass ends. A purger that cannot
-take it skips the pass at once instead of queueing behind the other one, so N instances
-never pile up on the same rows. SQLite is a single-host database whose writers are already
-serialised by its file lock, so its lock is always free, as is the memory backend's.
+backend's purge lock (`Backend.purge_lock`, which every backend has and a
+`ForwardingBackend` keeps): on PostgreSQL a pass first opens a transaction on a
+connection of its own, takes an advisory lock in it (``pg_try_advisory_xact_lock``) and
+holds both until the pass ends; on MySQL and MariaDB it holds a ``GET_LOCK`` named for
+the database and table. A purger that cannot take it skips the pass at once instead of
+queueing behind the other one, so N instances never pile up on the same rows. SQLite is a
+single-host database whose writers are already serialised by its file lock, so its lock
+is always free, as is the memory backend's.
 
 `PurgeScheduler` runs passes in the background (e.g.
 in an ASGI lifespan); `typed_session_sql.backend.stats_of` tells what a table holds.

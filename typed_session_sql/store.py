@@ -597,7 +597,7 @@ class SessionStore(Generic[T]):
 
         Expiry is judged by the store's clock at the start of the pass; each batch is one
         short statement, and ``on_batch`` sees each one's progress. Only one purger works at
-        a time across instances (on PostgreSQL; see `typed_session_sql.purge`): if
+        a time across instances (the backend's `purge_lock`; see `typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises `StoreUnavailableError`.
         """
         with self._reporting_failures(None):  # purge_pass measures its pass and batches

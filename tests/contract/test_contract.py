@@ -1,4 +1,5 @@
-"""The contract every backend passes unchanged: Memory, SQLite and PostgreSQL.
+"""The contract every backend passes unchanged: Memory, and SQLite, PostgreSQL (asyncpg,
+psycopg) and MariaDB on each executor (tests/backends.py lists them).
 
 It ports what the Rust crate typed-session tests, and adds what it never tested. The
 ``backend`` fixture records the kind of every backend call, so assertions about round

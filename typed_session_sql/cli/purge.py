@@ -85,7 +85,8 @@ def register(subparsers: Any) -> None:
         help="delete expired sessions, in short batches",
         description="Delete expired sessions in short batches (one statement each). One pass "
         "by default, for cron; with --every, keep running (a sidecar) until SIGTERM or "
-        "SIGINT. On PostgreSQL only one purger runs at a time (advisory lock); a pass that "
+        "SIGINT. Only one purger runs at a time (an advisory lock on PostgreSQL, GET_LOCK on "
+        "MySQL and MariaDB, SQLite's write lock); a pass that "
         f"finds another one running is skipped. {EXIT_CODES_HELP}",
     )
     add_database_options(parser)

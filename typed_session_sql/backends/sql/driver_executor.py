@@ -4,7 +4,7 @@ The SQL was compiled once by SQLAlchemy (`.statements`); here it goes to the dri
 with its positional arguments, on a connection from a `connections` source. What
 differs between drivers (how to run, what an error means, whether a connection is closed)
 is a `Driver`, one module each: `.asyncpg_driver`, `.psycopg_driver`,
-`.aiosqlite_driver`.
+`.aiosqlite_driver`, `.asyncmy_driver`.
 
 Statements are logged at DEBUG on the ``typed_session_sql.sql`` logger (the SQL, never its
 parameters): the driver executor's counterpart of the ``sqlalchemy.engine`` logger.

@@ -40,7 +40,8 @@ Execution = Literal["auto", "driver", "sqlalchemy"]
 
 # The drivers a driver executor exists for, by the engine's ``dialect.driver``; each module
 # holds the few calls that differ (running, error codes, closed connections). Another
-# driver is one more module and one more entry here.
+# driver is one more module and an entry here, plus what its dialect needs elsewhere in
+# this package (the design review's A6 lists the places).
 DRIVERS: Mapping[str, Callable[[], Driver]] = {
     "asyncpg": AsyncpgDriver,
     "aiosqlite": AiosqliteDriver,

@@ -48,10 +48,11 @@ from tests.production.backends import (
 )
 from tests.production.conftest import Report
 from tests.production.contract_plugin import TARGETS_ENV
-from tests.production.servers import PgBouncer, pgbouncer, require_module, require_tools
 from tests.production.wire import WireCounter, wire_counter
 from tests.purge_support import insert_rows, rows
+from tests.selection import require_module, require_tools
 from tests.sql_backends import require_postgres
+from tests.support.servers import PgBouncer, pgbouncer
 from typed_session_sql import (
     ExpiryPolicy,
     SessionStore,

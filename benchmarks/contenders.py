@@ -31,8 +31,8 @@ import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from wire import TracedConnection
 
+from tests.support.wire import TracedConnection
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 
 CONCURRENCY_MAX = 16

@@ -33,7 +33,8 @@ from contenders import (
 )
 from peers import PEERS, delete_redis_keys
 from timing import Sample, median, run_async, run_threads
-from wire import CountingProxy, StatementCounter
+
+from tests.support.wire import CountingProxy, StatementCounter
 
 OPERATIONS = ("load", "load+save")
 CONCURRENCY = (1, 16)

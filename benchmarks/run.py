@@ -49,9 +49,9 @@ import web
 from contenders import Endpoints, Shared
 from peers import delete_redis_keys, json_size
 from sqlalchemy.engine import make_url
-from wire import CountingProxy
 
 from tests.support.servers import SERVER_USER, init_cluster, running
+from tests.support.wire import CountingProxy
 
 HERE = Path(__file__).resolve().parent
 

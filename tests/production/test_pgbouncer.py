@@ -48,11 +48,11 @@ from tests.production.backends import (
 )
 from tests.production.conftest import Report
 from tests.production.contract_plugin import TARGETS_ENV
-from tests.production.wire import WireCounter, wire_counter
 from tests.purge_support import insert_rows, rows
 from tests.selection import require_module, require_tools
 from tests.sql_backends import require_postgres
 from tests.support.servers import PgBouncer, pgbouncer
+from tests.support.wire import CountingProxy
 from typed_session_sql import (
     ExpiryPolicy,
     SessionStore,
@@ -190,7 +190,7 @@ SAMPLES = 8
 
 
 async def round_trips_per_operation(
-    wire: WireCounter, url: str, execution: Execution, settings: Settings
+    wire: CountingProxy, url: str, execution: Execution, settings: Settings
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Round trips (at the wire) and ReadyForQuery messages per store operation, warm.
 
@@ -206,10 +206,10 @@ async def round_trips_per_operation(
 
         async def cycle(counting: bool) -> None:
             async def measure(name: str, operation: Awaitable[Any]) -> Any:
-                before, before_ready = wire.round_trips, wire.server["Z"]
+                before, before_ready = wire.waits, wire.server["Z"]
                 result = await operation  # nothing is sent before it is awaited
                 if counting:
-                    trips[name] = trips.get(name, 0) + (wire.round_trips - before) / SAMPLES
+                    trips[name] = trips.get(name, 0) + (wire.waits - before) / SAMPLES
                     ready[name] = ready.get(name, 0) + (wire.server["Z"] - before_ready) / SAMPLES
                 return result
 
@@ -252,13 +252,13 @@ async def test_each_operation_costs_the_round_trips_it_costs_direct(
     """Direct means the same driver with its defaults, on the same executor."""
     requires(settings)
     direct_settings = Settings(settings.driver, driver=settings.driver)
-    with wire_counter(upstream_port) as wire:
+    with CountingProxy("postgres", "127.0.0.1", upstream_port) as wire:
         direct, _ = await round_trips_per_operation(
             wire, UPSTREAM.replace("5432", str(wire.port)), execution, direct_settings
         )
     with (
         pgbouncer(mode, upstream_port=upstream_port) as bouncer,
-        wire_counter(bouncer.port) as wire,
+        CountingProxy("postgres", "127.0.0.1", bouncer.port) as wire,
     ):
         before = bouncer.stats()
         through, ready = await round_trips_per_operation(

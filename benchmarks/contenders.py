@@ -79,7 +79,7 @@ def visitor_dict(i: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Endpoints:
     """Where a contender connects: straight to the servers, or (``counted``) through the
-    counting proxies and traced SQLite connections of ``wire.py``."""
+    counting proxies and traced SQLite connections of ``tests/support/wire.py``."""
 
     pg_host: str
     pg_port: int

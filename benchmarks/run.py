@@ -8,7 +8,7 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
    a connection per worker), the peers (Django, Flask-Session, advanced-alchemy,
    starsessions on Redis), on SQLite raw aiosqlite, and on MariaDB raw asyncmy; round
    trips per operation counted at the wire (operations.py, contenders.py, peers.py,
-   wire.py);
+   tests/support/wire.py);
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
 3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
 

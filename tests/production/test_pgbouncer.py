@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
+from tests.markdown import blocks
 from tests.production.backends import (
     ASYNCPG_DEFAULT,
     ASYNCPG_UNNAMED,
@@ -510,8 +511,7 @@ async def test_the_guides_transaction_pooling_settings_work_as_written(
 ) -> None:
     """docs/production.md's transaction-pooling example, pointed at our PgBouncer: many
     concurrent writers over two server connections, nothing lost."""
-    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE.read_text(), flags=re.S | re.M)
-    (block,) = [block for block in blocks if "pgbouncer.internal" in block]
+    (block,) = [block for block in blocks(GUIDE.read_text()) if "pgbouncer.internal" in block]
     with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
         written = block.replace(
             "app@pgbouncer.internal:6432/app", f"root@127.0.0.1:{bouncer.port}/test"

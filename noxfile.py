@@ -95,8 +95,8 @@ BENCH_REQUIREMENTS = [
 
 # The harness's modules (the other scripts in benchmarks/ are the SQL engineer's tools).
 BENCH_HARNESS = (
-    "run", "operations", "contenders", "peers", "wire", "timing", "web", "web_app", "loadgen",
-    "growth", "pgserver", "report",
+    "run", "operations", "contenders", "peers", "timing", "web", "web_app", "loadgen",
+    "growth", "report",
 )  # fmt: skip
 
 

@@ -31,8 +31,8 @@ import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from wire import TracedConnection
 
+from tests.support.wire import TracedConnection
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 
 CONCURRENCY_MAX = 16
@@ -79,7 +79,7 @@ def visitor_dict(i: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Endpoints:
     """Where a contender connects: straight to the servers, or (``counted``) through the
-    counting proxies and traced SQLite connections of ``wire.py``."""
+    counting proxies and traced SQLite connections of ``tests/support/wire.py``."""
 
     pg_host: str
     pg_port: int

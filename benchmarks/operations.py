@@ -4,7 +4,7 @@ For each operation and concurrency, every contender of a group (PostgreSQL and R
 together; SQLite apart; MariaDB apart) runs ``rounds`` times for ``seconds``, the order
 rotating each round, so drift on a shared machine shows up as spread instead of as a
 difference between contenders. Before timing, a counting pass runs each operation through
-the wire counters (``wire.py``) on a second instance of each contender.
+the wire counters (``tests/support/wire.py``) on a second instance of each contender.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from contenders import (
 )
 from peers import PEERS, delete_redis_keys
 from timing import Sample, median, run_async, run_threads
-from wire import CountingProxy, StatementCounter
+
+from tests.support.wire import CountingProxy, StatementCounter
 
 OPERATIONS = ("load", "load+save")
 CONCURRENCY = (1, 16)

@@ -8,11 +8,11 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
    a connection per worker), the peers (Django, Flask-Session, advanced-alchemy,
    starsessions on Redis), on SQLite raw aiosqlite, and on MariaDB raw asyncmy; round
    trips per operation counted at the wire (operations.py, contenders.py, peers.py,
-   wire.py);
+   tests/support/wire.py);
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
 3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
 
-Everything runs on a PostgreSQL server the run starts for itself (pgserver.py; --url
+Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
 uses an existing one instead, in a database created and dropped for the run), Redis keys
 under a prefix of its own (deleted at the end), a temporary SQLite file, and a table of its
 own on the MariaDB server at ``--mariadb-url`` (the machine's, dropped at the end; skipped
@@ -34,8 +34,8 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,22 @@ import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 import growth
 import operations
-import pgserver
 import report
 import web
 from contenders import Endpoints, Shared
 from peers import delete_redis_keys, json_size
 from sqlalchemy.engine import make_url
-from wire import CountingProxy
+
+from tests.support.servers import SERVER_USER, init_cluster, running
+from tests.support.wire import CountingProxy
 
 HERE = Path(__file__).resolve().parent
+
+# The contenders together hold more than 100 connections (16 per pooled store, twice for the
+# counting pass): more than a default server allows and more than a server shared with other
+# runs should see, and a benchmark wants a server nothing else loads. So the run starts its
+# own, with the packaged defaults (durable: fsync and synchronous_commit on) but these.
+SERVER_SETTINGS = {"max_connections": "300", "shared_buffers": "512MB"}
 
 
 @dataclass
@@ -125,7 +132,7 @@ def main(args: argparse.Namespace) -> None:
             server = (base.host or "127.0.0.1", base.port or 5432, base.username or "root")
             maintenance = base.database or "postgres"
         else:
-            server = stack.enter_context(pgserver.temporary_server())
+            server = stack.enter_context(own_server())
             maintenance = "postgres"
             log(f"started a PostgreSQL server of our own on port {server[1]}")
         results = asyncio.run(measure(args, plan, server, maintenance, log))
@@ -139,6 +146,14 @@ def main(args: argparse.Namespace) -> None:
     log(
         f"wrote {out}/results.json, results.md and plots in {results['meta']['wall_seconds']:.0f} s"
     )
+
+
+@contextmanager
+def own_server() -> Iterator[tuple[str, int, str]]:
+    """A PostgreSQL server of the run's own; yields (host, port, superuser)."""
+    cluster = init_cluster("bench", SERVER_SETTINGS)
+    with running(cluster):
+        yield "127.0.0.1", cluster.port, SERVER_USER
 
 
 async def measure(

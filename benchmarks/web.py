@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +32,8 @@ from contenders import (
     visitor_dict,
 )
 from timing import median
-from wire import free_port
 
+from tests.support.servers import START_TIMEOUT, free_port, stop_process, wait_for_port
 from typed_session_sql import SessionStore, SqlBackend
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +66,8 @@ end
 @contextmanager
 def server(app: str, env: dict[str, str]) -> Iterator[int]:
     """A uvicorn process serving web_app.py's ``app`` variant; yields its port once it
-    answers, stops it (SIGTERM, then SIGKILL) on exit."""
+    accepts (uvicorn listens only once the app has started), stops it (SIGTERM, then
+    SIGKILL) on exit."""
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "web_app:app", "--app-dir", str(HERE),
@@ -75,31 +76,10 @@ def server(app: str, env: dict[str, str]) -> Iterator[int]:
     ]  # fmt: skip
     process = subprocess.Popen(command, env={**os.environ, **env, "BENCH_APP": app})
     try:
-        _wait_until_serving(process, port)
+        wait_for_port(port, until=time.monotonic() + START_TIMEOUT, process=process)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_serving(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode} before serving")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /none HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                if s.recv(16).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling a state (the port answering), bounded by the deadline
-    raise RuntimeError("uvicorn did not start serving within 60 s")
+        stop_process(process, signal.SIGTERM)
 
 
 class LoadGenerator:

@@ -13,10 +13,13 @@ them), where it fails instead.
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.support.servers import SERVER_USER, which
 
 
 def unavailable(reason: str, requirement: str) -> NoReturn:
@@ -26,6 +29,32 @@ def unavailable(reason: str, requirement: str) -> NoReturn:
     if os.environ.get(variable) == "1":
         pytest.fail(f"{reason} and {variable}=1")
     pytest.skip(reason)
+
+
+def require_tools(*names: str) -> None:
+    """Skip (or, in CI, fail) a production test when a server binary or the postgres user
+    is missing."""
+    missing = [name for name in names if which(name) is None]
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        missing.append(f"the {SERVER_USER!r} user")
+    if os.geteuid() != 0:
+        missing.append("root (to run servers as the postgres user)")
+    if not missing:
+        return
+    unavailable("missing: " + ", ".join(missing), "PRODUCTION")
+
+
+def require_module(name: str) -> None:
+    """Skip (or, in CI, fail) a production test when a Python package it needs is missing."""
+    try:
+        __import__(name)
+    except ImportError:
+        unavailable(
+            f"the {name!r} package is missing (the nox production session installs it)",
+            "PRODUCTION",
+        )
 
 
 def asked_for(config: pytest.Config, marker: str, directory: Path | None = None) -> bool:

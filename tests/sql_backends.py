@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from tests.mariadb.server import require_mariadb
 from tests.selection import unavailable
+from tests.support.names import unique_name as unique_name  # the tests import it from here
 from typed_session_sql.backend import Backend
 from typed_session_sql.backends.sql import SqlBackend, create_engine
 from typed_session_sql.backends.sql.driver_executor import statement_logger
@@ -47,10 +47,6 @@ Execution = Literal["driver", "sqlalchemy", "auto"]
 Made = Literal["library", "app", "app-autocommit", "app-nullpool"]
 """How the engine was made: by the library (``from_url``), or by the application with
 ``create_async_engine`` (its defaults, ``isolation_level="AUTOCOMMIT"``, a ``NullPool``)."""
-
-
-def unique_name(prefix: str = "t") -> str:
-    return f"{prefix}_{secrets.token_hex(6)}"
 
 
 def require_postgres() -> str:

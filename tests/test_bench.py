@@ -32,6 +32,9 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        # The harness imports tests.support (shared with the tests): importable from an
+        # editable install by itself, from an unpacked sdist by this path.
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())

@@ -19,8 +19,9 @@ import pytest
 
 from tests.asgi_apps import APP_FACTORIES, Cart
 from tests.backends import OutageMemoryBackend
-from tests.e2e.server import REPOSITORY, free_port, serve, uvicorn
+from tests.e2e.server import REPOSITORY, serve, uvicorn
 from tests.sql_backends import postgres_sql_backend, require_postgres, unique_name
+from tests.support.servers import free_port
 from typed_session_sql import MemoryBackend, SessionStore, SqlBackend
 from typed_session_sql.asgi import CookieSettings
 from typed_session_sql.backend import Record

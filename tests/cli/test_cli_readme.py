@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import typed_session_sql
+from tests import markdown
 from typed_session_sql.cli import common
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,16 +23,13 @@ README = ROOT / "README.md"
 
 
 def section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+    return markdown.section(README.read_text(), title)
 
 
 def console(text: str) -> list[list[str]]:
     """The ``$ `` lines of the console blocks in ``text`` (and the lines they print)."""
     found: list[list[str]] = []
-    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+    for block in markdown.blocks(text, "console"):
         for line in block.splitlines():
             if line.startswith("$ "):
                 found.append([line[2:].split("  #")[0].strip()])

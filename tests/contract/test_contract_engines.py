@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import make_url
 
-from tests.mariadb.server import unique_table
 from tests.sql_backends import Made, SqlTarget
+from tests.support.names import unique_name
 from typed_session_sql import SqlBackend
 from typed_session_sql.backend import Record, SignIn, Update, UpdateOutcome
 
@@ -156,7 +156,7 @@ async def test_what_is_reported_done_is_committed_and_values_stay_values(
 def charset_table() -> Iterator[str]:
     """One MariaDB table for every charset's run (each leaves it empty): a table's DDL costs
     more than the statements of the slice."""
-    name = unique_table()
+    name = unique_name("sessions")
 
     async def schema(create: bool) -> None:
         async with (

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.markdown import blocks
+
 pytestmark = pytest.mark.anyio
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asgi.md"
@@ -24,7 +26,7 @@ def python_blocks() -> list[str]:
         "from typed_session_sql import SessionStore,",
         "from typed_session_sql import MemoryBackend, SessionStore,",
     )
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    return blocks(text)
 
 
 def namespace_for(framework: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -154,9 +156,9 @@ def run_the_testing_doc(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Every python block of docs/testing.md, in order, run as one module."""
     module = types.ModuleType("docs_testing")
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    blocks = re.findall(r"```python\n(.*?)```", TESTING_DOC.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 5
-    exec("\n".join(blocks), module.__dict__)
+    examples = blocks(TESTING_DOC.read_text())
+    assert len(examples) == 5
+    exec("\n".join(examples), module.__dict__)
     return module.__dict__
 
 

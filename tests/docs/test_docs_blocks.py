@@ -35,10 +35,9 @@ from typing import Any
 
 import pytest
 
+from tests.markdown import FENCE, body
+
 ROOT = Path(__file__).resolve().parents[2]
-FENCE = re.compile(
-    r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
-)
 FRAGMENT = re.compile(r"^ *<!-- fragment:\s*(?P<why>.+?)\s*-->\s*$")
 
 
@@ -88,9 +87,8 @@ def python_blocks(path: Path, text: str | None = None, first_line: int = 1) -> l
         line = text.count("\n", 0, match.start()) + first_line
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = FRAGMENT.match(before)
-        indent = len(match["indent"])
-        source = "\n".join(row[indent:] for row in match["body"].splitlines())
-        blocks.append(Block(path, line, source + "\n", marker["why"] if marker else None))
+        source = body(match).rstrip("\n") + "\n"
+        blocks.append(Block(path, line, source, marker["why"] if marker else None))
     return blocks
 
 

@@ -3,7 +3,6 @@ Kubernetes manifests call the purge command with options it accepts."""
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 import types
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import markdown
 from typed_session_sql.cli import build_parser
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +21,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cleanup.md"
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    return markdown.blocks(DOC.read_text(), language)
 
 
 def accepts(args: list[str]) -> None:

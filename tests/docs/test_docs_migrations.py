@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 
+from tests import markdown
 from tests.sql_backends import require_postgres, unique_name
 from typed_session_sql.backends.sql import create_engine
 
@@ -38,9 +39,7 @@ items = Table("items", metadata, Column("id", Integer, primary_key=True), Column
 
 
 def blocks(language: str) -> list[str]:
-    text_ = DOC.read_text()
-    found = re.findall(rf"^( *)```{language}\n(.*?)^\1```", text_, flags=re.S | re.M)
-    return ["\n".join(line[len(indent) :] for line in body.splitlines()) for indent, body in found]
+    return markdown.blocks(DOC.read_text(), language)
 
 
 def block_with(language: str, marker: str) -> str:

@@ -3,20 +3,20 @@ connects). tests/production/ runs the same settings against real servers."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.mariadb.test_galera_sessions import ENGINE
+from tests.markdown import blocks
 from typed_session_sql import SqlBackend
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "production.md"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+    return blocks(DOC.read_text())
 
 
 @pytest.mark.anyio

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from tests.backends import RecordingBackend
 from tests.clock import FakeClock
 from tests.contract import must_load, stored
+from tests.markdown import blocks
 from tests.models import Cart
 from typed_session_sql import DoNothing, MemoryBackend, SessionStore
 
@@ -20,9 +20,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "sessions.md"
 
 
 def python_block(containing: str) -> str:
-    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
-    (block,) = [block for block in blocks if containing in block]
-    return str(block)
+    (block,) = [block for block in blocks(DOC.read_text()) if containing in block]
+    return block
 
 
 async def test_the_rate_limiting_example_counts_replays_per_session(clock: FakeClock) -> None:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.markdown import blocks
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql-store.md"
 
 
 def python_blocks() -> list[str]:
-    text = DOC.read_text()
-    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", text, flags=re.S | re.M)
-    return ["\n".join(line[len(indent) :] for line in body.splitlines()) for indent, body in blocks]
+    return blocks(DOC.read_text())
 
 
 def test_quick_start_creates_and_stores_a_session(

@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import re
 import runpy
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import markdown
 from tests.e2e.server import fresh_postgres_database, serve, uvicorn
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_first_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert blocks, "README has no python example"
+    examples = markdown.blocks(README.read_text())
+    assert examples, "README has no python example"
     script = tmp_path / "example.py"
-    script.write_text(blocks[0])
+    script.write_text(examples[0])
     runpy.run_path(str(script), run_name="__main__")
     assert "ada Cart(items=[1, 2])" in capsys.readouterr().out
 
 
 def web_example() -> str:
     """The "In a web app" example, exactly as README.md has it."""
-    section = README.read_text().split("## In a web app", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    return str(block)
+    (block,) = markdown.blocks(markdown.section(README.read_text(), "In a web app"))
+    return block
 
 
 def post_twice_sharing_the_session(url: str) -> list[object]:
@@ -71,11 +70,11 @@ def test_cleanup_examples_call_purge_with_valid_options() -> None:
     from typed_session_sql.cli import build_parser
 
     text = README.read_text()
-    (cron,) = re.findall(r"```cron\n(.*?)```", text, flags=re.DOTALL)
+    (cron,) = markdown.blocks(text, "cron")
     words = shlex.split(cron.strip())[5:]  # after the five schedule fields
     program = words.index("typed-session-sql")
     assert words[0].startswith("TYPED_SESSION_SQL_URL=")
-    (yaml_block,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    (yaml_block,) = markdown.blocks(text, "yaml")
     manifest = yaml.safe_load(yaml_block)
     (container,) = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     for args in (words[program + 1 :], container["command"][1:]):

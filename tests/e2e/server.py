@@ -9,7 +9,6 @@ whole log is in :attr:`Server.log`, so a line logged after the last response is 
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.sql_backends import require_postgres, unique_name
+from tests.support.servers import free_port
 
 STARTUP_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
@@ -37,13 +37,6 @@ def sqlite_rows(database: Path, query: str = "SELECT count(*) FROM typed_session
     with closing(sqlite3.connect(database)) as db:
         value: int = db.execute(query).fetchone()[0]
         return value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ reason, unless ``TYPED_SESSION_SQL_REQUIRE_MARIADB=1`` (CI), where they fail ins
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 from tests.selection import unavailable
+from tests.support.names import unique_name
 
 if TYPE_CHECKING:
     from asyncmy.connection import Connection
@@ -42,11 +42,6 @@ def require_mariadb(url: str = MARIADB_URL) -> str:
     except OSError as error:
         unavailable(f"MariaDB at {parsed.host}:{parsed.port} does not answer ({error})", "MARIADB")
     return url
-
-
-def unique_table(prefix: str = "sessions") -> str:
-    """A table name no other test run will pick (48 random bits)."""
-    return f"{prefix}_{secrets.token_hex(6)}"
 
 
 @asynccontextmanager
@@ -74,7 +69,7 @@ async def connect(url: str = MARIADB_URL, **options: object) -> AsyncIterator[Co
 async def scratch_table(url: str = MARIADB_URL, prefix: str = "sessions") -> AsyncIterator[str]:
     """A fresh table name on the server at ``url``; whatever table of that name the test
     creates is dropped afterwards (and only that one)."""
-    name = unique_table(prefix)
+    name = unique_name(prefix)
     try:
         yield name
     finally:

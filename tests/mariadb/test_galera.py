@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 from tests.mariadb.galera import GaleraCluster
-from tests.mariadb.server import connect, unique_table
+from tests.mariadb.server import connect
+from tests.support.names import unique_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.galera]
 
@@ -30,7 +31,7 @@ async def _insert(url: str, table: str, row_id: int, who: str) -> None:
 async def test_a_write_on_one_node_reads_on_the_others_and_survives_a_kill(
     galera: GaleraCluster,
 ) -> None:
-    table = unique_table("smoke")
+    table = unique_name("smoke")
     node1, node2, node3 = galera.urls()
     async with connect(node1) as conn, conn.cursor() as cursor:
         await cursor.execute(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, who VARCHAR(16))")

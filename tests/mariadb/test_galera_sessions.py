@@ -34,7 +34,6 @@ import pytest
 
 from tests.figures import Report
 from tests.mariadb.galera import EVS_OPTIONS, GaleraCluster
-from tests.mariadb.server import unique_table
 from tests.migration_load import upgrade_under_load
 from tests.production.load import (
     PHASE_BOUND,
@@ -46,6 +45,7 @@ from tests.production.load import (
     verdict,
 )
 from tests.production.workload import Counts, increment
+from tests.support.names import unique_name
 from typed_session_sql import (
     EventKind,
     SessionConflictError,
@@ -104,7 +104,7 @@ async def test_a_session_saved_through_one_node_loads_through_another(
     rounds = 200
     missed: dict[bool, int] = {}
     for sync_wait in (False, True):
-        async with backends(galera, unique_table(), sync_wait=sync_wait) as opened:
+        async with backends(galera, unique_name("sessions"), sync_wait=sync_wait) as opened:
             stores = [SessionStore(Counts, backend) for backend in opened]
             missed[sync_wait] = 0
             for n in range(rounds):
@@ -126,7 +126,7 @@ async def test_concurrent_modify_through_every_node_loses_nothing(
     galera: GaleraCluster, report: Report
 ) -> None:
     tasks_per_node, increments = 4, 25
-    async with backends(galera, unique_table()) as opened:
+    async with backends(galera, unique_name("sessions")) as opened:
         # Everyone writes the same session: many lost races in a row are expected here.
         stores = [SessionStore(Counts, backend, max_conflict_retries=1000) for backend in opened]
         saved = await stores[0].save(stores[0].new(Counts()))
@@ -182,7 +182,7 @@ async def test_purges_through_two_nodes_at_once_remove_each_row_once(
 ) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     expired, live = 3000, 100
-    async with backends(galera, unique_table()) as opened:
+    async with backends(galera, unique_name("sessions")) as opened:
         first, second, _ = opened
         rows = [
             {
@@ -220,7 +220,7 @@ async def test_purges_through_two_nodes_at_once_remove_each_row_once(
 async def test_revision_0002_upgrades_a_live_table_through_every_node(
     galera: GaleraCluster, report: Report
 ) -> None:
-    table = unique_table()
+    table = unique_name("sessions")
     engines = [create_engine(causal_url(galera, node), **ENGINE) for node in (1, 2, 3)]
     try:
         started = time.perf_counter()

@@ -7,12 +7,12 @@ executor the test asks for.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tests.support.names import unique_name
 from typed_session_sql.backends.sql import SqlBackend
 
 Execution = Literal["driver", "sqlalchemy"]
@@ -57,10 +57,6 @@ PSYCOPG_UNNAMED = Settings("psycopg-unnamed", driver="psycopg", query="prepared_
 prepares, Parse/Bind/Describe/Execute/Sync in one round trip."""
 
 SETTINGS = {s.name: s for s in (ASYNCPG_DEFAULT, ASYNCPG_UNNAMED, PSYCOPG_DEFAULT, PSYCOPG_UNNAMED)}
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(6)}"
 
 
 def open_backend(

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.production.servers import free_port, wait_for_port
 from tests.production.workload import APP_CONFIG_ENV, Counts, Ledger, slot
+from tests.support.servers import free_port, wait_for_port
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 
 ROOT = Path(__file__).parents[2]

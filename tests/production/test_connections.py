@@ -28,8 +28,9 @@ from sqlalchemy import text
 from tests.production.backends import Execution, open_backend
 from tests.production.conftest import Report
 from tests.production.load import serving_app, shared_sessions
-from tests.production.servers import init_cluster, require_tools, running
 from tests.production.workload import Counts
+from tests.selection import require_tools
+from tests.support.servers import init_cluster, running
 from typed_session_sql import SessionStore, SqlBackend, StoreUnavailableError
 from typed_session_sql.backends.sql import create_engine
 from typed_session_sql.errors import describe_error

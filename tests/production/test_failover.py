@@ -29,7 +29,8 @@ from tests.production.load import (
     shared_sessions,
     verdict,
 )
-from tests.production.servers import base_backup, init_cluster, require_tools, running
+from tests.selection import require_tools
+from tests.support.servers import base_backup, init_cluster, running
 
 pytestmark = [pytest.mark.production, pytest.mark.anyio]
 

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import update
 
 from tests.production.load import running_load, shared_sessions, verdict
-from tests.production.servers import init_cluster, require_tools, running
+from tests.selection import require_tools
+from tests.support.servers import init_cluster, running
 from typed_session_sql import SqlBackend
 from typed_session_sql.backend import Record
 from typed_session_sql.ids import IdHasher

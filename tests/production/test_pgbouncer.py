@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
+from tests.markdown import blocks
 from tests.production.backends import (
     ASYNCPG_DEFAULT,
     ASYNCPG_UNNAMED,
@@ -48,10 +49,11 @@ from tests.production.backends import (
 )
 from tests.production.conftest import Report
 from tests.production.contract_plugin import TARGETS_ENV
-from tests.production.servers import PgBouncer, pgbouncer, require_module, require_tools
-from tests.production.wire import WireCounter, wire_counter
 from tests.purge_support import insert_rows, rows
+from tests.selection import require_module, require_tools
 from tests.sql_backends import require_postgres
+from tests.support.servers import PgBouncer, pgbouncer
+from tests.support.wire import CountingProxy
 from typed_session_sql import (
     ExpiryPolicy,
     SessionStore,
@@ -189,7 +191,7 @@ SAMPLES = 8
 
 
 async def round_trips_per_operation(
-    wire: WireCounter, url: str, execution: Execution, settings: Settings
+    wire: CountingProxy, url: str, execution: Execution, settings: Settings
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Round trips (at the wire) and ReadyForQuery messages per store operation, warm.
 
@@ -205,10 +207,10 @@ async def round_trips_per_operation(
 
         async def cycle(counting: bool) -> None:
             async def measure(name: str, operation: Awaitable[Any]) -> Any:
-                before, before_ready = wire.round_trips, wire.server["Z"]
+                before, before_ready = wire.waits, wire.server["Z"]
                 result = await operation  # nothing is sent before it is awaited
                 if counting:
-                    trips[name] = trips.get(name, 0) + (wire.round_trips - before) / SAMPLES
+                    trips[name] = trips.get(name, 0) + (wire.waits - before) / SAMPLES
                     ready[name] = ready.get(name, 0) + (wire.server["Z"] - before_ready) / SAMPLES
                 return result
 
@@ -251,13 +253,13 @@ async def test_each_operation_costs_the_round_trips_it_costs_direct(
     """Direct means the same driver with its defaults, on the same executor."""
     requires(settings)
     direct_settings = Settings(settings.driver, driver=settings.driver)
-    with wire_counter(upstream_port) as wire:
+    with CountingProxy("postgres", "127.0.0.1", upstream_port) as wire:
         direct, _ = await round_trips_per_operation(
             wire, UPSTREAM.replace("5432", str(wire.port)), execution, direct_settings
         )
     with (
         pgbouncer(mode, upstream_port=upstream_port) as bouncer,
-        wire_counter(bouncer.port) as wire,
+        CountingProxy("postgres", "127.0.0.1", bouncer.port) as wire,
     ):
         before = bouncer.stats()
         through, ready = await round_trips_per_operation(
@@ -509,8 +511,7 @@ async def test_the_guides_transaction_pooling_settings_work_as_written(
 ) -> None:
     """docs/production.md's transaction-pooling example, pointed at our PgBouncer: many
     concurrent writers over two server connections, nothing lost."""
-    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE.read_text(), flags=re.S | re.M)
-    (block,) = [block for block in blocks if "pgbouncer.internal" in block]
+    (block,) = [block for block in blocks(GUIDE.read_text()) if "pgbouncer.internal" in block]
     with pgbouncer("transaction", upstream_port=upstream_port, pool_size=2) as bouncer:
         written = block.replace(
             "app@pgbouncer.internal:6432/app", f"root@127.0.0.1:{bouncer.port}/test"

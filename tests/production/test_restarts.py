@@ -24,7 +24,8 @@ from tests.production.load import (
     shared_sessions,
     verdict,
 )
-from tests.production.servers import init_cluster, require_tools, running
+from tests.selection import require_tools
+from tests.support.servers import init_cluster, running
 from typed_session_sql.backends.sql.engine import create_engine
 
 pytestmark = [pytest.mark.production, pytest.mark.anyio]

@@ -21,9 +21,9 @@ import anyio
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from tests.production.servers import Cluster, init_cluster, running
 from tests.selection import unavailable
 from tests.sql_backends import on_the_server, require_postgres, unique_name
+from tests.support.servers import Cluster, init_cluster, running
 from typed_session_sql import SqlBackend
 from typed_session_sql.cli import main
 from typed_session_sql.pg_cron import (

@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData
 
+from tests import markdown
 from typed_session_sql.backends.sql import session_table
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql-store.md"
 
 
 def section(title: str) -> str:
-    text = DOC.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else None]
+    return markdown.section(DOC.read_text(), title)
 
 
 def test_the_documented_table_is_the_real_one() -> None:
@@ -33,9 +31,7 @@ def test_the_documented_table_is_the_real_one() -> None:
 
 
 def test_the_executor_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (block,) = re.findall(
-        r"```python\n(.*?)```", section("Who runs the statements: the executor"), flags=re.S
-    )
+    (block,) = markdown.blocks(section("Who runs the statements: the executor"))
     namespace: dict[str, Any] = {}
     exec(compile(block, str(DOC), "exec"), namespace)
     logger = logging.getLogger("typed_session_sql.sql")

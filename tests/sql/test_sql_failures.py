@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.clock import FakeClock
+from tests.models import Cart
 from tests.sql_backends import SqlTarget, aiosqlite_threads_joined, require_postgres, unique_name
 from typed_session_sql import (
     CookieCommand,
@@ -29,11 +29,6 @@ from typed_session_sql import (
 from typed_session_sql.backends.sql import create_engine
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class Cart:
-    items: list[int] = field(default_factory=list)
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ from sqlalchemy import event, make_url, text
 
 from tests.clock import FakeClock
 from tests.mariadb.server import connect, require_mariadb
+from tests.models import Cart
 from tests.sql.test_sql_connections import connected
-from tests.sql.test_sql_failures import Cart, saves_go_on
+from tests.sql.test_sql_failures import saves_go_on
 from tests.sql_backends import SqlTarget
 from typed_session_sql import (
     IdCollisionError,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.clock import FakeClock
 from tests.mariadb.wire import tap
+from tests.models import Cart
 from tests.sql_backends import SqlTarget, require_postgres, unique_name
 from typed_session_sql import (
     EventKind,
@@ -34,11 +34,6 @@ from typed_session_sql import (
 from typed_session_sql.backends.sql import create_engine
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class Cart:
-    items: list[int] = field(default_factory=list)
 
 
 class Trace:

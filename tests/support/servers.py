@@ -1,9 +1,9 @@
-"""Servers the production tests make for themselves: PostgreSQL clusters and PgBouncer.
+"""Servers the tests and the benchmarks make for themselves: PostgreSQL clusters and PgBouncer.
 
-Everything runs on loopback, on free ports, in temporary directories, as the ``postgres``
-user (PostgreSQL and PgBouncer both refuse to run as root). Each server is started and
-stopped by the test that needs it and stopped by its own pid; the shared server on 5432 is
-only ever a PgBouncer upstream, never restarted or signalled.
+Everything runs on loopback, on free ports, in temporary directories; as root, as the
+``postgres`` user (PostgreSQL and PgBouncer both refuse to run as root), otherwise as the
+caller. Each server is started and stopped by whoever needs it and stopped by its own pid;
+the shared server on 5432 is only ever a PgBouncer upstream, never restarted or signalled.
 
 Waits are on states (a port that accepts, a query that answers), each bounded by a
 deadline so a server that never comes up fails the test instead of hanging it.
@@ -25,25 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.selection import unavailable
-
 SERVER_USER = "postgres"
 START_TIMEOUT = 60.0  # seconds: a bound on a hung start, not a wait for time to pass
 STOP_TIMEOUT = 30.0
-
-
-def require_tools(*names: str) -> None:
-    """Skip (or, in CI, fail) the test when a server binary or the postgres user is missing."""
-    missing = [name for name in names if _which(name) is None]
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        missing.append(f"the {SERVER_USER!r} user")
-    if os.geteuid() != 0:
-        missing.append("root (to run servers as the postgres user)")
-    if not missing:
-        return
-    unavailable("missing: " + ", ".join(missing), "PRODUCTION")
 
 
 def pg_bindir() -> Path:
@@ -60,7 +44,7 @@ def pg_bindir() -> Path:
     return Path("/usr/lib/postgresql/bin")
 
 
-def _which(name: str) -> str | None:
+def which(name: str) -> str | None:
     if name in ("initdb", "pg_ctl", "pg_basebackup", "postgres"):
         path = pg_bindir() / name
         return str(path) if path.exists() else None
@@ -93,11 +77,21 @@ def wait_for_port(
         time.sleep(0.02)
 
 
+def _run_as() -> str | None:
+    """Who runs the servers: the postgres user under root, else whoever runs this."""
+    return SERVER_USER if os.geteuid() == 0 else None
+
+
+def chown_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(SERVER_USER)
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
 def server_dir(prefix: str) -> Path:
-    """A fresh temporary directory the postgres user owns."""
+    """A fresh temporary directory the servers' user owns."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    user = pwd.getpwnam(SERVER_USER)
-    os.chown(path, user.pw_uid, user.pw_gid)
+    chown_to_server_user(path)
     path.chmod(0o700)
     return path
 
@@ -105,10 +99,10 @@ def server_dir(prefix: str) -> Path:
 def as_server_user(
     args: list[str], *, check: bool = True, timeout: float = START_TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
-    """Run a server tool as the postgres user, bounded in time."""
+    """Run a server tool as the servers' user, bounded in time."""
     return subprocess.run(
         args,
-        user=SERVER_USER,
+        user=_run_as(),
         capture_output=True,
         text=True,
         check=check,
@@ -218,48 +212,26 @@ host replication all 127.0.0.1/32 trust
 
 def init_cluster(name: str, options: dict[str, str] | None = None) -> Cluster:
     """A new cluster (``initdb``) with trust on loopback, not started."""
-    root = server_dir(f"tss-production-{name}-")
-    data = root / "data"
+    data = server_dir(f"tss-pg-{name}-") / "data"
     as_server_user(
-        [
-            str(pg_bindir() / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            SERVER_USER,
-            "--auth=trust",
-            "--no-sync",
-            "--no-instructions",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]
-    )
+        [str(pg_bindir() / "initdb"), "-D", str(data), "-U", SERVER_USER, "--auth=trust",
+         "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"]
+    )  # fmt: skip
     hba = data / "pg_hba.conf"
     hba.write_text(HBA)
-    user = pwd.getpwnam(SERVER_USER)
-    os.chown(hba, user.pw_uid, user.pw_gid)
+    chown_to_server_user(hba)
     return Cluster(name, data, free_port(), dict(options or {}))
 
 
 def base_backup(primary: Cluster, name: str, application_name: str) -> Cluster:
     """A streaming standby of ``primary`` (``pg_basebackup -R``), not started."""
-    root = server_dir(f"tss-production-{name}-")
-    data = root / "data"
+    data = server_dir(f"tss-pg-{name}-") / "data"
+    source = f"host=127.0.0.1 port={primary.port} user={SERVER_USER}"
     as_server_user(
-        [
-            str(pg_bindir() / "pg_basebackup"),
-            "-D",
-            str(data),
-            "-d",
-            f"host=127.0.0.1 port={primary.port} user={SERVER_USER}"
-            f" application_name={application_name}",
-            "--write-recovery-conf",
-            "--checkpoint=fast",
-            "--wal-method=stream",
-            "--no-sync",
-        ]
-    )
+        [str(pg_bindir() / "pg_basebackup"), "-D", str(data),
+         "-d", f"{source} application_name={application_name}",
+         "--write-recovery-conf", "--checkpoint=fast", "--wal-method=stream", "--no-sync"]
+    )  # fmt: skip
     return Cluster(name, data, free_port())
 
 
@@ -298,7 +270,7 @@ class PgBouncer:
         """Run ``command`` on PgBouncer's admin console (simple query protocol, by psql)."""
         out = subprocess.run(
             [
-                _which("psql") or "psql",
+                which("psql") or "psql",
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -352,7 +324,7 @@ def pgbouncer(
 ) -> Iterator[PgBouncer]:
     """Debian's PgBouncer in ``pool_mode`` before 127.0.0.1:``upstream_port``; stopped by
     pid (SIGINT: its safe shutdown) when the block ends."""
-    directory = server_dir("tss-production-pgbouncer-")
+    directory = server_dir("tss-pgbouncer-")
     port = free_port()
     settings = {
         "listen_addr": "127.0.0.1",
@@ -379,14 +351,13 @@ def pgbouncer(
     )
     # trust still needs the user to exist in auth_file (the upstream server trusts it).
     (directory / "users.txt").write_text(f'"{PGBOUNCER_USER}" ""\n')
-    user = pwd.getpwnam(SERVER_USER)
     for path in (config, directory / "users.txt"):
-        os.chown(path, user.pw_uid, user.pw_gid)
-    binary = _which("pgbouncer")
+        chown_to_server_user(path)
+    binary = which("pgbouncer")
     assert binary is not None
     process = subprocess.Popen(
         [binary, str(config)],
-        user=SERVER_USER,
+        user=_run_as(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -409,14 +380,3 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(STOP_TIMEOUT)
-
-
-def require_module(name: str) -> None:
-    """Skip (or, in CI, fail) the test when a Python package it needs is missing."""
-    try:
-        __import__(name)
-    except ImportError:
-        unavailable(
-            f"the {name!r} package is missing (the nox production session installs it)",
-            "PRODUCTION",
-        )

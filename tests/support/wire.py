@@ -2,9 +2,10 @@
 assumed.
 
 - PostgreSQL and Redis: :class:`CountingProxy`, a TCP proxy on loopback between a client and
-  the server. For PostgreSQL it counts the server's ReadyForQuery messages (exactly one ends
-  every round trip of the protocol: a simple Query, or an extended-protocol batch up to its
-  Sync) and the client's Query and Execute messages (statements). For Redis it counts the
+  the server (PostgreSQL or PgBouncer). For PostgreSQL it counts the server's ReadyForQuery
+  messages (exactly one ends every round trip of the protocol: a simple Query, or an
+  extended-protocol batch up to its Sync) and the client's Query and Execute messages
+  (statements), and keeps every message's count by type in each direction. For Redis it counts the
   commands the client sends (no contender here pipelines, so each is one round trip). For
   MySQL/MariaDB it counts the client's commands (packets that open an exchange, sequence
   number 0: a query, a ping, ...); the server answers each before the next, so each is one
@@ -13,24 +14,25 @@ assumed.
   every statement SQLite runs, given to aiosqlite (and so to SQLAlchemy) as the
   connection ``factory``.
 
-The proxy runs its own event loop in a thread, so it serves async and threaded clients
-alike. It is used only in counting passes, never while timing: it would add a hop.
+The proxy runs its own event loop in a thread, so it serves async and threaded clients and
+other processes alike. The benchmarks use it only in counting passes, never while timing:
+it would add a hop. The tests use it to hold round trips to a number (tests/production).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sqlite3
 import struct
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Protocol = Literal["postgres", "redis", "mysql"]
-Counter = Callable[[bytes], None]
+Listener = Callable[[bytes], None]
 
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
@@ -156,14 +158,20 @@ def _parse_command(buf: bytearray, pos: int) -> int | None:
 class CountingProxy:
     """A loopback TCP proxy to ``upstream`` that counts what passes through it.
 
-    ``start()`` returns the port it listens on; :attr:`counts` is what it has seen since
-    the last :meth:`reset`.
+    ``start()`` returns the port it listens on (or ``with`` the proxy: :attr:`port`);
+    :attr:`counts`, :attr:`client` and :attr:`server` are what it has seen since the last
+    :meth:`reset`.
     """
 
     def __init__(self, protocol: Protocol, upstream_host: str, upstream_port: int) -> None:
         self.protocol = protocol
         self.upstream = (upstream_host, upstream_port)
         self.counts = Counts()
+        self.port = 0
+        # PostgreSQL: every message by its type, the client's (P B D E S Q H X ...) and the
+        # server's (1 2 T D C Z E ...).
+        self.client: Counter[str] = Counter()
+        self.server: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -172,10 +180,28 @@ class CountingProxy:
     def start(self) -> int:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
-        return future.result(timeout=10)
+        self.port = future.result(timeout=10)
+        return self.port
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def waits(self) -> int:
+        """PostgreSQL: times the client waited for the server, each Sync, Flush or simple
+        Query. A ``Flush`` counts: a client that sends Parse/Describe/Flush waits for the
+        description before it binds (asyncpg's unnamed statements), without any
+        ReadyForQuery coming back, so this can exceed :attr:`counts`' round trips."""
+        return self.client["S"] + self.client["H"] + self.client["Q"]
 
     def reset(self) -> None:
         self.counts = Counts()
+        self.client.clear()
+        self.server.clear()
 
     def stop(self) -> None:
         async def close() -> None:
@@ -237,23 +263,25 @@ class CountingProxy:
             client_w.write(b"N")
             await client_w.drain()
 
-    def _postgres_counters(self) -> tuple[Counter, Counter]:
+    def _postgres_counters(self) -> tuple[Listener, Listener]:
         client = _PgScanner(typed=False)
         server = _PgScanner(typed=True)
 
         def up(data: bytes) -> None:
             for kind in client.feed(data):
+                self.client[chr(kind)] += 1
                 if kind in (0x51, 0x45):  # 'Q' simple query, 'E' execute
                     self.counts.statements += 1
 
         def down(data: bytes) -> None:
             for kind in server.feed(data):
+                self.server[chr(kind)] += 1
                 if kind == 0x5A:  # 'Z' ReadyForQuery: one round trip done
                     self.counts.round_trips += 1
 
         return up, down
 
-    def _mysql_counters(self) -> tuple[Counter, Counter]:
+    def _mysql_counters(self) -> tuple[Listener, Listener]:
         client = _MysqlScanner()
 
         def up(data: bytes) -> None:
@@ -266,7 +294,7 @@ class CountingProxy:
 
         return up, down
 
-    def _redis_counters(self) -> tuple[Counter, Counter]:
+    def _redis_counters(self) -> tuple[Listener, Listener]:
         scanner = _RespScanner()
 
         def up(data: bytes) -> None:
@@ -281,7 +309,7 @@ class CountingProxy:
 
     @staticmethod
     async def _pipe(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Counter, prefix: bytes
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Listener, prefix: bytes
     ) -> None:
         if prefix:
             count(prefix)
@@ -295,14 +323,6 @@ class CountingProxy:
             if writer.can_write_eof():
                 with contextlib.suppress(OSError):
                     writer.write_eof()
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class StatementCounter:

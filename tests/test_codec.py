@@ -10,8 +10,8 @@ import pydantic
 import pytest
 
 from tests.clock import FakeClock
-from typed_session_sql import MemoryBackend, PydanticCodec, SessionStore, SetCookie
-from typed_session_sql.codec import DecodeError, MsgspecCodec, codec_for
+from typed_session_sql import MemoryBackend, SessionStore, SetCookie
+from typed_session_sql.codec import DecodeError, MsgspecCodec, PydanticCodec, codec_for
 
 pytestmark = pytest.mark.anyio
 

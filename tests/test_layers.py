@@ -30,6 +30,7 @@ LAYERS: dict[str, list[str]] = {
         "expiry",
         "ids",
         "codec",
+        "cookie_commands",
         "commands",
         "backend",
         "session",

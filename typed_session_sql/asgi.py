@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from typed_session_sql.commands import CookieCommand, DeleteCookie, SetCookie
+from typed_session_sql.cookie_commands import CookieCommand, DeleteCookie, SetCookie
 from typed_session_sql.cookies import CookieSettings, Headers
 from typed_session_sql.csrf import (
     Csrf,

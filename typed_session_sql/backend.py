@@ -22,6 +22,23 @@ from typed_session_sql.errors import SessionError, StoreUnavailableError, descri
 
 R = TypeVar("R")
 
+__all__ = [
+    "MAX_PRINCIPAL_LENGTH",
+    "Backend",
+    "ForwardingBackend",
+    "PrincipalRow",
+    "Record",
+    "ReportsStats",
+    "SignIn",
+    "TableStats",
+    "UnreadableRecordError",
+    "Update",
+    "UpdateOutcome",
+    "check_principal",
+    "from_backend",
+    "stats_of",
+]
+
 MAX_PRINCIPAL_LENGTH = 255
 """The longest principal a session takes (an e-mail address fits; so does any UUID)."""
 

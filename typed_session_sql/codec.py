@@ -31,6 +31,8 @@ from typed_session_sql.errors import SessionError
 
 T = TypeVar("T")
 
+__all__ = ["Codec", "DecodeError", "EncodeError", "MsgspecCodec", "PydanticCodec", "codec_for"]
+
 
 class DecodeError(SessionError, ValueError):
     """Stored bytes do not decode into the session's data type. A custom codec raises it."""

@@ -304,7 +304,7 @@ def _changes_id(session: Session[Any] | None) -> bool:
         return False  # never loaded: nothing about it can change
     if session.is_deleted:
         return True
-    pending = session.pending_write()
+    pending = session._pending_write()
     return isinstance(pending, PendingCreate) or (
         isinstance(pending, PendingUpdate) and pending.rotate
     )

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+__all__ = ["EventHook", "EventKind", "RevokeScope", "SessionEvent"]
+
 logger = logging.getLogger("typed_session_sql")
 
 

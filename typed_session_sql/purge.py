@@ -36,7 +36,7 @@ from typed_session_sql.backend import Backend, from_backend
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import EventHook, EventKind, emit
 
-__all__ = ["PurgeProgress", "PurgeResult", "purge_pass"]
+__all__ = ["BatchHook", "PurgeProgress", "PurgeResult", "purge_pass"]
 
 
 @dataclass(frozen=True, slots=True)

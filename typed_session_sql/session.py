@@ -2,9 +2,9 @@
 
 A session is in one of six states (the Rust crate's), `SessionState`: new-unchanged,
 new-changed, unchanged, changed, deleted, new-deleted. The state alone decides what a save
-writes (`Session.pending_write`); unchanged sessions cost no write. A data change is
-detected however it was made, by comparing the encoded data with what was loaded, so an
-in-place mutation of nested data (``session.data.items.append(4)``) counts too.
+writes (`Session._pending_write`, for the store only); unchanged sessions cost no write. A
+data change is detected however it was made, by comparing the encoded data with what was
+loaded, so an in-place mutation of nested data (``session.data.items.append(4)``) counts too.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class PendingUpdate:
     """Move the row to a fresh id in the same statement."""
     replayable: bool
     """Every data change went through ``modify``: after a lost race the store may reload
-    the row and `Session.rebase` onto it instead of raising."""
+    the row and `Session._rebase` onto it instead of raising."""
     expiry_moved: bool
     """The expiry changed (explicitly or by renewal): the client's cookie must follow."""
     cookie_value: str = field(repr=False)
@@ -449,7 +449,7 @@ class Session(Generic[T]):
             state = SessionState.NEW_CHANGED
         return state, encoded
 
-    def pending_write(self) -> PendingWrite:
+    def _pending_write(self) -> PendingWrite:
         """What the next save must write: the one place that decides (``is_changed`` and
         ``state`` follow from the same assessment).
 
@@ -504,7 +504,7 @@ class Session(Generic[T]):
             cookie_value=self._cookie_value,
         )
 
-    def rebase(self, stored: Record, data: T) -> PendingUpdate:
+    def _rebase(self, stored: Record, data: T) -> PendingUpdate:
         """Replay this session's ``modify`` functions on ``data`` (freshly decoded from the
         ``stored`` row another request wrote) and return the update to try next.
 
@@ -531,7 +531,7 @@ class Session(Generic[T]):
         self._known = encoded
         return self._pending_update(encoded)
 
-    def stored_as(
+    def _mark_stored(
         self, version: int, data: bytes | None = None, *, identity: tuple[str, bytes] | None = None
     ) -> None:
         """The store wrote this session as ``version`` holding ``data`` (None: as it was),
@@ -550,7 +550,7 @@ class Session(Generic[T]):
         self._modifiers.clear()
         self._replayable = True
 
-    def removed(self) -> None:
+    def _mark_removed(self) -> None:
         """The store deleted this session's row: nothing is stored any more."""
         self._state = SessionState.NEW_DELETED
         self._id_hash = None

@@ -30,7 +30,7 @@ from typed_session_sql.backend import (
     from_backend,
 )
 from typed_session_sql.codec import Codec, DecodeError, codec_for
-from typed_session_sql.commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
+from typed_session_sql.cookie_commands import CookieCommand, DeleteCookie, DoNothing, SetCookie
 from typed_session_sql.errors import (
     IdCollisionError,
     SessionConflictError,
@@ -56,6 +56,8 @@ from typed_session_sql.session import (
 )
 
 T = TypeVar("T")
+
+__all__ = ["OnUndecodable", "SessionInfo", "SessionStore"]
 
 Clock = Callable[[], datetime]
 
@@ -355,7 +357,7 @@ class SessionStore(Generic[T]):
         or rotated away meanwhile; nothing written), `IdCollisionError` and
         `StoreUnavailableError`.
         """
-        pending = session.pending_write()
+        pending = session._pending_write()
         if pending is None:
             return DoNothing()  # no backend call: nothing to measure either
         with self._reporting_failures("delete" if isinstance(pending, PendingDelete) else "save"):
@@ -376,7 +378,7 @@ class SessionStore(Generic[T]):
     async def _delete(self, session: Session[T], pending: PendingDelete) -> CookieCommand:
         with from_backend():
             removed = await self.backend.delete(pending.id_hash)
-        session.removed()
+        session._mark_removed()
         # The client's cookie goes either way (the user signed out here), but a miss is no
         # sign-out: a concurrent sign-in may have moved the session on to a new id.
         emit(self.on_event, EventKind.DELETED if removed else EventKind.DELETE_MISSED)
@@ -399,7 +401,7 @@ class SessionStore(Generic[T]):
                 created = await self.backend.create(id_hash, record)
             if created:
                 break
-        session.stored_as(1, record.data, identity=(cookie_value, id_hash))
+        session._mark_stored(1, record.data, identity=(cookie_value, id_hash))
         emit(self.on_event, EventKind.CREATED)
         return SetCookie(cookie_value, record.expires_at)
 
@@ -431,14 +433,14 @@ class SessionStore(Generic[T]):
             if record is None or not self._is_live(record, self.now()):
                 emit(self.on_event, EventKind.CONFLICT, "deleted", retries=retries)
                 raise SessionDeletedError("the session was deleted or expired by another request")
-            pending = session.rebase(record, self._decode_stored(record, retries))
+            pending = session._rebase(record, self._decode_stored(record, retries))
             self._check_size(pending.update.data)
         if retries:
             emit(self.on_event, EventKind.CONFLICT, "replayed", retries=retries)
             telemetry.conflict("replayed")
         if identity is not None:
             emit(self.on_event, EventKind.ROTATED)
-        session.stored_as(change.expected_version + 1, change.data, identity=identity)
+        session._mark_stored(change.expected_version + 1, change.data, identity=identity)
         if identity is not None:
             return SetCookie(identity[0], change.expires_at)
         if pending.expiry_moved:
@@ -485,7 +487,7 @@ class SessionStore(Generic[T]):
             touched = await self.backend.touch(
                 pending.id_hash, pending.version, pending.expires_at, self.now()
             )
-        session.stored_as(pending.version)
+        session._mark_stored(pending.version)
         if not touched:
             return DoNothing()
         emit(self.on_event, EventKind.RENEWED)
@@ -585,7 +587,7 @@ class SessionStore(Generic[T]):
         if signing_in:
             session.delete()
         else:
-            session.removed()  # the row went with the others
+            session._mark_removed()  # the row went with the others
         return removed
 
     # -- housekeeping -------------------------------------------------------------------
@@ -657,7 +659,7 @@ _UNMEASURED = nullcontext()
 
 def _signs_in(session: Session[T]) -> bool:
     """Whether saving ``session`` stores a sign-in its row does not have yet."""
-    pending = session.pending_write()
+    pending = session._pending_write()
     return isinstance(pending, PendingUpdate) and pending.update.sign_in is not None
 
 

@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio.from_thread
 
-from typed_session_sql.commands import SetCookie
+from typed_session_sql.cookie_commands import SetCookie
 from typed_session_sql.cookies import CookieSettings
 from typed_session_sql.session import Session
 from typed_session_sql.store import SessionStore

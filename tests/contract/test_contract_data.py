@@ -26,12 +26,11 @@ from typed_session_sql import (
     EventKind,
     ExpiryPolicy,
     MemoryBackend,
-    Record,
     SessionEvent,
     SessionStore,
-    UnreadableRecordError,
     ids,
 )
+from typed_session_sql.backend import Record, UnreadableRecordError
 
 pytestmark = pytest.mark.anyio
 

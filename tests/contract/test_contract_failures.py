@@ -21,7 +21,6 @@ from tests.clock import FakeClock
 from tests.models import Cart
 from tests.sql_backends import aiosqlite_threads_joined, require_postgres
 from typed_session_sql import (
-    Backend,
     EventKind,
     SessionEvent,
     SessionStore,
@@ -30,6 +29,7 @@ from typed_session_sql import (
     StoreUnavailableError,
     ids,
 )
+from typed_session_sql.backend import Backend
 
 pytestmark = pytest.mark.anyio
 

@@ -34,13 +34,14 @@ from tests.mariadb.server import require_mariadb
 from tests.migration_load import START, OldCode, key_of, upgrade_under_load
 from tests.models import Cart
 from tests.sql_backends import require_postgres, unique_name
-from typed_session_sql import Record, SessionStore, SetCookie, SqlBackend
+from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.alembic_support import (
     LEGACY_VERSION_TABLE,
     head,
     make_config,
     version_table,
 )
+from typed_session_sql.backend import Record
 from typed_session_sql.backends.sql import create_engine, session_table
 from typed_session_sql.cli import main
 from typed_session_sql.cli.common import EXIT_FAILED

@@ -29,12 +29,11 @@ from tests.sql_backends import SqlTarget, statements_seen
 from typed_session_sql import (
     MemoryBackend,
     PurgeScheduler,
-    Record,
     SessionStore,
     SqlBackend,
     StoreUnavailableError,
 )
-from typed_session_sql.backend import Backend, ForwardingBackend, stats_of
+from typed_session_sql.backend import Backend, ForwardingBackend, Record, stats_of
 from typed_session_sql.purge import PurgeProgress, purge_pass
 
 pytestmark = pytest.mark.anyio

@@ -41,17 +41,17 @@ LAYERS: dict[str, list[str]] = {
         "store",
         "scheduler",
     ],
-    # The backends. ``alembic_support`` is here while it still holds the migration runner
-    # and the lock ``SqlBackend.migrate`` and readiness call (issue 18 item 3 moves those
-    # into backends/sql/ and leaves it the app-facing Alembic hooks). ``pg_cron`` is the
-    # purge as a job inside PostgreSQL, built on the SQL backend.
-    "backends": ["backends", "urls", "alembic_support", "pg_cron"],
+    # The backends. ``pg_cron`` is the purge as a job inside PostgreSQL, built on the SQL
+    # backend.
+    "backends": ["backends", "urls", "pg_cron"],
     # The top level: what an application imports daily, gathered from the two above.
     "api": [""],
     # ASGI: the middleware and what it is made of, and the test client helpers.
     "web": ["cookies", "csrf", "request_session", "websocket_origins", "asgi", "testing"],
     # Programs and scripts built on all of it.
-    "tools": ["cli", "demo", "migrations"],
+    # ``alembic_support`` is what an application's own Alembic env.py imports, built on the
+    # SQL backend's runner and settings (backends/sql/migrate.py, settings.py).
+    "tools": ["cli", "demo", "migrations", "alembic_support"],
 }
 
 

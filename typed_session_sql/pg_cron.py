@@ -30,7 +30,7 @@ from sqlalchemy import Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from typed_session_sql.backends.sql.backend import SqlBackend
-from typed_session_sql.backends.sql.maintenance import lock_key
+from typed_session_sql.backends.sql.locks import lock_key
 
 __all__ = [
     "DEFAULT_SCHEDULE",

@@ -62,7 +62,7 @@ from typed_session_sql import (
     StoreUnavailableError,
 )
 from typed_session_sql.backends.sql import create_engine
-from typed_session_sql.backends.sql.maintenance import lock_key
+from typed_session_sql.backends.sql.locks import lock_key
 from typed_session_sql.purge import purge_pass
 
 pytestmark = pytest.mark.production

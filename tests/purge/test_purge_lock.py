@@ -10,7 +10,7 @@ import pytest
 
 from tests.sql_backends import on_the_server, require_postgres, unique_name
 from typed_session_sql import SqlBackend
-from typed_session_sql.backends.sql.maintenance import lock_key
+from typed_session_sql.backends.sql.locks import lock_key
 
 pytestmark = pytest.mark.anyio
 

@@ -38,7 +38,7 @@ from typed_session_sql import (
     ids,
 )
 from typed_session_sql.backend import Record, Update, UpdateOutcome
-from typed_session_sql.backends.sql import maintenance
+from typed_session_sql.backends.sql import locks
 from typed_session_sql.backends.sql.failures import (
     StatementFailed,
     classify,
@@ -46,7 +46,7 @@ from typed_session_sql.backends.sql.failures import (
     store_error,
     store_error_cause,
 )
-from typed_session_sql.backends.sql.maintenance import lock_name
+from typed_session_sql.backends.sql.locks import lock_name
 from typed_session_sql.errors import DataRejectedError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mariadb, pytest.mark.sql(database="mariadb")]
@@ -412,7 +412,7 @@ async def test_a_pass_skipped_for_a_lock_held_too_long_warns(
         async with sql_backend.purge_lock() as got:  # another purger, just now: its turn
             assert not got
         assert "purge" not in caplog.text
-        monkeypatch.setattr(maintenance, "PURGE_LOCK_HELD_TOO_LONG", 0)
+        monkeypatch.setattr(locks, "PURGE_LOCK_HELD_TOO_LONG", 0)
         async with sql_backend.purge_lock() as got:
             assert not got
     assert "purge pass skipped: another purger has held the purge lock" in caplog.text
@@ -440,7 +440,7 @@ async def test_a_connection_to_another_database_cannot_stop_migrate(
 async def test_migrate_waits_for_the_lock_a_bounded_time(
     sql_target: SqlTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maintenance, "MIGRATION_LOCK_WAIT", 0)
+    monkeypatch.setattr(locks, "MIGRATION_LOCK_WAIT", 0)
     async with sql_target.open(schema=False) as backend:
         database = str(backend.engine.url.database)
         with anyio.fail_after(30):  # it waited forever

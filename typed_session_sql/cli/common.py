@@ -37,8 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from typed_session_sql.alembic_support import SCHEMA_ENV, TABLE_ENV
-from typed_session_sql.backends.sql.engine import URL_ENV
+from typed_session_sql.backends.sql.settings import SCHEMA_ENV, TABLE_ENV, URL_ENV
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE
 from typed_session_sql.urls import mask_password, mask_passwords_in
 

@@ -17,8 +17,9 @@ from alembic.util import CommandError
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 
-from typed_session_sql.alembic_support import options, serialised, version_table
 from typed_session_sql.backends.sql.engine import create_engine
+from typed_session_sql.backends.sql.migrate import serialised, version_table
+from typed_session_sql.backends.sql.settings import options
 from typed_session_sql.backends.sql.table import session_table
 from typed_session_sql.urls import async_url
 
@@ -67,6 +68,6 @@ shared = context.config.attributes.get("connection")
 if context.is_offline_mode():
     run_offline()
 elif isinstance(shared, Connection):
-    _run(shared)  # alembic_support.upgrade()/downgrade(): lock held, in a greenlet
+    _run(shared)  # migrate.upgrade()/downgrade(): lock held, in a greenlet
 else:
     asyncio.run(run_online())  # plain `alembic -c alembic.ini ...` from a checkout

@@ -3,9 +3,11 @@
 The public names are here; the package's modules each hold one part:
 `.table` (the table and its timestamp type), `.engine` (the engine it makes),
 `.statements` (the statements, built once), `.executor` (what runs them:
-SQLAlchemy, or the driver itself), `.connections` (the connections a backend holds),
-`.failures` (what a failure means), `.maintenance` (purge lock, table stats),
-`.readiness` (can it serve now?) and `.backend` (the backend itself).
+SQLAlchemy, or the driver itself), `.connections` (the connections a backend holds,
+shared in turn by `.fair_slots`), `.failures` (what a failure means), `.locks` (the
+purge and migration locks), `.settings` (which database, table and schema), `.migrate`
+(the migration runner), `.maintenance` (table stats), `.readiness` (can it serve now?)
+and `.backend` (the backend itself).
 """
 
 from typed_session_sql.backends.sql.backend import SqlBackend

@@ -28,7 +28,7 @@ from typed_session_sql.backend import (
     Update,
     UpdateOutcome,
 )
-from typed_session_sql.backends.sql import maintenance
+from typed_session_sql.backends.sql import locks, maintenance
 from typed_session_sql.backends.sql.connections import (
     ConnectionSource,
     HeldConnections,
@@ -223,11 +223,11 @@ class SqlBackend:
         over this backend's engine (no second engine, no URL needed): the one call an app
         makes at start-up. Concurrent callers, in any number of processes, take turns under
         a lock (PostgreSQL advisory lock, SQLite write lock, MySQL GET_LOCK). See
-        `typed_session_sql.alembic_support.upgrade`: a revision or version record
+        `typed_session_sql.backends.sql.migrate.upgrade`: a revision or version record
         that will not do raises `MigrationError` (not to
         be retried), the database `StoreUnavailableError`
         naming it (password masked) and the driver's first line."""
-        from typed_session_sql.alembic_support import upgrade
+        from typed_session_sql.backends.sql.migrate import upgrade
 
         await upgrade(self.engine, self.table.name, self.table.schema, revision)
 
@@ -248,7 +248,7 @@ class SqlBackend:
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
         """The cross-instance purge lock for this table (PostgreSQL's advisory lock, MySQL's
         GET_LOCK; always free on SQLite); entering it yields whether it was taken."""
-        return maintenance.purge_lock(self.engine, self.table)
+        return locks.purge_lock(self.engine, self.table)
 
     async def stats(self, now: datetime) -> TableStats:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""

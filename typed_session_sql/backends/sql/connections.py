@@ -18,7 +18,6 @@ so no connection outlives its pool.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import monotonic
@@ -27,6 +26,8 @@ from typing import Any, Protocol
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
+
+from typed_session_sql.backends.sql.fair_slots import FairSlots
 
 __all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
 
@@ -151,10 +152,9 @@ class Holder:
         self.held = config.count
         self._engine = engine
         self._driver = driver
-        self._in_use = 0  # slots taken, of `held`
+        self._slots = FairSlots(self._allowed)  # statements holding a connection
         self._opening = 0  # connections being opened
         self._refused_at = -_ASK_AGAIN_AFTER  # when the server last refused one more
-        self._waiters: deque[asyncio.Future[None]] = deque()
         self._idle: list[PoolProxiedConnection] = []
         self._busy: set[PoolProxiedConnection] = set()
         self._stale: set[PoolProxiedConnection] = set()
@@ -165,16 +165,14 @@ class Holder:
 
     async def acquire(self) -> PoolProxiedConnection:
         deadline = monotonic() + self.config.timeout
-        if self._in_use < self._slots():
-            self._in_use += 1
-        else:
+        if not self._slots.take_now():
             await self._wait_for_a_slot(self.config.timeout)
         while True:
             try:
                 pooled = await self._connection()
             except _Full as full:
                 # Wait for a connection in use, having given up the slot to no one.
-                self._in_use -= 1
+                self._slots.give_up()
                 try:
                     await self._wait_for_a_slot(max(0.0, deadline - monotonic()))
                 except TimeoutError:
@@ -183,7 +181,7 @@ class Holder:
                     raise full.refusal from None
                 continue
             except BaseException:
-                self._free_a_slot()
+                self._slots.give_back()
                 raise
             self._busy.add(pooled)
             return pooled
@@ -220,7 +218,7 @@ class Holder:
     def _refused_lately(self) -> bool:
         return monotonic() - self._refused_at < _ASK_AGAIN_AFTER
 
-    def _slots(self) -> int:
+    def _allowed(self) -> int:
         """How many statements may hold a connection at once now: after a refusal, as many
         as there are connections (none: the server is down, not full, and each may try)."""
         there = len(self._busy) + len(self._idle) + self._opening
@@ -235,7 +233,7 @@ class Holder:
         else:
             self._stale.discard(pooled)
             _discard(self._driver, pooled)
-        self._free_a_slot()
+        self._slots.give_back()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -275,29 +273,12 @@ class Holder:
         return True
 
     async def _wait_for_a_slot(self, within: float) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(within):
-                await waiter
-        except BaseException as error:
-            if waiter.done() and not waiter.cancelled():
-                self._free_a_slot()  # handed over just as the wait ended: pass it on
-            else:
-                waiter.cancel()
-            if isinstance(error, TimeoutError):
-                raise TimeoutError(
-                    f"no held connection was free within {self.config.timeout} s"
-                ) from None
-            raise
-
-    def _free_a_slot(self) -> None:
-        while self._waiters and self._in_use <= self._slots():
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes to the first in line
-                return
-        self._in_use -= 1
+            await self._slots.wait(within)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no held connection was free within {self.config.timeout} s"
+            ) from None
 
     def _on_engine_disposed(self, engine: Any) -> None:
         # Someone disposed the engine: its pool, which these connections belong to, is

@@ -15,11 +15,11 @@ from sqlalchemy import URL, Engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from typed_session_sql.backends.sql.settings import URL_ENV
 from typed_session_sql.urls import async_url
 
 __all__ = ["DEFAULT_URL", "PREPARED_STATEMENTS", "URL_ENV", "create_engine"]
 
-URL_ENV = "TYPED_SESSION_SQL_URL"
 DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
 
 # busy_timeout first: switching to WAL itself needs the lock another process may hold.

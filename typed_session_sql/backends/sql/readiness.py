@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 from sqlalchemy import inspect
 
-from typed_session_sql import alembic_support
+from typed_session_sql.backends.sql import migrate
 from typed_session_sql.errors import describe_error
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def check_ready(
                 )
             if revision is None:
                 return Readiness(ReadinessStatus.READY, f"{backend.table.fullname} exists")
-            recorded = await alembic_support.current(backend.engine, table, schema)
+            recorded = await migrate.current(backend.engine, table, schema)
     except TimeoutError:
         return Readiness(
             ReadinessStatus.UNREACHABLE, f"the database did not answer within {within:g} s"
@@ -110,7 +110,7 @@ async def check_ready(
 
 @functools.cache
 def _head() -> str | None:
-    return alembic_support.head()  # reads the scripts: once per process, not per probe
+    return migrate.head()  # reads the scripts: once per process, not per probe
 
 
 def _has_table(conn: Connection, table: str, schema: str | None) -> bool:
@@ -123,7 +123,7 @@ def _ancestry(revision: str) -> frozenset[str]:
     not know it (a newer release migrated the table: this one cannot vouch for it)."""
     from alembic.script import ScriptDirectory
 
-    scripts = ScriptDirectory(str(alembic_support.script_location()))
+    scripts = ScriptDirectory(str(migrate.script_location()))
     try:
         return frozenset(
             step.revision for step in scripts.iterate_revisions(revision, "base") if step

@@ -20,11 +20,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import mysql
 
-from typed_session_sql.alembic_support import (
-    BRANCH_LABEL,
-    options,
-    refuse_a_table_recorded_elsewhere,
-)
+from typed_session_sql.backends.sql.migrate import BRANCH_LABEL, refuse_a_table_recorded_elsewhere
+from typed_session_sql.backends.sql.settings import options
 
 revision = "0001"
 down_revision = None

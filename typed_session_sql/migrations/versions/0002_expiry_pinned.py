@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-from typed_session_sql.alembic_support import options
+from typed_session_sql.backends.sql.settings import options
 
 revision = "0002"
 down_revision = "0001"

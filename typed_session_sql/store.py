@@ -317,11 +317,7 @@ class SessionStore(Generic[T]):
             except UnreadableRecordError:
                 return False
             now = self.now()
-            return (
-                record is not None
-                and self._is_live(record, now)
-                and self._ahead_of_clock(record, now) is None
-            )
+            return record is not None and self._is_trusted_and_live(record, now)
 
     def _ahead_of_clock(self, record: Record | PrincipalRow, now: datetime) -> str | None:
         """Why ``record`` cannot be trusted at ``now``: a timestamp further ahead than the
@@ -337,6 +333,10 @@ class SessionStore(Generic[T]):
                 ahead = (moment - now).total_seconds()
                 return f"{name} is {ahead:.0f} s ahead of the store's clock (clock_skew: {skew})"
         return None
+
+    def _is_trusted_and_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
+        """Live at ``now``, and stamped by no clock further ahead than ``clock_skew``."""
+        return self._is_live(record, now) and self._ahead_of_clock(record, now) is None
 
     def _is_live(self, record: Record | PrincipalRow, now: datetime) -> bool:
         if record.expires_at is not None and record.expires_at <= now:
@@ -521,7 +521,7 @@ class SessionStore(Generic[T]):
             return [
                 SessionInfo(row.id_hash.hex(), row.created_at, row.expires_at, row.authenticated_at)
                 for row in listed
-                if self._is_live(row, now) and self._ahead_of_clock(row, now) is None
+                if self._is_trusted_and_live(row, now)
             ]
 
     async def revoke(self, principal: str, handle: str) -> bool:

@@ -164,8 +164,15 @@ class Holder:
         event.listen(sync_engine, "connect", _stamp_birth)
 
     async def acquire(self) -> PoolProxiedConnection:
-        deadline = monotonic() + self.config.timeout
-        if not self._slots.take_now():
+        if self._slots.take_now():
+            if not self.config.pre_ping:
+                pooled = self._take_idle()
+                if pooled is not None:  # the common case, kept short: it is every statement's
+                    self._busy.add(pooled)
+                    return pooled
+            deadline = monotonic() + self.config.timeout
+        else:
+            deadline = monotonic() + self.config.timeout
             await self._wait_for_a_slot(self.config.timeout)
         while True:
             try:

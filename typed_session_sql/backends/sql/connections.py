@@ -223,6 +223,8 @@ class Holder:
             return pooled
 
     def _refused_lately(self) -> bool:
+        if self._refused_at == -_ASK_AGAIN_AFTER:  # never, or asked since: no clock to read
+            return False
         return monotonic() - self._refused_at < _ASK_AGAIN_AFTER
 
     def _allowed(self) -> int:
@@ -257,7 +259,8 @@ class Holder:
 
     def _take_idle(self) -> PoolProxiedConnection | None:
         """The most recently used idle connection still fit for use, if any."""
-        recycle, now = self.config.recycle, monotonic()
+        recycle = self.config.recycle
+        now = 0.0 if recycle is None else monotonic()
         while self._idle:
             pooled = self._idle.pop()
             if self._driver.is_closed(pooled.driver_connection):

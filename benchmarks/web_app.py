@@ -91,7 +91,8 @@ COOKIE_NAME = b"__Host-id"
 def _cookie(request: Request) -> bytes | None:
     """The session cookie's value, as a careful hand-written app finds it: the raw header,
     split on ';' (no framework parser)."""
-    for name, value in request.scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for name, value in headers:
         if name == b"cookie":
             for pair in value.split(b";"):
                 key, _, found = pair.strip().partition(b"=")

@@ -9,7 +9,6 @@ loop (`SqlBackend._run`) decides what a failure means (`.failures`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from typed_session_sql.backends.sql.connections import (
 )
 from typed_session_sql.backends.sql.dialects import dialect_for
 from typed_session_sql.backends.sql.driver_executor import DriverExecutor
-from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV, create_engine
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, create_engine
 from typed_session_sql.backends.sql.executor import DRIVERS, Execution, Executor, choose
 from typed_session_sql.backends.sql.failures import (
     Failure,
@@ -48,6 +47,7 @@ from typed_session_sql.backends.sql.failures import (
     translated,
 )
 from typed_session_sql.backends.sql.lanes import Lanes
+from typed_session_sql.backends.sql.settings import resolve
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
 from typed_session_sql.backends.sql.statements import CompiledStatement, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
@@ -199,7 +199,7 @@ class SqlBackend:
         ``max_overflow`` is 0), treated with the pool's ``pool_recycle``,
         ``pool_pre_ping`` and ``pool_timeout``; 0 holds none.
         """
-        resolved = url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        resolved = url if url is not None else str(resolve(default_url=DEFAULT_URL).url)
         engine = create_engine(resolved, **engine_options)
         held = None
         if isinstance(engine.sync_engine.pool, QueuePool):  # not SQLite's in-memory pool

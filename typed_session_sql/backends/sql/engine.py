@@ -10,7 +10,6 @@ import weakref
 from typing import Any
 
 from sqlalchemy import URL, Engine, event, make_url
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from typed_session_sql.backends.sql.dialects import UnsupportedDialectError, dialect_for
@@ -120,19 +119,3 @@ def _asyncmy_prepared_statements(dialect: Any, record: Any, cargs: Any, cparams:
     server-side prepared statement it keeps per connection: binary protocol, no escaping of
     the data, no text to parse in the answer. Measured on MariaDB: loads 1.5x as fast."""
     cparams.setdefault("stmt_cache_size", ASYNCMY_STATEMENT_CACHE)
-
-
-def reject_closed_connections(
-    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
-) -> None:
-    """Replace a pooled connection the server already closed, at no round trip.
-
-    A pool ``checkout`` listener. The driver notices the server's close (restart,
-    ``pg_terminate_backend``, idle timeout) as soon as the event loop reads it; asking the
-    driver is free, unlike ``pool_pre_ping``.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has a `closed` flag
-    closed = is_closed() if callable(is_closed) else getattr(driver, "closed", False) is True
-    if closed:
-        raise DisconnectionError("the pooled connection was closed by the server")

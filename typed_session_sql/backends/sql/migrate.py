@@ -235,9 +235,9 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
                     f"(dropped by hand?); to create it again, drop {version_table(table)!r} "
                     "and migrate again"
                 )
-            lock.end(connection, True)
+            lock.end(connection, True)  # commit
         except BaseException:
-            lock.end(connection, False)
+            lock.end(connection, False)  # roll back
             raise
         return Transition(table, before, after, carried_over=carried)
 

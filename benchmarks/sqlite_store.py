@@ -76,7 +76,7 @@ from workload import Op, Profile, timed
 from typed_session_sql import MemoryBackend, SessionStore, SqlBackend
 from typed_session_sql.backend import Record
 from typed_session_sql.backends.sql import EpochMicros
-from typed_session_sql.backends.sql.engine import SQLITE_PRAGMAS
+from typed_session_sql.backends.sql.dialects.sqlite import SQLITE_PRAGMAS
 from typed_session_sql.ids import IdHasher, new_cookie_value
 
 

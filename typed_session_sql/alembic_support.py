@@ -13,7 +13,6 @@ migration never picks a database nobody named.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,8 +36,9 @@ from typed_session_sql.backends.sql.settings import (
     URL_ENV,
     MigrationOptions,
     options,
+    resolve,
 )
-from typed_session_sql.backends.sql.table import DEFAULT_TABLE, EpochMicros, Utf8Bytes
+from typed_session_sql.backends.sql.table import EpochMicros, Utf8Bytes
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext
@@ -80,7 +80,7 @@ def exclude_session_tables(*tables: str) -> IncludeName:
     def include(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
         if type_ != "table" or name is None:
             return True
-        names = tables or (os.environ.get(TABLE_ENV) or DEFAULT_TABLE,)
+        names = tables or (resolve().table,)
         hidden = {LEGACY_VERSION_TABLE, *names, *(version_table(t) for t in names)}
         return name not in hidden
 

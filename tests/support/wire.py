@@ -228,7 +228,7 @@ class CountingProxy:
         try:
             startup = b""
             if self.protocol == "postgres":
-                startup = await self._refuse_encryption(client_r, client_w)
+                startup = await read_startup(client_r, client_w)
             server_r, server_w = await asyncio.open_connection(*self.upstream)
             try:
                 if self.protocol == "postgres":
@@ -248,20 +248,6 @@ class CountingProxy:
         finally:
             client_w.close()
             self._tasks.discard(task)
-
-    async def _refuse_encryption(
-        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-    ) -> bytes:
-        """Answer SSL and GSS encryption requests with "no" ourselves, so the stream stays
-        readable (loopback, trust auth); return the head of the startup message that
-        follows, to forward."""
-        while True:
-            head = await client_r.readexactly(8)
-            length, code = struct.unpack("!II", head)
-            if code not in (_SSL_REQUEST, _GSSENC_REQUEST) or length != 8:
-                return head
-            client_w.write(b"N")
-            await client_w.drain()
 
     def _postgres_counters(self) -> tuple[Listener, Listener]:
         client = _PgScanner(typed=False)
@@ -323,6 +309,24 @@ class CountingProxy:
             if writer.can_write_eof():
                 with contextlib.suppress(OSError):
                     writer.write_eof()
+
+
+async def read_startup(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> bytes:
+    """Answer SSL and GSS encryption requests with "no" ourselves, so the stream stays
+    readable (loopback, trust auth); return the startup message that follows, whole,
+    to forward in one write.
+
+    Whole, because PgBouncer before 1.23 closes a client whose startup message does not
+    arrive in one read ("client sent partial pkt in startup phase"): forwarding its first
+    8 bytes on their own failed a CI run once the machine was loaded enough for
+    PgBouncer to read between the two writes."""
+    while True:
+        head = await client_r.readexactly(8)
+        length, code = struct.unpack("!II", head)
+        if code not in (_SSL_REQUEST, _GSSENC_REQUEST) or length != 8:
+            return head + await client_r.readexactly(max(length - 8, 0))
+        client_w.write(b"N")
+        await client_w.drain()
 
 
 class StatementCounter:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from typed_session_sql.backends.sql.settings import SCHEMA_ENV, TABLE_ENV, URL_ENV
+from typed_session_sql.backends.sql.settings import SCHEMA_ENV, TABLE_ENV, URL_ENV, resolve
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE
 from typed_session_sql.urls import mask_password, mask_passwords_in
 
@@ -94,21 +94,16 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
 def database(args: argparse.Namespace) -> Database:
     """The database the options (else the environment) name; a `UsageError` if
     neither names one."""
-    if args.url is not None:
-        url, url_from = args.url, "--url"
-        if not url.strip():  # what --url "$DATABASE_URL" gives when the variable is unset
-            raise UsageError("--url is empty")
-    elif os.environ.get(URL_ENV, "").strip():
-        url, url_from = os.environ[URL_ENV], f"${URL_ENV}"
-    else:
+    if args.url is not None and not args.url.strip():
+        raise UsageError("--url is empty")  # what --url "$DATABASE_URL" gives when unset
+    settings = resolve(args.url, args.table, args.schema, given_as="--url")
+    if settings.url is None or settings.url_from is None:
         said = "is empty" if URL_ENV in os.environ else "is not set"
         raise UsageError(
             f"no database given: --url is missing and ${URL_ENV} {said} "
             "(no command but demo picks a default database)"
         )
-    table = args.table or os.environ.get(TABLE_ENV) or DEFAULT_TABLE
-    schema = args.schema or os.environ.get(SCHEMA_ENV) or None
-    return Database(url, table, schema, url_from)
+    return Database(settings.url, settings.table, settings.schema, settings.url_from)
 
 
 def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any) -> AsyncEngine:
@@ -121,6 +116,7 @@ def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any
     """
     from sqlalchemy.engine import make_url
 
+    from typed_session_sql.backends.sql.dialects import UnsupportedDialectError, dialect_for
     from typed_session_sql.backends.sql.engine import UrlOptionError, create_engine
     from typed_session_sql.urls import async_url
 
@@ -130,7 +126,11 @@ def make_engine(db: Database, *, create_sqlite_file: bool = True, **options: Any
         raise UsageError(
             f"malformed database URL {db.masked_url!r} ({type(error).__name__})"
         ) from error
-    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    try:
+        support = dialect_for(parsed.get_backend_name())
+    except UnsupportedDialectError as error:
+        raise UsageError(str(error)) from error
+    path = parsed.database if support.database_is_a_file else None
     on_disk = bool(path) and path != ":memory:" and not str(path).startswith("file:")
     if not create_sqlite_file and on_disk and not os.path.exists(str(path)):
         raise UnavailableError(f"no database file at {path} (from {db.url_from})")

@@ -9,7 +9,6 @@ loop (`SqlBackend._run`) decides what a failure means (`.failures`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
@@ -35,8 +34,9 @@ from typed_session_sql.backends.sql.connections import (
     Holder,
     PerStatement,
 )
+from typed_session_sql.backends.sql.dialects import dialect_for
 from typed_session_sql.backends.sql.driver_executor import DriverExecutor
-from typed_session_sql.backends.sql.engine import DEFAULT_URL, URL_ENV, create_engine
+from typed_session_sql.backends.sql.engine import DEFAULT_URL, create_engine
 from typed_session_sql.backends.sql.executor import DRIVERS, Execution, Executor, choose
 from typed_session_sql.backends.sql.failures import (
     Failure,
@@ -47,6 +47,7 @@ from typed_session_sql.backends.sql.failures import (
     translated,
 )
 from typed_session_sql.backends.sql.lanes import Lanes
+from typed_session_sql.backends.sql.settings import resolve
 from typed_session_sql.backends.sql.sqlalchemy_executor import SqlAlchemyExecutor
 from typed_session_sql.backends.sql.statements import CompiledStatement, Revoke, build_statements
 from typed_session_sql.backends.sql.table import DEFAULT_TABLE, session_table
@@ -82,6 +83,9 @@ class SqlBackend:
             statements (driver execution only), instead of one checkout from the pool per
             statement. An engine the application shares usually holds none.
         owns_engine: `dispose` disposes the engine too (as `from_url` sets).
+
+    An engine of a database the backend has no dialect module for (PostgreSQL, MySQL,
+    MariaDB and SQLite have one) raises `UnsupportedDialectError`.
 
     A connection belongs to the event loop that opened it, so the backend never uses one
     from another loop: each loop gets its own connections (and, on a backend made with
@@ -139,9 +143,11 @@ class SqlBackend:
         self.metadata = MetaData()
         self.table: Table = session_table(self.metadata, table_name, schema)
         self.owns_engine = owns_engine
+        # What differs on this database, found once: no statement asks again.
+        self._dialect = dialect_for(engine.dialect.name)
         chosen, why = choose(engine, execution)
         translate = engine.get_execution_options().get("schema_translate_map")
-        self.statements = build_statements(self.table, engine.dialect, translate)
+        self.statements = build_statements(self.table, engine.dialect, self._dialect, translate)
 
         def make_executor(engine: AsyncEngine) -> Executor:
             if chosen == "sqlalchemy":
@@ -193,7 +199,7 @@ class SqlBackend:
         ``max_overflow`` is 0), treated with the pool's ``pool_recycle``,
         ``pool_pre_ping`` and ``pool_timeout``; 0 holds none.
         """
-        resolved = url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        resolved = url if url is not None else str(resolve(default_url=DEFAULT_URL).url)
         engine = create_engine(resolved, **engine_options)
         held = None
         if isinstance(engine.sync_engine.pool, QueuePool):  # not SQLite's in-memory pool
@@ -248,12 +254,12 @@ class SqlBackend:
     def purge_lock(self) -> AbstractAsyncContextManager[bool]:
         """The cross-instance purge lock for this table (PostgreSQL's advisory lock, MySQL's
         GET_LOCK; always free on SQLite); entering it yields whether it was taken."""
-        return locks.purge_lock(self.engine, self.table)
+        return locks.purge_lock(self.engine, self.table, self._dialect.purge_lock)
 
     async def stats(self, now: datetime) -> TableStats:
         """What the table holds at ``now``: live and expired rows, oldest expiry, size."""
         with self._translated("read the statistics of"):
-            return await maintenance.table_stats(self.engine, self.table, now)
+            return await maintenance.table_stats(self.engine, self.table, now, self._dialect)
 
     def _translated(self, doing: str) -> AbstractContextManager[None]:
         """The errors of a rare operation, as `.failures.translated` makes them."""
@@ -264,10 +270,9 @@ class SqlBackend:
     @property
     def telemetry_attributes(self) -> dict[str, str]:
         """The database's OpenTelemetry attributes, for the store's spans (no URL, no user)."""
-        name = self.engine.dialect.name
         mariadb = getattr(self.engine.dialect, "is_mariadb", False)  # known once connected
-        attributes = {"db.system.name": "mariadb" if mariadb else name}
-        if name != "sqlite" and self.engine.url.database:  # SQLite's is a file path
+        attributes = {"db.system.name": "mariadb" if mariadb else self.engine.dialect.name}
+        if not self._dialect.database_is_a_file and self.engine.url.database:
             attributes["db.namespace"] = self.engine.url.database
         attributes["db.collection.name"] = str(self.table.fullname)
         return attributes

@@ -6,30 +6,25 @@ use to build an engine of its own with the same settings.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import weakref
 from typing import Any
 
 from sqlalchemy import URL, Engine, event, make_url
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from typed_session_sql.backends.sql.dialects import UnsupportedDialectError, dialect_for
 from typed_session_sql.backends.sql.settings import URL_ENV
 from typed_session_sql.urls import async_url
 
-__all__ = ["DEFAULT_URL", "PREPARED_STATEMENTS", "URL_ENV", "create_engine"]
+__all__ = [
+    "DEFAULT_URL",
+    "PREPARED_STATEMENTS",
+    "URL_ENV",
+    "UnsupportedDialectError",
+    "create_engine",
+]
 
 DEFAULT_URL = "sqlite+aiosqlite:///./sessions.db"
-
-# busy_timeout first: switching to WAL itself needs the lock another process may hold.
-# Several processes writing at once then wait their turn instead of failing with "database
-# is locked"; every operation is one short statement, so waits are short.
-SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-)
 
 PREPARED_STATEMENTS = "prepared_statements"
 """The URL query parameter that, set to ``false``, keeps every driver from naming a
@@ -62,7 +57,8 @@ _MADE_HERE: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine tuned for session traffic: autocommit, no pool reset, SQLite in WAL mode,
-    prepared statements on MySQL.
+    prepared statements on MySQL. A URL of a database the SQL backend does not support
+    raises `UnsupportedDialectError`.
 
     Autocommit means no transaction is ever left open on a pooled connection, so resetting
     it on return (a ROLLBACK round trip on some drivers) buys nothing. Errors never carry
@@ -83,21 +79,15 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         "pool_reset_on_return": None,
         "hide_parameters": True,
     }
-    if url.startswith(("sqlite", "mysql", "mariadb")):
-        # SQLAlchemy still calls the driver's rollback() when a connection closes, even in
-        # autocommit; on aiosqlite that no-op costs a thread hop, measured at +11-16% per
-        # load (benchmarks/sqlite_store.py), on MySQL a ROLLBACK round trip per checkout.
-        # The dialect skips it only after checking that the connection is in autocommit.
-        options["skip_autocommit_rollback"] = True
-    options.update(kwargs)
     parsed, named = _statement_naming(make_url(async_url(url)))
+    support = dialect_for(parsed.get_backend_name())
+    options.update(support.engine_options)
+    options.update(kwargs)
     if not named:
         unnamed = _UNNAMED_STATEMENTS.get(parsed.get_driver_name(), {})
         options["connect_args"] = {**unnamed, **options.get("connect_args", {})}
     engine = create_async_engine(parsed, **options)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "do_connect", _create_sqlite_file_private)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    support.prepare_engine(engine)
     if engine.dialect.driver == "asyncmy":
         event.listen(engine.sync_engine, "do_connect", _asyncmy_prepared_statements)
     if options["isolation_level"] == "AUTOCOMMIT":
@@ -124,43 +114,8 @@ def autocommit_on_connect(engine: AsyncEngine) -> bool:
     return engine.sync_engine in _MADE_HERE
 
 
-def _create_sqlite_file_private(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-    """Create the database file 0600 before SQLite creates it with the umask's mode."""
-    path = cargs[0] if cargs else cparams.get("database")
-    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
-        return
-    # If it exists, SQLite opens it as it is; if it cannot be made, SQLite says why.
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-
 def _asyncmy_prepared_statements(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
     """Unless the URL or ``connect_args`` say otherwise, asyncmy runs each statement as a
     server-side prepared statement it keeps per connection: binary protocol, no escaping of
     the data, no text to parse in the answer. Measured on MariaDB: loads 1.5x as fast."""
     cparams.setdefault("stmt_cache_size", ASYNCMY_STATEMENT_CACHE)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
-
-
-def reject_closed_connections(
-    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
-) -> None:
-    """Replace a pooled connection the server already closed, at no round trip.
-
-    A pool ``checkout`` listener. The driver notices the server's close (restart,
-    ``pg_terminate_backend``, idle timeout) as soon as the event loop reads it; asking the
-    driver is free, unlike ``pool_pre_ping``.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has a `closed` flag
-    closed = is_closed() if callable(is_closed) else getattr(driver, "closed", False) is True
-    if closed:
-        raise DisconnectionError("the pooled connection was closed by the server")

@@ -39,9 +39,11 @@ __all__ = ["DRIVERS", "Execution", "Executor", "choose"]
 Execution = Literal["auto", "driver", "sqlalchemy"]
 
 # The drivers a driver executor exists for, by the engine's ``dialect.driver``; each module
-# holds the few calls that differ (running, error codes, closed connections). Another
-# driver is one more module and an entry here, plus what its dialect needs elsewhere in
-# this package (the design review's A6 lists the places).
+# holds the few calls that differ (running, error codes, closed connections: SQLAlchemy's
+# execution asks the same module whether a pooled connection is closed). Another driver is
+# one more module and an entry here, plus what it is told not to name statements
+# (engine._UNNAMED_STATEMENTS) and its extra (urls.DRIVER_EXTRAS); what differs between
+# databases, whatever the driver, is in .dialects.
 DRIVERS: Mapping[str, Callable[[], Driver]] = {
     "asyncpg": AsyncpgDriver,
     "aiosqlite": AiosqliteDriver,

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from blake3 import blake3
-from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from typed_session_sql.backends.sql.dialects import dialect_for
 from typed_session_sql.backends.sql.failures import translated
-from typed_session_sql.backends.sql.locks import end_migration, take_migration_lock
 from typed_session_sql.backends.sql.settings import ATTRIBUTE_PREFIX
-from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
 from typed_session_sql.errors import MigrationError
 from typed_session_sql.urls import mask_password
 
@@ -215,14 +214,18 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
     ``table``; carry a pre-0.2 record over first; check the table exists afterwards if the
     record says it should; commit. Returns the record before and after."""
 
+    support = dialect_for(engine.dialect.name)
+    lock = support.migration_lock
+
     def run(connection: Connection) -> Transition:
-        take_migration_lock(connection, table, schema)
+        lock.take(connection, table, schema)
         try:
             carried = _carry_over(connection, table, schema)
             before = _recorded(connection, table, schema)
             if not before:
                 _check_unrecorded(connection, table, schema)
-                _create_version_table(connection, table, schema)
+                if support.create_version_table is not None:  # else Alembic creates it
+                    support.create_version_table(connection, version_table(table), schema)
             step(connection)
             after = _recorded(connection, table, schema)
             if after and not inspect(connection).has_table(table, schema=schema):
@@ -232,9 +235,9 @@ async def serialised(engine: AsyncEngine, table: str, schema: str | None, step: 
                     f"(dropped by hand?); to create it again, drop {version_table(table)!r} "
                     "and migrate again"
                 )
-            end_migration(connection, commit=True)
+            lock.end(connection, True)  # commit
         except BaseException:
-            end_migration(connection, commit=False)
+            lock.end(connection, False)  # roll back
             raise
         return Transition(table, before, after, carried_over=carried)
 
@@ -246,7 +249,7 @@ async def _on_connection(
 ) -> T:
     # Migrations need a transaction; the backend's engine runs in autocommit, so this one
     # connection switches (SQLite stays in autocommit and gets BEGIN IMMEDIATE instead).
-    isolation = "AUTOCOMMIT" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    isolation = dialect_for(engine.dialect.name).migration_isolation
     with translated(table, f"{doing} {table} on {where(engine)}"):
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level=isolation)
@@ -306,21 +309,6 @@ def _script_revisions() -> set[str]:
 
     scripts = ScriptDirectory(str(script_location()))
     return {script.revision for script in scripts.walk_revisions()}
-
-
-def _create_version_table(connection: Connection, table: str, schema: str | None) -> None:
-    """Create the version table as Alembic would, but with an unnamed primary key on
-    MySQL and MariaDB, which ignore the name with a warning the driver logs at first start."""
-    if connection.dialect.name not in MYSQL_DIALECTS:
-        return  # Alembic creates it
-    version = Table(
-        version_table(table),
-        MetaData(),
-        Column("version_num", String(32), nullable=False),
-        PrimaryKeyConstraint("version_num"),
-        schema=schema,
-    )
-    version.create(connection, checkfirst=True)
 
 
 def _recorded(connection: Connection, table: str, schema: str | None) -> tuple[str, ...]:

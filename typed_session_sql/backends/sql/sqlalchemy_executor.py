@@ -1,23 +1,25 @@
 """Statements run by SQLAlchemy's own execution, on any dialect.
 
-Each statement checks a connection out of the engine's pool (one the server closed while
-it sat in the pool is replaced at checkout, at no round trip: a pool ``checkout`` listener
-asks the driver), runs in autocommit (no BEGIN/COMMIT around it) and goes back. Everything
-SQLAlchemy offers around a statement applies: engine events, ``echo`` and logging,
-execution options such as ``schema_translate_map``, the compiled cache (the statements are
-built once).
+Each statement checks a connection out of the engine's pool, runs in autocommit (no
+BEGIN/COMMIT around it) and goes back. A connection the server closed while it sat in the
+pool is replaced at checkout, at no round trip: a pool ``checkout`` listener asks the
+driver's module (`Driver.is_closed`), as the driver executor does; a driver without a
+module here is not asked, and ``pool_pre_ping`` is the engine's way. Everything SQLAlchemy
+offers around a statement applies: engine events, ``echo`` and logging, execution options
+such as ``schema_translate_map``, the compiled cache (the statements are built once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from typed_session_sql.backends.sql.engine import reject_closed_connections
+from typed_session_sql.backends.sql.executor import DRIVERS
 from typed_session_sql.backends.sql.failures import (
     Failure,
     StatementFailed,
@@ -42,8 +44,9 @@ class SqlAlchemyExecutor:
 
     def __init__(self, engine: AsyncEngine) -> None:
         pool = engine.sync_engine.pool
-        if not event.contains(pool, "checkout", reject_closed_connections):
-            event.listen(pool, "checkout", reject_closed_connections)
+        rejecting = _closed_connections_rejecter(engine.dialect.driver)
+        if rejecting is not None and not event.contains(pool, "checkout", rejecting):
+            event.listen(pool, "checkout", rejecting)
         if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._engine = engine
@@ -77,3 +80,29 @@ class SqlAlchemyExecutor:
             raise StatementFailed(Failure.OTHER) from error
         finally:
             await conn.close()
+
+
+_Listener = Callable[[Any, Any, Any], None]
+
+
+@functools.cache  # one listener per driver: the pool is listened to once, however many use it
+def _closed_connections_rejecter(driver_name: str) -> _Listener | None:
+    """A pool ``checkout`` listener that replaces a pooled connection the server already
+    closed, at no round trip, by asking ``driver_name``'s module (`Driver.is_closed`, the
+    one answer both executors use); None for a driver without one.
+
+    The driver notices the server's close (restart, ``pg_terminate_backend``, idle timeout)
+    as soon as the event loop reads it; asking the driver is free, unlike ``pool_pre_ping``.
+    """
+    make = DRIVERS.get(driver_name)
+    if make is None:
+        return None
+    driver = make()
+
+    def reject_closed_connections(
+        dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+    ) -> None:
+        if driver.is_closed(dbapi_connection.driver_connection):
+            raise DisconnectionError("the pooled connection was closed by the server")
+
+    return reject_closed_connections

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Dialect,
     Executable,
     Integer,
-    String,
     Table,
     bindparam,
     delete,
@@ -34,14 +33,12 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.sql.functions import func
-from sqlalchemy.types import NullType, TypeDecorator
+from sqlalchemy.types import NullType
 
-from typed_session_sql.backends.sql.table import MYSQL_DIALECTS
+from typed_session_sql.backends.sql.dialects import DialectSupport
 
 __all__ = [
     "CompiledStatement",
-    "HexBytes",
     "Prepared",
     "Revoke",
     "Statements",
@@ -50,32 +47,6 @@ __all__ = [
 
 Revoke = Literal["all", "one", "others"]
 _Processor = Callable[[Any], Any]
-
-
-class HexBytes(TypeDecorator[bytes | str]):
-    """Bytes (or a str, as its UTF-8 bytes) sent to MySQL or MariaDB as hexadecimal
-    digits, unhexed by the server: ``UNHEX(%s)``.
-
-    Without a prepared statement (``prepared_statements=false``, an engine the app made,
-    or asyncmy's silent fallback when the server refuses a ``PREPARE``), the driver inlines
-    each value in the statement with backslash escapes it makes without regard to the
-    connection's charset or ``sql_mode``: under ``gbk``, ``big5``, ``sjis`` or ``cp932`` a
-    value's last byte can swallow the backslash (``NO_BACKSLASH_ESCAPES`` breaks every
-    escaped quote), and the rest of the value is SQL. Hex digits need no escaping, mean
-    the same in every ASCII-based charset and ``sql_mode``, and the server turns them back
-    into the exact bytes: no statement depends on escaping being right.
-    """
-
-    impl = String
-    cache_ok = True
-
-    def bind_expression(self, bindvalue: Any) -> Any:
-        return func.unhex(bindvalue)
-
-    def process_bind_param(self, value: bytes | str | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return (value.encode() if isinstance(value, str) else bytes(value)).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,23 +116,27 @@ class Statements:
 
 
 def build_statements(
-    table: Table, dialect: Dialect, schema_translate_map: Mapping[str | None, str] | None = None
+    table: Table,
+    dialect: Dialect,
+    support: DialectSupport,
+    schema_translate_map: Mapping[str | None, str] | None = None,
 ) -> Statements:
     """The statements for ``table``, compiled for ``dialect`` (with the engine's
-    ``schema_translate_map``, if it has one).
+    ``schema_translate_map``, if it has one), spelled as ``support`` (its dialect's module
+    in `.dialects`) says where dialects differ.
 
     Parameters: ``row_id``, ``new_row_id``, ``payload``, ``expiry``, ``created``,
     ``row_version``, ``signed_in_as``, ``signed_in_at``, ``pinned``, ``now``,
     ``created_after``, ``max_rows``.
     """
     c = table.c
-    mysql = dialect.name in MYSQL_DIALECTS
+    bytes_parameter = support.bytes_parameter
 
     def arg(name: str, column: ColumnElement[Any]) -> Any:
         stored = column.type.dialect_impl(dialect)
         stored = getattr(stored, "impl_instance", stored)  # a TypeDecorator's column type
-        if mysql and stored.python_type is bytes:
-            return bindparam(name, type_=HexBytes())  # the key, the data, the principal
+        if bytes_parameter is not None and stored.python_type is bytes:
+            return bindparam(name, type_=bytes_parameter)  # the key, the data, the principal
         return bindparam(name, type_=column.type)
 
     # A driver executor passes arguments by position: a dialect that names its parameters
@@ -225,17 +200,12 @@ def build_statements(
         "authenticated_at": arg("signed_in_at", c.authenticated_at),
         "expiry_pinned": arg("pinned", c.expiry_pinned),
     }
-    ignores_conflict = dialect.name in ("postgresql", "sqlite")
-    if dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        inserting: Any = pg_insert(table).values(values).on_conflict_do_nothing()
-    elif dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        inserting = sqlite_insert(table).values(values).on_conflict_do_nothing()
-    else:  # no ON CONFLICT: a taken id surfaces as a unique violation instead
-        inserting = insert(table).values(values)
+    ignoring_conflict = support.insert_ignoring_conflict
+    inserting: Any = (
+        insert(table).values(values)  # a taken id surfaces as a unique violation instead
+        if ignoring_conflict is None
+        else ignoring_conflict(table, values)
+    )
 
     guard = row & (c.version == arg("row_version", c.version))
     changes = {
@@ -277,17 +247,7 @@ def build_statements(
     victims = (
         select(c.id_hash).where(c.expires_at <= now).limit(bindparam("max_rows", type_=Integer))
     )
-    if dialect.name == "postgresql":
-        # Concurrent purgers take disjoint batches instead of queueing on each other's
-        # row locks (and never block a request writing one of those rows for long).
-        victims = victims.with_for_update(skip_locked=True)
-    purging: Any = delete(table).where(c.id_hash.in_(victims.scalar_subquery()))
-    if mysql:
-        # MySQL and MariaDB refuse LIMIT in an IN subquery (error 1235), and SKIP LOCKED
-        # on a DELETE; a multi-table DELETE joined to a derived table takes both. Oldest
-        # expiry first, as the expiry index reads.
-        batch = victims.order_by(c.expires_at).with_for_update(skip_locked=True).subquery("v")
-        purging = delete(table).where(c.id_hash == batch.c.id_hash)
+    purging = support.purge_batch(table, victims)
 
     return Statements(
         insert=prepare("insert", inserting),
@@ -326,5 +286,5 @@ def build_statements(
         },
         purge=prepare("purge", purging),
         clear=prepare("clear", delete(table)),
-        insert_ignores_conflict=ignores_conflict,
+        insert_ignores_conflict=ignoring_conflict is not None,
     )

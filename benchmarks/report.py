@@ -22,6 +22,7 @@ ROUTES = ("none", "read", "write")
 APPS = {
     "none": "no session middleware",
     "store": "typed-session-sql (PostgreSQL)",
+    "byhand": "by hand: cookie, blake3, one SELECT on asyncpg's pool",
     "starsessions": "starsessions (Redis)",
 }
 PLOTS = ("operations.png", "web.png", "growth.png")
@@ -301,26 +302,70 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
             lines += ["![requests/s through uvicorn](web.png)", ""]
         lines += [
             "| app | route | requests/s | rounds (min-max) | p50 ms | p99 ms "
-            "| vs no middleware (rounds) | errors |",
-            "|---|---|---|---|---|---|---|---|",
+            "| vs no middleware (rounds) | vs by hand (rounds) | server CPU µs/request "
+            "| errors |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        cells = webr["cells"]
-        for app, label in APPS.items():
-            for route in ROUTES:
-                c = cells.get(f"{app} {route}")
-                if c is None:
-                    continue
-                lines.append(
-                    f"| {label} | /{route} | {_n(c['requests_per_s'])} "
-                    f"| {_spread(c['requests_per_s_rounds'])} | {_ms(c['p50_ms'])} "
-                    f"| {_ms(c['p99_ms'])} | {c['ratio']:.2f}x "
-                    f"({min(c['ratio_rounds']):.2f}-{max(c['ratio_rounds']):.2f}) "
-                    f"| {c['errors']} |"
-                )
+        for label, route, c in _app_cells(webr["cells"]):
+            by_hand = (
+                _ratio(c["ratio_byhand"], c["ratio_byhand_rounds"]) if "ratio_byhand" in c else "-"
+            )
+            cpu = c.get("cpu_us_per_request")
+            lines.append(
+                f"| {label} | /{route} | {_n(c['requests_per_s'])} "
+                f"| {_spread(c['requests_per_s_rounds'])} | {_ms(c['p50_ms'])} "
+                f"| {_ms(c['p99_ms'])} | {_ratio(c['ratio'], c['ratio_rounds'])} "
+                f"| {by_hand} | {'-' if cpu is None else f'{cpu:.0f}'} | {c['errors']} |"
+            )
+    inproc = results.get("in_process")
+    if inproc:
+        lines += _in_process_section(inproc, plan)
     grow = results.get("growth")
     if grow:
         lines += _growth_section(grow, plan, "growth.png" in plotted)
     return "\n".join(lines) + "\n"
+
+
+def _app_cells(cells: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]]]:
+    """(app's label, route, cell) of each app and route measured, in the tables' order."""
+    for app, label in APPS.items():
+        for route in ROUTES:
+            cell = cells.get(f"{app} {route}")
+            if cell is not None:
+                yield label, route, cell
+
+
+def _ratio(median: float, rounds: list[float]) -> str:
+    return f"{median:.2f}x ({min(rounds):.2f}-{max(rounds):.2f})"
+
+
+def _in_process_section(inproc: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "### In process",
+        "",
+        f"The same apps called straight through ASGI in the harness's process, "
+        f"{inproc['connections']} requests at a time (benchmarks/in_process.py): no server, "
+        "no HTTP parsing, so the session layer's own cost stands out. "
+        f"{plan['rounds']} rounds of {plan['seconds']:g} s per app and route, the apps "
+        "back to back (the order rotating). /none is compared with the app without "
+        "middleware, /read and /write with the by-hand app in the same round. CPU is the "
+        "process's CPU time per request: all of the request path but the database "
+        "server's. Instructions per request, counted by valgrind and so independent of the "
+        "machine's load, are in profile.md.",
+        "",
+        "| app | route | requests/s | rounds (min-max) | vs reference (rounds) "
+        "| CPU µs/request | CPU vs reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, route, c in _app_cells(inproc["cells"]):
+        lines.append(
+            f"| {label} | /{route} | {_n(c['requests_per_s'])} "
+            f"| {_spread(c['requests_per_s_rounds'])} "
+            f"| {_ratio(c['ratio'], c['ratio_rounds'])} vs {c['reference']} "
+            f"| {c['cpu_us_per_request']:.0f} | {c['cpu_ratio']:.2f}x |"
+        )
+    return lines
 
 
 def _growth_section(grow: dict[str, Any], plan: dict[str, Any], plotted: bool) -> list[str]:

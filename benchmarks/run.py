@@ -9,7 +9,9 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
    starsessions on Redis), on SQLite raw aiosqlite, and on MariaDB raw asyncmy; round
    trips per operation counted at the wire (operations.py, contenders.py, peers.py,
    tests/support/wire.py);
-2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
+2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py), and the
+   same app called in process (in_process.py), each beside the app an application could
+   write by hand on raw asyncpg, with the CPU time each spends per request;
 3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
@@ -43,6 +45,7 @@ from typing import Any
 import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 import growth
+import in_process
 import operations
 import report
 import web
@@ -236,7 +239,12 @@ async def measure(
             if "web" in parts:
                 log("2. through uvicorn")
                 mark = time.perf_counter()
-                apps = ["none", "store"]
+                log("2a. in process")
+                results["in_process"] = await in_process.run(
+                    direct, shared, plan.seconds, plan.rounds, log
+                )
+                log("2b. through uvicorn")
+                apps = ["none", "store", "byhand"]
                 if all(importlib.util.find_spec(m) for m in ("starsessions", "redis")):
                     apps.append("starsessions")
                     if not shared.redis_prefix:

@@ -1,10 +1,13 @@
 """Part 3: through a real server. Requests/s and latency of web_app.py under uvicorn.
 
-Three uvicorn processes (no session middleware, typed-session-sql's, starsessions') serve
-the same Starlette app on loopback; wrk (Debian's; loadgen.py where it is missing) sends
-requests over 16 keep-alive connections from a third process, each carrying a cookie of
+Four uvicorn processes (no session middleware, typed-session-sql's, the by-hand app of
+issue 19, starsessions') serve the same Starlette app on loopback; wrk (Debian's;
+loadgen.py where it is missing) sends requests over 16 keep-alive connections from
+another process, each carrying a cookie of
 a seeded session, cycling through them. For each app and route (/none, /read, /write),
-``rounds`` runs of ``seconds``, the order rotating each round.
+``rounds`` runs of ``seconds``, the order rotating each round. Beside requests/s, the
+server process's CPU time per request (user + system, from /proc): what the app costs
+its host, which a loaded machine's requests/s hide.
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from typed_session_sql import SessionStore, SqlBackend
 
 HERE = Path(__file__).resolve().parent
 ROUTES = (("none", "GET"), ("read", "GET"), ("write", "POST"))
-COOKIE = {"none": "session", "store": "__Host-id", "starsessions": "session"}
+COOKIE = {
+    "none": "session",
+    "store": "__Host-id",
+    "byhand": "__Host-id",
+    "starsessions": "session",
+}
+# What each route's ratio compares with besides the app without middleware: a session read
+# and write with the by-hand app's (issue 19).
+BY_HAND = {"read", "write"}
 
 # wrk calls request() for every request and done() once; done() prints what we parse.
 WRK_SCRIPT = """
@@ -63,10 +74,19 @@ end
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far (Linux's /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(app: str, env: dict[str, str]) -> Iterator[int]:
-    """A uvicorn process serving web_app.py's ``app`` variant; yields its port once it
-    accepts (uvicorn listens only once the app has started), stops it (SIGTERM, then
+def server(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """A uvicorn process serving web_app.py's ``app`` variant; yields its port and pid once
+    it accepts (uvicorn listens only once the app has started), stops it (SIGTERM, then
     SIGKILL) on exit."""
     port = free_port()
     command = [
@@ -77,7 +97,7 @@ def server(app: str, env: dict[str, str]) -> Iterator[int]:
     process = subprocess.Popen(command, env={**os.environ, **env, "BENCH_APP": app})
     try:
         wait_for_port(port, until=time.monotonic() + START_TIMEOUT, process=process)
-        yield port
+        yield port, process.pid
     finally:
         stop_process(process, signal.SIGTERM)
 
@@ -176,16 +196,17 @@ async def run(
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = {"none": workdir / "none.txt", "store": workdir / "store.txt"}
+        files["byhand"] = files["store"]
         files["starsessions"] = workdir / "starsessions.txt"
         files["none"].write_text("\n".join(cookies) + "\n")
         files["store"].write_text("\n".join(cookies) + "\n")
         files["starsessions"].write_text("\n".join(sids) + "\n")
         generator = LoadGenerator(workdir, use_wrk)
-        ports: dict[str, int] = {}
+        ports: dict[str, tuple[int, int]] = {}
         with _servers(apps, env, ports):
             cases = [(app, route, method) for app in apps for route, method in ROUTES]
             for app, route, method in cases if warmup else []:  # connections, caches
-                generator.run(ports[app], route, method, COOKIE[app], files[app], 1)
+                generator.run(ports[app][0], route, method, COOKIE[app], files[app], 1)
             runs: dict[str, list[dict[str, Any]]] = {f"{a} {r}": [] for a, r, _ in cases}
             for r in range(rounds):
                 # The apps serving one route run back to back (the order rotating), so the
@@ -193,13 +214,18 @@ async def run(
                 for route, method in ROUTES:
                     k = r % len(apps)
                     for app in apps[k:] + apps[:k]:
+                        port, pid = ports[app]
+                        cpu = cpu_seconds(pid)
                         result = generator.run(
-                            ports[app], route, method, COOKIE[app], files[app], seconds
+                            port, route, method, COOKIE[app], files[app], seconds
                         )
+                        cpu = cpu_seconds(pid) - cpu
+                        result["cpu_us"] = 1e6 * cpu / max(result["requests"], 1)
                         runs[f"{app} {route}"].append(result)
     cells: dict[str, Any] = {}
     for name, results in runs.items():
-        bare = runs[f"none {name.split()[1]}"]
+        route = name.split()[1]
+        bare = runs[f"none {route}"]
         ratios = [x["rate"] / b["rate"] for x, b in zip(results, bare, strict=True)]
         cells[name] = {
             "requests_per_s": median([x["rate"] for x in results]),
@@ -209,15 +235,27 @@ async def run(
             "ratio": median(ratios),
             "ratio_rounds": [round(x, 3) for x in ratios],
             "errors": sum(x["errors"] + x["status_errors"] for x in results),
+            "cpu_us_per_request": median([x["cpu_us"] for x in results]),
         }
         c = cells[name]
+        by_hand = runs.get(f"byhand {route}")
+        if route in BY_HAND and by_hand:
+            versus = [x["rate"] / b["rate"] for x, b in zip(results, by_hand, strict=True)]
+            c["ratio_byhand"] = median(versus)
+            c["ratio_byhand_rounds"] = [round(x, 3) for x in versus]
         rate, ratio, p99 = c["requests_per_s"], c["ratio"], c["p99_ms"]
-        log(f"  {name}: {rate:,.0f} req/s ({ratio:.2f}x), p99 {p99:.1f} ms")
+        extra = f", {c['ratio_byhand']:.2f}x by hand" if "ratio_byhand" in c else ""
+        log(
+            f"  {name}: {rate:,.0f} req/s ({ratio:.2f}x{extra}), p99 {p99:.1f} ms, "
+            f"{c['cpu_us_per_request']:.0f} µs CPU/request"
+        )
     return {"generator": generator.name, "connections": CONCURRENCY_MAX, "cells": cells}
 
 
 @contextmanager
-def _servers(apps: list[str], env: dict[str, str], ports: dict[str, int]) -> Iterator[None]:
+def _servers(
+    apps: list[str], env: dict[str, str], ports: dict[str, tuple[int, int]]
+) -> Iterator[None]:
     if not apps:
         yield
         return

@@ -50,10 +50,19 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
         assert len(cells[cell]["store"]["ops_per_s_rounds"]) == results["meta"]["plan"]["rounds"]
         assert cells[cell]["asyncpg-pool"]["ratio"] == 1
     web = results["web"]["cells"]
-    for app in ("none", "store"):
+    for app in ("none", "store", "byhand"):
         for route in ("none", "read", "write"):
             assert web[f"{app} {route}"]["requests_per_s"] > 0
             assert web[f"{app} {route}"]["errors"] == 0, f"{app} /{route}"
+    for route in ("read", "write"):  # the session layer against the app written by hand
+        assert web[f"store {route}"]["ratio_byhand"] > 0
+    in_process = results["in_process"]["cells"]
+    for app in ("none", "store", "byhand"):
+        for route in ("none", "read", "write"):
+            cell = in_process[f"{app} {route}"]
+            assert cell["requests_per_s"] > 0
+            assert cell["cpu_us_per_request"] > 0
+    assert in_process["byhand read"]["ratio"] == 1
     purge = results["growth"]["purge"]
     assert purge["removed"] == purge["expired_rows"] == results["meta"]["plan"]["growth_sizes"][-1]
 
@@ -76,7 +85,10 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
     report = (tmp_path / "results.md").read_text()
     if mariadb is not None:
         assert "## 3. MariaDB" in report
-    for heading in ("## 1. Load", "## 2. SQLite", "## 4. Through a real server", "## 5. Growth"):
+    for heading in (
+        "## 1. Load", "## 2. SQLite", "## 4. Through a real server", "### In process",
+        "## 5. Growth",
+    ):  # fmt: skip
         assert heading in report
     if importlib.util.find_spec("matplotlib") is not None:
         for plot in ("operations.png", "web.png", "growth.png"):

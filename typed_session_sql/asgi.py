@@ -127,7 +127,8 @@ class _Slot:
     (never, for a WebSocket). ``outer`` is the slot of an enclosing middleware, if any."""
 
     __slots__ = (
-        "_lock",
+        "_loaded",
+        "_loading",
         "closed",
         "cookie",
         "error",
@@ -156,19 +157,30 @@ class _Slot:
         self.error: StoreUnavailableError | None = None
         self.had_cookie = False  # the request named a session, valid or not
         self.closed = False
-        self._lock: anyio.Lock | None = None  # made on first use: most requests never ask
+        self._loading = False  # a task is loading the session now
+        self._loaded: anyio.Event | None = None  # what tasks asking meanwhile wait for
 
     async def get(self) -> Session[Any]:
         if self.closed:
             raise RuntimeError("the response has started: the session was already saved")
-        if self.session is not None:
-            return self.session
-        if self._lock is None:  # no await since the check above: one task makes it
-            self._lock = anyio.Lock()
-        async with self._lock:  # concurrent first uses load once
-            if self.session is None:
-                self.session = await self._load()
-            return self.session
+        # Concurrent first uses load once: the first loads, the others wait for it (and if
+        # it fails, the next of them tries). No lock: an uncontended anyio.Lock costs a
+        # pass through the event loop, and a request's first use is almost never contended.
+        while self.session is None:
+            if not self._loading:
+                self._loading = True
+                try:
+                    self.session = await self._load()
+                finally:
+                    self._loading = False
+                    loaded, self._loaded = self._loaded, None
+                    if loaded is not None:
+                        loaded.set()
+                break
+            if self._loaded is None:
+                self._loaded = anyio.Event()
+            await self._loaded.wait()
+        return self.session
 
     async def _load(self) -> Session[Any]:
         value, count = self.cookie.find(self.headers)
@@ -300,15 +312,15 @@ class SessionMiddleware:
         self.csrf = Csrf(settings, self.cookie, store.on_event) if settings else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = self._install(scope)
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # An HTTP request, here rather than in a method of its own: one coroutine fewer.
+        slot = _Slot(self.store, self.cookie, scope["headers"], scope.get(SCOPE_KEY))
+        scope[SCOPE_KEY] = slot
         answered = False  # the app's response was replaced by an error response
         bridge: Bridge | None = None
 
@@ -317,11 +329,14 @@ class SessionMiddleware:
             if answered:
                 return  # the rest of the app's response: dropped
             if message["type"] == "http.response.start":
-                error = await self._commit(slot, bridge, scope, message)
-                if error is not None:
-                    answered = True
-                    await self._send_error(scope, receive, send, error)
-                    return
+                if slot.session is None and slot.error is None:
+                    slot.closed = True  # never asked for: nothing to save, no header to add
+                else:
+                    error = await self._commit(slot, bridge, scope, message)
+                    if error is not None:
+                        answered = True
+                        await self._send_error(scope, receive, send, error)
+                        return
                 if self.csrf is not None:
                     self.csrf.finish(scope, message)
             await send(message)

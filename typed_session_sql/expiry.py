@@ -97,9 +97,10 @@ class ExpiryPolicy:
     @property
     def renewal_step(self) -> timedelta | None:
         """The effective ``renew_after``: a tenth of idle unless set."""
-        if self.idle is None:
+        idle = self.idle
+        if idle is None:
             return None
-        return self.renew_after if self.renew_after is not None else self.idle / 10
+        return self.renew_after if self.renew_after is not None else idle / 10
 
     def initial_expiry(self, created_at: datetime) -> datetime | None:
         """The expiry of a session created at ``created_at``."""
@@ -107,12 +108,12 @@ class ExpiryPolicy:
 
     def renewed_expiry(self, created_at: datetime, now: datetime) -> datetime | None:
         """The expiry a session has if it is active at ``now``: never past the absolute bound."""
-        bounds = []
-        if self.idle is not None:
-            bounds.append(later_by(now, self.idle))
-        if self.absolute is not None:
-            bounds.append(later_by(created_at, self.absolute))
-        return min(bounds) if bounds else None
+        idle, absolute = self.idle, self.absolute
+        idle_bound = None if idle is None else later_by(now, idle)
+        if absolute is None:
+            return idle_bound
+        absolute_bound = later_by(created_at, absolute)
+        return absolute_bound if idle_bound is None else min(idle_bound, absolute_bound)
 
     def renewal_due(
         self, created_at: datetime, expires_at: datetime | None, now: datetime
@@ -122,9 +123,10 @@ class ExpiryPolicy:
         Renewal happens only with an idle bound, only for a session that has an expiry, and
         only once it would move the deadline later by at least `renewal_step`.
         """
-        step = self.renewal_step
-        if step is None or expires_at is None:
+        idle = self.idle
+        if idle is None or expires_at is None:
             return None
+        step = self.renew_after if self.renew_after is not None else idle / 10
         renewed = self.renewed_expiry(created_at, now)
         if renewed is None or renewed - expires_at < step:
             return None

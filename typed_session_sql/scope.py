@@ -54,17 +54,26 @@ class _HasScope(Protocol):
     def scope(self) -> Mapping[str, Any]: ...
 
 
+# Classes already found to be slots. ``isinstance`` against a runtime-checkable protocol
+# inspects the class's members each time (some 10 µs, a tenth of a session read); a class's
+# members do not change, so each is checked once per process.
+_SLOT_CLASSES: set[type] = set()
+
+
 def _slot_of(connection: _HasScope, store: object | None) -> Slot:
     """The connection's slot: the innermost middleware's, or the one of ``store``."""
-    slot = connection.scope.get(SCOPE_KEY)
-    if not isinstance(slot, Slot):
-        raise RuntimeError(
-            "no session for this request: wrap the app in SessionMiddleware "
-            "(sessions are for HTTP requests and WebSocket connections)"
-        )
+    slot: Any = connection.scope.get(SCOPE_KEY)  # a Slot: checked next
+    if type(slot) not in _SLOT_CLASSES:
+        if not isinstance(slot, Slot):
+            raise RuntimeError(
+                "no session for this request: wrap the app in SessionMiddleware "
+                "(sessions are for HTTP requests and WebSocket connections)"
+            )
+        _SLOT_CLASSES.add(type(slot))
+    checked: Slot = slot
     if store is None:
-        return slot
-    found: Slot | None = slot
+        return checked
+    found: Slot | None = checked
     while found is not None and found.store is not store:
         found = found.outer
     if found is None:

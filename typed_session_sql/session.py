@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 def as_utc(moment: datetime) -> datetime:
     """``moment`` in UTC; naive datetimes are refused, never guessed."""
+    if moment.tzinfo is UTC:  # the store's own clock's: nothing to convert (the common case)
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"expected an aware datetime, got naive {moment!r}")
     return moment.astimezone(UTC)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Generic, Literal, TypeVar
 
 import anyio
@@ -325,6 +326,9 @@ class SessionStore(Generic[T]):
         by as much); None if it can."""
         skew = self.expiry.clock_skew
         limit = later_by(now, skew)
+        authenticated = record.authenticated_at
+        if record.created_at <= limit and (authenticated is None or authenticated <= limit):
+            return None  # every load asks: answer the common case before naming anything
         for name, moment in (
             ("created_at", record.created_at),
             ("authenticated_at", record.authenticated_at),
@@ -613,19 +617,11 @@ class SessionStore(Generic[T]):
         with self._reporting_failures("clear"), from_backend():
             await self.backend.clear()
 
-    @contextmanager
-    def _reporting_failures(self, operation: str | None) -> Iterator[None]:
+    def _reporting_failures(self, operation: str | None) -> _ReportingFailures:
         """Emit (and so log) every store failure once, where it happens, then let it go on;
         measure ``operation`` (a span and its duration, see `.telemetry`)."""
-        try:
-            with telemetry.operation(operation, self.backend) if operation else _UNMEASURED:
-                yield
-        except SessionTableMissingError as error:
-            emit(self.on_event, EventKind.TABLE_MISSING, describe_error(error))
-            raise
-        except StoreUnavailableError as error:
-            emit(self.on_event, EventKind.STORE_UNAVAILABLE, describe_error(error))
-            raise
+        measured = telemetry.operation(operation, self.backend) if operation else _UNMEASURED
+        return _ReportingFailures(self.on_event, measured)
 
     def __repr__(self) -> str:
         return f"SessionStore({self.data_type!r}, {self.backend!r}, expiry={self.expiry!r})"
@@ -655,6 +651,32 @@ class _FreshIds:
 
 
 _UNMEASURED = nullcontext()
+
+
+class _ReportingFailures:
+    """`SessionStore._reporting_failures`: a class, not ``@contextmanager``, for it is
+    around every load and save (no generator per call)."""
+
+    __slots__ = ("_measured", "_on_event")
+
+    def __init__(self, on_event: EventHook | None, measured: AbstractContextManager[object]):
+        self._on_event = on_event
+        self._measured = measured
+
+    def __enter__(self) -> None:
+        self._measured.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._measured.__exit__(exc_type, exc, traceback)
+        if isinstance(exc, SessionTableMissingError):
+            emit(self._on_event, EventKind.TABLE_MISSING, describe_error(exc))
+        elif isinstance(exc, StoreUnavailableError):
+            emit(self._on_event, EventKind.STORE_UNAVAILABLE, describe_error(exc))
 
 
 def _signs_in(session: Session[T]) -> bool:

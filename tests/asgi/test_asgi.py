@@ -24,8 +24,10 @@ from typed_session_sql import (
     SessionEvent,
     SessionStore,
     SetCookie,
+    StoreUnavailableError,
 )
 from typed_session_sql.asgi import CookieSettings, SessionMiddleware, get_session
+from typed_session_sql.backend import Record
 from typed_session_sql.ids import new_cookie_value
 
 pytestmark = pytest.mark.anyio
@@ -409,23 +411,47 @@ def test_the_module_imports_without_any_web_framework() -> None:
     assert result.stdout.strip() == "(request: '_HasScope') -> 'Session[Any]'"
 
 
-async def test_concurrent_first_uses_of_the_session_load_it_once(clock: FakeClock) -> None:
-    backend = MemoryBackend()
+class _GatedBackend(MemoryBackend):
+    """A memory backend whose reads wait for ``gate`` (and fail while ``failing`` is set):
+    a second task asks for the session while the first one's read is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.reads = 0
+        self.failing = False
+
+    async def read(self, id_hash: bytes) -> Record | None:
+        self.reads += 1
+        await self.gate.wait()
+        if self.failing:
+            self.failing = False  # the next read succeeds
+            raise StoreUnavailableError("connection refused")
+        return await super().read(id_hash)
+
+
+async def _two_uses_while_reading(
+    backend: _GatedBackend, clock: FakeClock
+) -> tuple[list[Session[Cart] | BaseException], int]:
     store = SessionStore(Cart, backend, clock=clock)
     session = store.new()
     session.data.items.append("apple")
     saved = await store.save(session)
     assert isinstance(saved, SetCookie)
-    backend.operations.clear()
-    seen: list[Session[Cart]] = []
+    seen: list[Session[Cart] | BaseException] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         async def use() -> None:
-            seen.append(await get_session(_Request(scope)))
+            try:
+                seen.append(await get_session(_Request(scope)))
+            except StoreUnavailableError as error:
+                seen.append(error)
 
-        async with anyio.create_task_group() as tasks:  # two tasks ask before either has it
+        async with anyio.create_task_group() as tasks:
             tasks.start_soon(use)
             tasks.start_soon(use)
+            await anyio.wait_all_tasks_blocked()  # both wait: one on the read, one on it
+            backend.gate.set()
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -433,9 +459,30 @@ async def test_concurrent_first_uses_of_the_session_load_it_once(clock: FakeCloc
     transport = httpx.ASGITransport(app=wrapped)
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
         response = await client.get("/", headers={"cookie": f"__Host-id={saved.value}"})
-    assert response.status_code == 204
-    assert backend.kinds == ["read"]
+    return seen, response.status_code
+
+
+async def test_concurrent_first_uses_of_the_session_load_it_once(clock: FakeClock) -> None:
+    backend = _GatedBackend()
+    seen, status = await _two_uses_while_reading(backend, clock)
+    assert status == 204
+    assert backend.reads == 1
+    assert len(seen) == 2
     assert seen[0] is seen[1]
+    assert isinstance(seen[0], Session)
+    assert seen[0].data.items == ["apple"]
+
+
+async def test_when_the_first_use_fails_to_load_the_waiting_one_loads_itself(
+    clock: FakeClock,
+) -> None:
+    backend = _GatedBackend()
+    backend.failing = True
+    seen, _ = await _two_uses_while_reading(backend, clock)
+    assert backend.reads == 2  # the failed read, then the waiter's own
+    assert isinstance(seen[0], StoreUnavailableError)
+    assert isinstance(seen[1], Session)
+    assert seen[1].data.items == ["apple"]
 
 
 @dataclass

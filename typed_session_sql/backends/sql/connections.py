@@ -164,8 +164,15 @@ class Holder:
         event.listen(sync_engine, "connect", _stamp_birth)
 
     async def acquire(self) -> PoolProxiedConnection:
-        deadline = monotonic() + self.config.timeout
-        if not self._slots.take_now():
+        if self._slots.take_now():
+            if not self.config.pre_ping:
+                pooled = self._take_idle()
+                if pooled is not None:  # the common case, kept short: it is every statement's
+                    self._busy.add(pooled)
+                    return pooled
+            deadline = monotonic() + self.config.timeout
+        else:
+            deadline = monotonic() + self.config.timeout
             await self._wait_for_a_slot(self.config.timeout)
         while True:
             try:
@@ -216,6 +223,8 @@ class Holder:
             return pooled
 
     def _refused_lately(self) -> bool:
+        if self._refused_at == -_ASK_AGAIN_AFTER:  # never, or asked since: no clock to read
+            return False
         return monotonic() - self._refused_at < _ASK_AGAIN_AFTER
 
     def _allowed(self) -> int:
@@ -250,7 +259,8 @@ class Holder:
 
     def _take_idle(self) -> PoolProxiedConnection | None:
         """The most recently used idle connection still fit for use, if any."""
-        recycle, now = self.config.recycle, monotonic()
+        recycle = self.config.recycle
+        now = 0.0 if recycle is None else monotonic()
         while self._idle:
             pooled = self._idle.pop()
             if self._driver.is_closed(pooled.driver_connection):

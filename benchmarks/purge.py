@@ -28,8 +28,9 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -105,22 +106,6 @@ async def run_loads(
     return loads
 
 
-async def timed_loads(
-    store: SessionStore[Any], cookies: list[str], concurrency: int, seconds: float
-) -> Loads:
-    stop = anyio.Event()
-    result: list[Loads] = []
-
-    async def loads() -> None:
-        result.append(await run_loads(store, cookies, concurrency, stop))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loads)
-        await anyio.sleep(seconds)
-        stop.set()
-    return result[0]
-
-
 async def fill(backend: SqlBackend, rows: int) -> float:
     table = backend.engine.dialect.identifier_preparer.format_table(backend.table)
     # Expired between 1 s and ~12 days ago; 32-byte ids from two md5s; a ~160-byte payload.
@@ -192,14 +177,14 @@ async def purge_for(store: SessionStore[Any], seconds: float, pacing: PurgePacin
     return purged
 
 
-async def loads_during(
+async def timed_loads(
     store: SessionStore[Any],
     cookies: list[str],
     concurrency: int,
     seconds: float,
-    pacing: PurgePacing | None,
-) -> tuple[Loads, Purged]:
-    """Loads for ``seconds`` while a pass with ``pacing`` runs (cancelled at the end)."""
+    purge: Callable[[], Awaitable[Purged]] | None = None,
+) -> tuple[Loads, Purged | None]:
+    """Loads for ``seconds``, while ``purge`` runs if given (it stops by itself in time)."""
     stop = anyio.Event()
     during: list[Loads] = []
 
@@ -208,9 +193,10 @@ async def loads_during(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(loads)
-        purged = await purge_for(store, seconds, pacing)
-        if purged.seconds < seconds:  # the pass ended early: load on for the whole phase
-            await anyio.sleep(seconds - purged.seconds)
+        started = time.perf_counter()
+        purged = await purge() if purge is not None else None
+        # Load on for the whole phase, the purge ended early or not.
+        await anyio.sleep(max(0.0, seconds - (time.perf_counter() - started)))
         stop.set()
     return during[0], purged
 
@@ -239,10 +225,13 @@ async def measure(
         phases: dict[str, list[dict[str, Any]]] = {"none": [], "unpaced": [], "paced": []}
         ratios: dict[str, list[float]] = {"unpaced": [], "paced": []}
         for round_ in range(rounds):
-            none = await timed_loads(store, cookies, concurrency, seconds)
+            none, _ = await timed_loads(store, cookies, concurrency, seconds)
             phases["none"].append({"loads": none.figures()})
             for key, pacing in (("unpaced", None), ("paced", DEFAULT_PACING)):
-                loads, purged = await loads_during(store, cookies, concurrency, seconds, pacing)
+                loads, purged = await timed_loads(
+                    store, cookies, concurrency, seconds, partial(purge_for, store, seconds, pacing)
+                )
+                assert purged is not None
                 phases[key].append({"loads": loads.figures(), "purge": purged.figures()})
                 ratios[key].append(loads.p99 / none.p99 if none.p99 else 0.0)
             log(

@@ -10,7 +10,8 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
    trips per operation counted at the wire (operations.py, contenders.py, peers.py,
    tests/support/wire.py);
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py);
-3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
+3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py);
+4. purge: paced against unpaced purges, under load and idle, beside the targets (purge.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
 uses an existing one instead, in a database created and dropped for the run), Redis keys
@@ -44,6 +45,7 @@ import asyncmy
 import asyncpg  # type: ignore[import-untyped]
 import growth
 import operations
+import purge as purge_bench
 import report
 import web
 from contenders import Endpoints, Shared
@@ -77,6 +79,9 @@ class Plan:
     growth_seconds: float = 1.0
     growth_rounds: int = 3
     purge_seconds: float = 5.0
+    pacing_rows: int = 1_000_000  # the purge part's expired rows
+    pacing_seconds: float = 5.0  # per phase
+    pacing_rounds: int = 3
     web_generator: str = "wrk"  # Debian's wrk if installed, else loadgen.py
 
     @classmethod
@@ -93,6 +98,9 @@ class Plan:
             growth_seconds=0.05,
             growth_rounds=1,
             purge_seconds=0.2,
+            pacing_rows=3_000,
+            pacing_seconds=0.2,
+            pacing_rounds=1,
             web_generator="loadgen",  # wrk runs for whole seconds; this proves the fallback
         )
 
@@ -261,6 +269,15 @@ async def measure(
                     plan.purge_seconds, log,
                 )  # fmt: skip
                 stages["growth"] = time.perf_counter() - mark
+
+            if "purge" in parts:
+                log("4. purge, paced and unpaced")
+                mark = time.perf_counter()
+                results["purge"] = await purge_bench.measure(
+                    direct.pg_url(), rows=plan.pacing_rows, seconds=plan.pacing_seconds,
+                    rounds=plan.pacing_rounds, live=plan.sessions, log=log,
+                )  # fmt: skip
+                stages["purge"] = time.perf_counter() - mark
     finally:
         pg.stop()
         rd.stop()
@@ -359,7 +376,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, help="rounds of every part")
     parser.add_argument("--seconds", type=float, help="seconds per contender per round")
-    parser.add_argument("--parts", default="operations,web,growth")
+    parser.add_argument("--parts", default="operations,web,growth,purge")
     parser.add_argument(
         "--require-all", action="store_true", help="fail if a peer or matplotlib is missing"
     )

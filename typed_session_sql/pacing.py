@@ -50,7 +50,7 @@ class PurgePacing:
     duty_cycle: float = 0.9
     """The share of an idle pass spent in batches, in (0, 1]; 1 pauses only under
     contention."""
-    contention: float = 1.5
+    contention: float = 2.0
     """A batch costing more than this many times the cheapest per-row cost seen in the pass
     counts as contended; more than 1."""
     backoff: float = 2.0

@@ -15,8 +15,10 @@ measures what each batch cost and decides two things from it:
   A batch that cost more per row than `PurgePacing.contention` times the cheapest batch
   of the pass is a sign that live traffic competes for the database: the pause is then
   multiplied by `PurgePacing.backoff` (again for every further such batch, up to
-  `PurgePacing.max_pause`), and divided by it again for every batch that costs what an
-  idle one does.
+  `PurgePacing.max_pause`), and divided by `PurgePacing.recovery` for every batch that
+  costs what an idle one does. The per-row cost compared is smoothed over the recent
+  batches, and the cheapest one is a floor that rises slowly, so that neither one odd
+  batch nor one lucky one sets the pace.
 
 So an idle database is purged nearly as fast as flat out, and a busy one sees short
 batches far apart. The controller only sees durations from an injected clock, so its
@@ -54,8 +56,12 @@ class PurgePacing:
     """A batch costing more than this many times the cheapest per-row cost seen in the pass
     counts as contended; more than 1."""
     backoff: float = 2.0
-    """The factor the pause grows by with each contended batch and shrinks by with each
-    clean one; more than 1."""
+    """The factor the pause grows by with each contended batch; more than 1."""
+    recovery: float = 4.0
+    """The factor the pause shrinks by with each clean batch (down to the duty cycle's);
+    more than 1. Faster than `backoff`, so that noise (a batch now and then that costs
+    more for reasons of its own) does not ratchet the pause up: it grows only while most
+    batches are contended."""
     max_pause: float = 1.0
     """The longest pause after a batch, in seconds."""
 
@@ -72,6 +78,8 @@ class PurgePacing:
             raise ValueError("contention must be more than 1")
         if not self.backoff > 1:
             raise ValueError("backoff must be more than 1")
+        if not self.recovery > 1:
+            raise ValueError("recovery must be more than 1")
         if not self.max_pause >= 0:
             raise ValueError("max_pause must not be negative")
 
@@ -145,7 +153,7 @@ class Pacer:
             if self._recent > self._cheapest * pacing.contention:
                 self._slowdown = min(self._slowdown * pacing.backoff, _MAX_SLOWDOWN)
             else:
-                self._slowdown = max(self._slowdown / pacing.backoff, 1.0)
+                self._slowdown = max(self._slowdown / pacing.recovery, 1.0)
             if self._fixed_size is None:
                 # Sized at the idle cost: contention shows in the pause, not in batches
                 # that shrink until each one is all fixed cost (a commit, a round trip).

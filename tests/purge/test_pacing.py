@@ -122,14 +122,27 @@ async def test_a_contended_database_gets_growing_pauses_that_shrink_once_it_is_i
     # The pause is the duty cycle's (a ninth of the batch before it) times a factor that
     # doubles from batch 3 (the first contended one) with each contended batch; idle again,
     # the smoothed cost (half the newest batch, half the cost before) still looks contended
-    # for one batch, then the factor halves with every idle batch back to 1.
+    # for one batch, then the factor shrinks fourfold (`recovery`) with every idle batch
+    # back to 1.
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
-    assert factors[:12] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 16, 8, 4, 2, 1])
-    assert factors[12:] == pytest.approx([1] * len(factors[12:]))
+    assert factors[:10] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 8, 2, 1])
+    assert factors[10:] == pytest.approx([1] * len(factors[10:]))
     # The batches stay sized at the idle cost: 2,000 rows of 5 µs make 10 ms. Contended
     # batches raise that idle cost a little (2% of the way), so the size drifts down a bit.
     assert backend.asked[:3] == [1_000, 2_000, 2_000]
     assert all(1_500 < size <= 2_000 for size in backend.asked[3:-1])
+
+
+async def test_noise_does_not_ratchet_the_pause_up(clock: FakeClock) -> None:
+    # Two batches of three cost three times as much. Were the pause to shrink by what it
+    # grows by, it would double twice and halve once per three batches, up to max_pause.
+    def cost(batch: int, removed: int) -> float:
+        return removed * (15e-6 if batch % 3 != 1 else 5e-6)
+
+    backend, pauses, _ = await paced_pass(clock, 100_000, cost)
+    factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
+    assert len(factors) > 30
+    assert max(factors) == pytest.approx(4)  # 2 x 2, then back to 1 at once
 
 
 async def test_pauses_stop_at_max_pause(clock: FakeClock) -> None:
@@ -214,6 +227,7 @@ async def test_purge_expired_and_the_scheduler_pace_by_default(clock: FakeClock)
         ("duty_cycle", 1.5),
         ("contention", 1.0),
         ("backoff", 0.5),
+        ("recovery", 1.0),
         ("max_pause", -1.0),
         ("batch_seconds", float("nan")),
     ],

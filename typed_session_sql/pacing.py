@@ -6,19 +6,19 @@ runs, and the live requests meanwhile wait for it: on PostgreSQL, 16 tasks loadi
 sessions saw their p99 grow 4.8x during a flat-out purge of 1M rows. A paced pass instead
 measures what each batch cost and decides two things from it:
 
-- **the next batch's size**: aimed at `PurgePacing.batch_seconds` at the per-row cost of
-  the last batch, at most doubling or halving from one batch to the next, within
+- **the next batch's size**: aimed at `PurgePacing.batch_seconds` at the idle per-row
+  cost (below), at most doubling or halving from one batch to the next, within
   `PurgePacing.min_batch_size` .. `PurgePacing.max_batch_size`. A short batch holds its
   row locks and its share of the CPU briefly, whatever the database's speed;
 - **the pause after it**: a duty cycle. An idle database works `PurgePacing.duty_cycle` of
   the time (the pause is the batch's duration times ``(1 - duty_cycle) / duty_cycle``).
-  A batch that cost more per row than `PurgePacing.contention` times the cheapest batch
-  of the pass is a sign that live traffic competes for the database: the pause is then
-  multiplied by `PurgePacing.backoff` (again for every further such batch, up to
-  `PurgePacing.max_pause`), and divided by `PurgePacing.recovery` for every batch that
-  costs what an idle one does. The per-row cost compared is smoothed over the recent
-  batches, and the cheapest one is a floor that rises slowly, so that neither one odd
-  batch nor one lucky one sets the pace.
+  Recent batches that cost more per row than `PurgePacing.contention` times an idle one
+  (the cheapest tenth of the pass's batches) are a sign that live traffic competes for
+  the database: the pause is then multiplied by `PurgePacing.backoff` (again for every
+  further such batch, up to `PurgePacing.max_pause`), and divided by
+  `PurgePacing.recovery` for every batch that costs what an idle one does. The per-row
+  cost compared is smoothed over the recent batches, and the idle one is a low quantile
+  rather than the minimum, so that neither one odd batch nor one lucky one sets the pace.
 
 So an idle database is purged nearly as fast as flat out, and a busy one sees short
 batches far apart. The controller only sees durations from an injected clock, so its
@@ -27,6 +27,8 @@ decisions are tested without a database or real time (tests/purge/test_pacing.py
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_PACING", "Pacer", "PurgePacing"]
@@ -53,8 +55,8 @@ class PurgePacing:
     """The share of an idle pass spent in batches, in (0, 1]; 1 pauses only under
     contention."""
     contention: float = 2.0
-    """A batch costing more than this many times the cheapest per-row cost seen in the pass
-    counts as contended; more than 1."""
+    """Recent batches costing more per row than this many times an idle one (the cheapest
+    tenth of the pass's batches) count as contended; more than 1."""
     backoff: float = 2.0
     """The factor the pause grows by with each contended batch; more than 1."""
     recovery: float = 4.0
@@ -92,10 +94,11 @@ DEFAULT_PACING = PurgePacing()
 _MAX_SLOWDOWN = 1e6
 # The weight of the newest batch in the smoothed per-row cost.
 _SMOOTHING = 0.5
-# How far the idle cost follows a costlier batch: a small part of the way, so it takes
-# dozens of contended batches to raise it (a database that got slower for good), while one
-# cheap batch lowers it at once.
-_FLOOR_RISE = 0.02
+# The idle cost is the cheapest 1/_IDLE_QUANTILE of the last _REMEMBERED batches' per-row
+# costs: under contention batches come far apart, so idle ones stay most of what is
+# remembered for long, while a database that got slower for good raises it in time.
+_IDLE_QUANTILE = 10
+_REMEMBERED = 1000
 
 
 class Pacer:
@@ -108,9 +111,10 @@ class Pacer:
     """
 
     __slots__ = (
-        "_cheapest",
+        "_costs",
         "_fixed_pause",
         "_fixed_size",
+        "_order",
         "_recent",
         "_slowdown",
         "batch_size",
@@ -125,7 +129,8 @@ class Pacer:
         self._fixed_pause = pause
         self.batch_size = batch_size if batch_size is not None else pacing.first_batch_size
         """The size of the next batch."""
-        self._cheapest: float | None = None  # the lowest seconds per row seen in the pass
+        self._costs: list[float] = []  # recent batches' seconds per row, sorted
+        self._order: deque[float] = deque()  # the same, oldest first
         self._recent: float | None = None  # the smoothed seconds per row of recent batches
         self._slowdown = 1.0  # the backoff's multiplier of the idle pause
 
@@ -134,6 +139,16 @@ class Pacer:
         """How many times the idle pause the pause now is (1 while no contention is seen)."""
         return self._slowdown
 
+    def _note(self, per_row: float) -> float:
+        """Keep ``per_row`` among the pass's recent costs; return the idle cost: the
+        cheapest tenth of them (a low quantile, not the minimum, so that one lucky batch
+        does not make every later one look contended)."""
+        if len(self._order) == _REMEMBERED:
+            del self._costs[bisect.bisect_left(self._costs, self._order.popleft())]
+        self._order.append(per_row)
+        bisect.insort(self._costs, per_row)
+        return self._costs[len(self._costs) // _IDLE_QUANTILE]
+
     def after_batch(self, removed: int, seconds: float) -> float:
         """Take a full batch's cost (``removed`` rows in ``seconds``); set the next
         `batch_size` and return the pause before it, in seconds."""
@@ -141,23 +156,20 @@ class Pacer:
         seconds = max(seconds, 0.0)
         if removed > 0 and seconds > 0:
             per_row = seconds / removed
-            if self._cheapest is None or per_row < self._cheapest:
-                self._cheapest = per_row
-            else:  # a floor that rises slowly: one lucky batch is no lasting baseline
-                self._cheapest += _FLOOR_RISE * (per_row - self._cheapest)
+            idle_cost = self._note(per_row)
             # Smoothed, so that one slow batch (a checkpoint, a context switch) is no trend.
             if self._recent is None:
                 self._recent = per_row
             else:
                 self._recent += _SMOOTHING * (per_row - self._recent)
-            if self._recent > self._cheapest * pacing.contention:
+            if self._recent > idle_cost * pacing.contention:
                 self._slowdown = min(self._slowdown * pacing.backoff, _MAX_SLOWDOWN)
             else:
                 self._slowdown = max(self._slowdown / pacing.recovery, 1.0)
             if self._fixed_size is None:
                 # Sized at the idle cost: contention shows in the pause, not in batches
                 # that shrink until each one is all fixed cost (a commit, a round trip).
-                wanted = round(pacing.batch_seconds / self._cheapest)
+                wanted = round(pacing.batch_seconds / idle_cost)
                 # At most double or halve per batch: one odd batch does not swing the next.
                 wanted = min(max(wanted, self.batch_size // 2), self.batch_size * 2)
                 self.batch_size = min(max(wanted, pacing.min_batch_size), pacing.max_batch_size)

@@ -1,10 +1,12 @@
 """Expired-session cleanup: one purge pass, and a scheduler that runs passes for ever.
 
 A *pass* deletes the rows whose expiry is at or before the store's clock at the start of
-the pass, in batches of ``batch_size`` rows. Each batch is one backend call (one short
-statement on SQL backends, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so no lock is
-held for long, live traffic keeps flowing between batches, and a cancelled pass leaves
-nothing half done. The pass ends with the first batch that comes back short.
+the pass, in batches. Each batch is one backend call (one short statement on SQL backends,
+with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so no lock is held for long, live traffic
+keeps flowing between batches, and a cancelled pass leaves nothing half done. The pass ends
+with the first batch that comes back short. By default the pass paces itself
+(`typed_session_sql.pacing`): each batch's size and the pause after it follow from what the
+batches before cost, so that live traffic hardly notices the purge.
 
 Only one purger works at a time across every instance of the application, under the
 backend's purge lock (`Backend.purge_lock`, which every backend has and a

@@ -127,10 +127,20 @@ async def test_a_contended_database_gets_growing_pauses_that_shrink_once_it_is_i
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
     assert factors[:10] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 8, 2, 1])
     assert factors[10:] == pytest.approx([1] * len(factors[10:]))
-    # The batches stay sized at the idle cost: 2,000 rows of 5 µs make 10 ms. Contended
-    # batches raise that idle cost a little (2% of the way), so the size drifts down a bit.
-    assert backend.asked[:3] == [1_000, 2_000, 2_000]
-    assert all(1_500 < size <= 2_000 for size in backend.asked[3:-1])
+    # The batches stay sized at the idle cost (the cheapest tenth of the batches so far):
+    # 2,000 rows of 5 µs make 10 ms.
+    assert backend.asked[0] == 1_000
+    assert set(backend.asked[1:]) == {2_000}
+
+
+async def test_one_lucky_batch_is_no_baseline(clock: FakeClock) -> None:
+    def cost(batch: int, removed: int) -> float:
+        return removed * (1e-6 if batch == 15 else 5e-6)  # batch 15 found its pages cached
+
+    backend, pauses, _ = await paced_pass(clock, 60_000, cost)
+    factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
+    assert len(factors) > 20
+    assert factors == pytest.approx([1] * len(factors))  # no batch after it looked contended
 
 
 async def test_noise_does_not_ratchet_the_pause_up(clock: FakeClock) -> None:

@@ -3,7 +3,8 @@ paced (the default, `typed_session_sql.pacing`) against unpaced (``pacing=None``
 batches back to back, as before pacing).
 
 1. Fills a fresh table with ``--rows`` expired rows (server-side INSERT ... SELECT) plus
-   ``--live`` live sessions saved through the store (their cookies drive the load).
+   ``--live`` live sessions saved through the store (their cookies drive the load); before
+   each purge below it tops the expired rows up to ``--rows`` again, so no purge runs out.
 2. ``--rounds`` rounds of three phases of ``--seconds`` each, in the same run: 16 tasks
    (``--concurrency``) load live sessions with no purge, then during an unpaced purge,
    then during a paced one (each purge cancelled when its phase ends: a paced pass under
@@ -106,21 +107,42 @@ async def run_loads(
     return loads
 
 
-async def fill(backend: SqlBackend, rows: int) -> float:
+async def fill(backend: SqlBackend, rows: int, first: int = 1) -> float:
+    """Insert ``rows`` expired rows, numbered from ``first`` (their ids follow from it)."""
     table = backend.engine.dialect.identifier_preparer.format_table(backend.table)
     # Expired between 1 s and ~12 days ago; 32-byte ids from two md5s; a ~160-byte payload.
     insert = text(
         f"INSERT INTO {table} (id_hash, data, expires_at, created_at, version) "
         "SELECT decode(md5(i::text) || md5('x' || i::text), 'hex'), :data, "
         "  CAST(:now AS bigint) - 1000000 - i, CAST(:now AS bigint) - 2592000000000, 1 "
-        "FROM generate_series(1, CAST(:rows AS integer)) AS i"
+        "FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"
     )
     now_us = time.time_ns() // 1000
     started = time.perf_counter()
     async with backend.engine.connect() as conn:
-        await conn.execute(insert, {"data": PAYLOAD, "now": now_us, "rows": rows})
+        params = {"data": PAYLOAD, "now": now_us, "first": first, "last": first + rows - 1}
+        await conn.execute(insert, params)
         await conn.execute(text(f"VACUUM ANALYZE {table}"))
     return time.perf_counter() - started
+
+
+class Expired:
+    """Keeps the table at ``rows`` expired rows before each purge, so that no purge runs out
+    of rows before its phase ends (which would flatter it: loads without a purge)."""
+
+    def __init__(self, store: SessionStore[Any], rows: int) -> None:
+        self.store, self.rows, self.numbered = store, rows, 0
+        self.filled = 0
+        """Rows inserted in all."""
+
+    async def top_up(self) -> None:
+        backend = self.store.backend
+        assert isinstance(backend, SqlBackend)
+        missing = self.rows - (await backend.stats(self.store.now())).expired
+        if missing > 0:
+            await fill(backend, missing, first=self.numbered + 1)
+            self.numbered += missing
+            self.filled += missing
 
 
 async def make_live(store: SessionStore[Any], count: int) -> list[str]:
@@ -219,15 +241,18 @@ async def measure(
     store: SessionStore[dict[str, Any]] = SessionStore(dict, backend)
     try:
         await backend.create_schema()
-        fill_seconds = await fill(backend, rows)
+        expired = Expired(store, rows)
+        started = time.perf_counter()
+        await expired.top_up()
         cookies = await make_live(store, live)
-        log(f"  purge: {rows:,} expired rows filled in {fill_seconds:.1f} s")
+        log(f"  purge: {rows:,} expired rows filled in {time.perf_counter() - started:.1f} s")
         phases: dict[str, list[dict[str, Any]]] = {"none": [], "unpaced": [], "paced": []}
         ratios: dict[str, list[float]] = {"unpaced": [], "paced": []}
         for round_ in range(rounds):
             none, _ = await timed_loads(store, cookies, concurrency, seconds)
             phases["none"].append({"loads": none.figures()})
             for key, pacing in (("unpaced", None), ("paced", DEFAULT_PACING)):
+                await expired.top_up()
                 loads, purged = await timed_loads(
                     store, cookies, concurrency, seconds, partial(purge_for, store, seconds, pacing)
                 )
@@ -241,13 +266,14 @@ async def measure(
                 f"{phases['paced'][-1]['loads']['p99_ms']:.2f} ms paced "
                 f"({phases['paced'][-1]['purge']['rows_per_s']:,.0f} rows/s)"
             )
-        idle = {
-            "paced": (await purge_for(store, seconds, DEFAULT_PACING)).figures(),
-            "unpaced": (await purge_for(store, seconds, None)).figures(),
-        }
+        idle = {}
+        for key, pacing in (("paced", DEFAULT_PACING), ("unpaced", None)):
+            await expired.top_up()
+            idle[key] = (await purge_for(store, seconds, pacing)).figures()
         p99_ratio = {key: statistics.median(values) for key, values in ratios.items()}
         result = {
             "expired_rows": rows,
+            "filled_rows": expired.filled,
             "live_sessions": live,
             "concurrency": concurrency,
             "seconds": seconds,

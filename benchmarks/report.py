@@ -338,7 +338,8 @@ def _purge_section(p: dict[str, Any]) -> list[str]:
         "",
         "## 6. Purge pacing",
         "",
-        f"A table of {p['expired_rows']:,} expired rows and {p['live_sessions']:,} live sessions; "
+        f"A table of {p['live_sessions']:,} live sessions and {p['expired_rows']:,} expired rows "
+        "(topped up to that before each purge); "
         f"{p['rounds']} round(s) of three {p['seconds']:g} s phases: {p['concurrency']} tasks "
         "load live sessions with no purge, during an unpaced purge (1,000-row batches back to "
         "back, `pacing=None`) and during a paced one (the default, `typed_session_sql.pacing`); "

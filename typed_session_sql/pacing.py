@@ -43,7 +43,7 @@ class PurgePacing:
     Raises `ValueError` at construction for a value out of its range.
     """
 
-    batch_seconds: float = 0.01
+    batch_seconds: float = 0.02
     """The duration each batch aims at, in seconds."""
     first_batch_size: int = 1000
     """Rows in a pass's first batch, before any cost is known."""

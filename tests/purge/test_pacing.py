@@ -92,12 +92,12 @@ def per_row(seconds: float) -> Cost:
 async def test_an_idle_database_gets_batches_sized_to_the_target_and_short_pauses(
     clock: FakeClock,
 ) -> None:
-    # 5 µs a row: 2,000 rows make the 10 ms batch the pacing aims at.
-    backend, pauses, _ = await paced_pass(clock, 8_500, per_row(5e-6))
+    # 10 µs a row: 2,000 rows make the 20 ms batch the pacing aims at.
+    backend, pauses, _ = await paced_pass(clock, 8_500, per_row(10e-6))
     assert DEFAULT_PACING.first_batch_size == 1_000
     assert backend.asked == [1_000, 2_000, 2_000, 2_000, 2_000]
     # The duty cycle: 90% working, so a pause of a ninth of the batch before it.
-    assert pauses.seen == pytest.approx([0.005 / 9, 0.01 / 9, 0.01 / 9, 0.01 / 9])
+    assert pauses.seen == pytest.approx([0.01 / 9, 0.02 / 9, 0.02 / 9, 0.02 / 9])
 
 
 async def test_batch_size_moves_at_most_twofold_and_stays_within_bounds(clock: FakeClock) -> None:
@@ -113,7 +113,7 @@ async def test_batch_size_moves_at_most_twofold_and_stays_within_bounds(clock: F
 async def test_a_contended_database_gets_growing_pauses_that_shrink_once_it_is_idle(
     clock: FakeClock,
 ) -> None:
-    idle, busy = 5e-6, 20e-6  # live traffic makes each row cost four times as much
+    idle, busy = 10e-6, 40e-6  # live traffic makes each row cost four times as much
 
     def cost(batch: int, removed: int) -> float:
         return removed * (busy if 3 <= batch <= 6 else idle)
@@ -128,14 +128,14 @@ async def test_a_contended_database_gets_growing_pauses_that_shrink_once_it_is_i
     assert factors[:10] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 8, 2, 1])
     assert factors[10:] == pytest.approx([1] * len(factors[10:]))
     # The batches stay sized at the idle cost (the cheapest tenth of the batches so far):
-    # 2,000 rows of 5 µs make 10 ms.
+    # 2,000 rows of 10 µs make 20 ms.
     assert backend.asked[0] == 1_000
     assert set(backend.asked[1:]) == {2_000}
 
 
 async def test_one_lucky_batch_is_no_baseline(clock: FakeClock) -> None:
     def cost(batch: int, removed: int) -> float:
-        return removed * (1e-6 if batch == 15 else 5e-6)  # batch 15 found its pages cached
+        return removed * (2e-6 if batch == 15 else 10e-6)  # batch 15 found its pages cached
 
     backend, pauses, _ = await paced_pass(clock, 60_000, cost)
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
@@ -147,7 +147,7 @@ async def test_noise_does_not_ratchet_the_pause_up(clock: FakeClock) -> None:
     # Two batches of three cost three times as much. Were the pause to shrink by what it
     # grows by, it would double twice and halve once per three batches, up to max_pause.
     def cost(batch: int, removed: int) -> float:
-        return removed * (15e-6 if batch % 3 != 1 else 5e-6)
+        return removed * (30e-6 if batch % 3 != 1 else 10e-6)
 
     backend, pauses, _ = await paced_pass(clock, 100_000, cost)
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
@@ -157,7 +157,7 @@ async def test_noise_does_not_ratchet_the_pause_up(clock: FakeClock) -> None:
 
 async def test_pauses_stop_at_max_pause(clock: FakeClock) -> None:
     def cost(batch: int, removed: int) -> float:
-        return removed * (5e-6 if batch == 1 else 50e-6)
+        return removed * (10e-6 if batch == 1 else 100e-6)
 
     pacing = PurgePacing(max_pause=0.05)
     _, pauses, _ = await paced_pass(clock, 12_000, cost, pacing=pacing)
@@ -167,21 +167,21 @@ async def test_pauses_stop_at_max_pause(clock: FakeClock) -> None:
 
 async def test_one_slow_batch_is_no_contention(clock: FakeClock) -> None:
     def cost(batch: int, removed: int) -> float:
-        return removed * (6e-6 if batch == 3 else 5e-6)  # a hiccup of 20%
+        return removed * (12e-6 if batch == 3 else 10e-6)  # a hiccup of 20%
 
     _, pauses, _ = await paced_pass(clock, 10_000, cost)
-    assert pauses.seen[2] == pytest.approx(2_000 * 6e-6 / 9)  # the duty cycle's pause
+    assert pauses.seen[2] == pytest.approx(2_000 * 12e-6 / 9)  # the duty cycle's pause
 
 
 async def test_duty_cycle_one_pauses_only_under_contention(clock: FakeClock) -> None:
     def cost(batch: int, removed: int) -> float:
-        return removed * (20e-6 if batch == 3 else 5e-6)
+        return removed * (40e-6 if batch == 3 else 10e-6)
 
     pacing = replace(DEFAULT_PACING, duty_cycle=1.0)
     backend, pauses, _ = await paced_pass(clock, 10_000, cost, pacing=pacing)
     # No pause while idle (a pause of 0 is a checkpoint, not a sleep); batch 3 is contended:
     # half its duration, times the backoff's factor 2.
-    assert backend.costs[2] == pytest.approx(2_000 * 20e-6)
+    assert backend.costs[2] == pytest.approx(2_000 * 40e-6)
     assert pauses.seen[0] == pytest.approx(backend.costs[2] / 2 * 2)
     assert len(pauses.seen) < len(backend.costs) - 2
 

@@ -54,7 +54,7 @@ class PurgePacing:
     duty_cycle: float = 0.9
     """The share of an idle pass spent in batches, in (0, 1]; 1 pauses only under
     contention."""
-    contention: float = 2.0
+    contention: float = 1.5
     """Recent batches costing more per row than this many times an idle one (the cheapest
     tenth of the pass's batches) count as contended; more than 1."""
     backoff: float = 2.0

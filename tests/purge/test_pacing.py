@@ -122,11 +122,11 @@ async def test_a_contended_database_gets_growing_pauses_that_shrink_once_it_is_i
     # The pause is the duty cycle's (a ninth of the batch before it) times a factor that
     # doubles from batch 3 (the first contended one) with each contended batch; idle again,
     # the smoothed cost (half the newest batch, half the cost before) still looks contended
-    # for one batch, then the factor shrinks fourfold (`recovery`) with every idle batch
+    # for two batches, then the factor shrinks fourfold (`recovery`) with every idle batch
     # back to 1.
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]
-    assert factors[:10] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 8, 2, 1])
-    assert factors[10:] == pytest.approx([1] * len(factors[10:]))
+    assert factors[:11] == pytest.approx([1, 1, 2, 4, 8, 16, 32, 64, 16, 4, 1])
+    assert factors[11:] == pytest.approx([1] * len(factors[11:]))
     # The batches stay sized at the idle cost (the cheapest tenth of the batches so far):
     # 2,000 rows of 10 µs make 20 ms.
     assert backend.asked[0] == 1_000
@@ -144,10 +144,10 @@ async def test_one_lucky_batch_is_no_baseline(clock: FakeClock) -> None:
 
 
 async def test_noise_does_not_ratchet_the_pause_up(clock: FakeClock) -> None:
-    # Two batches of three cost three times as much. Were the pause to shrink by what it
-    # grows by, it would double twice and halve once per three batches, up to max_pause.
+    # Two batches of three cost twice as much. Were the pause to shrink by what it grows
+    # by, it would double twice and halve once per three batches, up to max_pause.
     def cost(batch: int, removed: int) -> float:
-        return removed * (30e-6 if batch % 3 != 1 else 10e-6)
+        return removed * (20e-6 if batch % 3 != 1 else 10e-6)
 
     backend, pauses, _ = await paced_pass(clock, 100_000, cost)
     factors = [pause / cost * 9 for pause, cost in zip(pauses.seen, backend.costs, strict=False)]

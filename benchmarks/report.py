@@ -323,6 +323,9 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
     grow = results.get("growth")
     if grow:
         lines += _growth_section(grow, plan, "growth.png" in plotted)
+    paced = results.get("purge")
+    if paced:
+        lines += _purge_section(paced)
     return "\n".join(lines) + "\n"
 
 
@@ -365,6 +368,54 @@ def _in_process_section(inproc: dict[str, Any], plan: dict[str, Any]) -> list[st
             f"| {_ratio(c['ratio'], c['ratio_rounds'])} vs {c['reference']} "
             f"| {c['cpu_us_per_request']:.0f} | {c['cpu_ratio']:.2f}x |"
         )
+    return lines
+
+
+def _purge_section(p: dict[str, Any]) -> list[str]:
+    """Paced against unpaced purges (benchmarks/purge.py), beside the targets of issue 20."""
+    targets, met = p["targets"], p["met"]
+    ratio, idle = p["p99_ratio"], p["idle"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        "",
+        "## 6. Purge pacing",
+        "",
+        f"A table of {p['live_sessions']:,} live sessions and {p['expired_rows']:,} expired rows "
+        "(topped up to that before each purge); "
+        f"{p['rounds']} round(s) of three {p['seconds']:g} s phases: {p['concurrency']} tasks "
+        "load live sessions with no purge, during an unpaced purge (1,000-row batches back to "
+        "back, `pacing=None`) and during a paced one (the default, `typed_session_sql.pacing`); "
+        "each purge is cancelled when its phase ends. Then a paced and an unpaced purge with "
+        "nothing else running (idle).",
+        "",
+        "| | target | paced | unpaced |",
+        "|---|---|---|---|",
+        f"| load p99, during the purge / without (median of rounds) | at most "
+        f"{targets['p99_ratio']:g}x | {ratio['paced']:.2f}x ({verdict(met['p99_ratio'])}) "
+        f"| {ratio['unpaced']:.2f}x |",
+        f"| rows/s on an idle database | at least {_n(targets['idle_rows_per_s'])} "
+        f"| {_n(idle['paced']['rows_per_s'])} ({verdict(met['idle_rows_per_s'])}) "
+        f"| {_n(idle['unpaced']['rows_per_s'])} |",
+        "",
+        "| round | loads without a purge: p50 / p99 ms | unpaced: p50 / p99 ms, rows/s "
+        "| paced: p50 / p99 ms, rows/s, median batch |",
+        "|---|---|---|---|",
+    ]
+    phases = p["under_load"]
+    for n, (none, unpaced, paced) in enumerate(
+        zip(phases["none"], phases["unpaced"], phases["paced"], strict=True), 1
+    ):
+        cells = [f"{_ms(none['loads']['p50_ms'])} / {_ms(none['loads']['p99_ms'])}"]
+        for phase in (unpaced, paced):
+            loads, purge = phase["loads"], phase["purge"]
+            cells.append(
+                f"{_ms(loads['p50_ms'])} / {_ms(loads['p99_ms'])}, {_n(purge['rows_per_s'])}"
+            )
+        cells[-1] += f", {purge['median_batch_rows']:,.0f} rows"
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines
 
 

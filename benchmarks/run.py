@@ -12,7 +12,8 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py), and the
    same app called in process (in_process.py), each beside the app an application could
    write by hand on raw asyncpg, with the CPU time each spends per request;
-3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
+3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py);
+4. purge: paced against unpaced purges, under load and idle, beside the targets (purge.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
 uses an existing one instead, in a database created and dropped for the run), Redis keys
@@ -47,6 +48,7 @@ import asyncpg  # type: ignore[import-untyped]
 import growth
 import in_process
 import operations
+import purge as purge_bench
 import report
 import web
 from contenders import Endpoints, Shared
@@ -80,6 +82,9 @@ class Plan:
     growth_seconds: float = 1.0
     growth_rounds: int = 3
     purge_seconds: float = 5.0
+    pacing_rows: int = 1_000_000  # the purge part's expired rows
+    pacing_seconds: float = 5.0  # per phase
+    pacing_rounds: int = 3
     web_generator: str = "wrk"  # Debian's wrk if installed, else loadgen.py
 
     @classmethod
@@ -96,6 +101,9 @@ class Plan:
             growth_seconds=0.05,
             growth_rounds=1,
             purge_seconds=0.2,
+            pacing_rows=3_000,
+            pacing_seconds=0.2,
+            pacing_rounds=1,
             web_generator="loadgen",  # wrk runs for whole seconds; this proves the fallback
         )
 
@@ -269,6 +277,15 @@ async def measure(
                     plan.purge_seconds, log,
                 )  # fmt: skip
                 stages["growth"] = time.perf_counter() - mark
+
+            if "purge" in parts:
+                log("4. purge, paced and unpaced")
+                mark = time.perf_counter()
+                results["purge"] = await purge_bench.measure(
+                    direct.pg_url(), rows=plan.pacing_rows, seconds=plan.pacing_seconds,
+                    rounds=plan.pacing_rounds, live=plan.sessions, log=log,
+                )  # fmt: skip
+                stages["purge"] = time.perf_counter() - mark
     finally:
         pg.stop()
         rd.stop()
@@ -367,7 +384,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, help="rounds of every part")
     parser.add_argument("--seconds", type=float, help="seconds per contender per round")
-    parser.add_argument("--parts", default="operations,web,growth")
+    parser.add_argument("--parts", default="operations,web,growth,purge")
     parser.add_argument(
         "--require-all", action="store_true", help="fail if a peer or matplotlib is missing"
     )

@@ -65,6 +65,17 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
     assert in_process["byhand read"]["ratio"] == 1
     purge = results["growth"]["purge"]
     assert purge["removed"] == purge["expired_rows"] == results["meta"]["plan"]["growth_sizes"][-1]
+    paced = results["purge"]
+    assert paced["targets"] == {"p99_ratio": 1.5, "idle_rows_per_s": 100_000}
+    assert set(paced["p99_ratio"]) == {"paced", "unpaced"}
+    assert len(paced["under_load"]["paced"]) == results["meta"]["plan"]["pacing_rounds"]
+    removed = sum(
+        phase["purge"]["removed"]
+        for key in ("paced", "unpaced")
+        for phase in paced["under_load"][key]
+    ) + sum(idle["removed"] for idle in paced["idle"].values())
+    # Topped up before each purge; each is cancelled when its phase ends.
+    assert 0 < removed <= paced["filled_rows"]
 
     # MariaDB: the machine's server (CI has one; elsewhere the run leaves it out).
     mariadb = results["operations"]["results"].get("mariadb")
@@ -87,7 +98,7 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
         assert "## 3. MariaDB" in report
     for heading in (
         "## 1. Load", "## 2. SQLite", "## 4. Through a real server", "### In process",
-        "## 5. Growth",
+        "## 5. Growth", "## 6. Purge pacing",
     ):  # fmt: skip
         assert heading in report
     if importlib.util.find_spec("matplotlib") is not None:

@@ -1,6 +1,7 @@
 """Every published benchmark in one run: `nox -s bench`, or
 
     python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--out DIR] [--require-all]
+                             [--growth-max-rows N] [--bloat-sessions N]
 
 writes results.json, results.md and PNG plots into benchmarks/results/ (or --out):
 
@@ -12,7 +13,12 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py), and the
    same app called in process (in_process.py), each beside the app an application could
    write by hand on raw asyncpg, with the CPU time each spends per request;
-3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py);
+3. growth: latency, table and index sizes at 1k, 100k and 1M rows (and up to
+   ``--growth-max-rows``: 10000000 gives the 10M figures of docs/operations.md, about 25
+   more minutes), the purge of each table's expired rows (growth.py), and what a day of
+   renewals does to the table's size with and without revision 0003's settings (part
+   ``bloat``: bloat.py, ``--bloat-sessions`` live sessions, 20,000 by default; 100000 gives
+   the figures of docs/operations.md, about 12 minutes);
 4. purge: paced against unpaced purges, under load and idle, beside the targets (purge.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
@@ -45,6 +51,7 @@ from typing import Any
 
 import asyncmy
 import asyncpg  # type: ignore[import-untyped]
+import bloat
 import growth
 import in_process
 import operations
@@ -85,6 +92,9 @@ class Plan:
     pacing_rows: int = 1_000_000  # the purge part's expired rows
     pacing_seconds: float = 5.0  # per phase
     pacing_rounds: int = 3
+    growth_max_rows: int = 1_000_000  # a larger one adds a table of that size
+    bloat_sessions: int = 20_000
+    bloat_minutes: int = bloat.MINUTES_A_DAY
     web_generator: str = "wrk"  # Debian's wrk if installed, else loadgen.py
 
     @classmethod
@@ -104,6 +114,9 @@ class Plan:
             pacing_rows=3_000,
             pacing_seconds=0.2,
             pacing_rounds=1,
+            growth_max_rows=3_000,
+            bloat_sessions=300,
+            bloat_minutes=90,
             web_generator="loadgen",  # wrk runs for whole seconds; this proves the fallback
         )
 
@@ -131,6 +144,12 @@ def main(args: argparse.Namespace) -> None:
     if args.seconds:
         plan.seconds = plan.growth_seconds = args.seconds
         plan.web_seconds = 2 * args.seconds
+    if args.growth_max_rows:
+        plan.growth_max_rows = args.growth_max_rows
+        smaller = tuple(size for size in plan.growth_sizes if size < args.growth_max_rows)
+        plan.growth_sizes = (*smaller, args.growth_max_rows)
+    if args.bloat_sessions:
+        plan.bloat_sessions = args.bloat_sessions
     started = time.perf_counter()
     load_before = os.getloadavg()
 
@@ -278,8 +297,15 @@ async def measure(
                 )  # fmt: skip
                 stages["growth"] = time.perf_counter() - mark
 
+            if "bloat" in parts:
+                log("4. a day of renewals")
+                mark = time.perf_counter()
+                results["bloat"] = await bloat.run(
+                    direct, "g", plan.bloat_sessions, plan.bloat_minutes, log
+                )
+                stages["bloat"] = time.perf_counter() - mark
             if "purge" in parts:
-                log("4. purge, paced and unpaced")
+                log("5. purge, paced and unpaced")
                 mark = time.perf_counter()
                 results["purge"] = await purge_bench.measure(
                     direct.pg_url(), rows=plan.pacing_rows, seconds=plan.pacing_seconds,
@@ -384,7 +410,15 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, help="rounds of every part")
     parser.add_argument("--seconds", type=float, help="seconds per contender per round")
-    parser.add_argument("--parts", default="operations,web,growth,purge")
+    parser.add_argument("--parts", default="operations,web,growth,bloat,purge")
+    parser.add_argument(
+        "--growth-max-rows",
+        type=int,
+        help="the largest table of the growth part (10000000 for the 10M figures)",
+    )
+    parser.add_argument(
+        "--bloat-sessions", type=int, help="live sessions of the day of renewals (bloat.py)"
+    )
     parser.add_argument(
         "--require-all", action="store_true", help="fail if a peer or matplotlib is missing"
     )

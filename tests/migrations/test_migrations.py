@@ -573,8 +573,8 @@ def test_0003_is_one_alter_table_on_postgresql_only() -> None:
             line for line in buffer.getvalue().splitlines() if line.startswith("ALTER TABLE")
         ]
     assert sql["postgresql+asyncpg"] == [
-        "ALTER TABLE typed_sessions SET (autovacuum_vacuum_scale_factor = 0.02);",
-        "ALTER TABLE typed_sessions RESET (autovacuum_vacuum_scale_factor);",
+        'ALTER TABLE "typed_sessions" SET (autovacuum_vacuum_scale_factor = 0.02);',
+        'ALTER TABLE "typed_sessions" RESET (autovacuum_vacuum_scale_factor);',
     ]
     assert sql["mysql+asyncmy"] == sql["sqlite"] == []
 

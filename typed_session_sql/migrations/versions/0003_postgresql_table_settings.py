@@ -40,16 +40,25 @@ def upgrade() -> None:
     if context.get_context().dialect.name != "postgresql":
         return
     assigned = ", ".join(f"{name} = {value}" for name, value in SETTINGS.items())
-    op.execute(f"ALTER TABLE {_quoted()} SET ({assigned})")
+    op.execute(_literal(f"ALTER TABLE {_quoted()} SET ({assigned})"))
 
 
 def downgrade() -> None:
     if context.get_context().dialect.name != "postgresql":
         return
-    op.execute(f"ALTER TABLE {_quoted()} RESET ({', '.join(SETTINGS)})")
+    op.execute(_literal(f"ALTER TABLE {_quoted()} RESET ({', '.join(SETTINGS)})"))
 
 
 def _quoted() -> str:
+    # Quoted by hand, not by the dialect's preparer: the preparer of a driver with the
+    # pyformat parameter style (psycopg) doubles a percent sign in a name, which text
+    # executed without parameters then keeps, naming a table that does not exist.
     settings = options(context.config, context.get_x_argument(as_dictionary=True))
-    preparer = context.get_context().dialect.identifier_preparer
-    return preparer.format_table(sa.Table(settings.table, sa.MetaData(), schema=settings.schema))
+    names = (settings.schema, settings.table) if settings.schema else (settings.table,)
+    return ".".join('"' + name.replace('"', '""') + '"' for name in names)
+
+
+def _literal(statement: str) -> sa.TextClause:
+    """``statement`` as text with no bind parameters: a table name may hold a colon, which
+    `sa.text` (what `op.execute` makes of a string) would take for one."""
+    return sa.text(statement.replace(":", "\\:"))

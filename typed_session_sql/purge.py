@@ -70,6 +70,8 @@ class PurgeResult:
     seconds: float
     skipped: bool = False
     """True if another purger held the lock, so this pass did nothing."""
+    cutoff: datetime | None = None
+    """The expiry at or before which the pass deleted (the store's clock at its start)."""
 
     @property
     def rate(self) -> float:
@@ -140,7 +142,7 @@ async def purge_pass(
                 if not acquired:
                     emit(on_event, EventKind.PURGE_SKIPPED, "another purger holds the lock")
                     measured.outcome = "skipped"
-                    return PurgeResult(0, 0, clock() - started, skipped=True)
+                    return PurgeResult(0, 0, clock() - started, skipped=True, cutoff=cutoff)
                 while True:
                     asked = pacer.batch_size
                     batch_started = clock()
@@ -178,7 +180,7 @@ async def purge_pass(
         f"{total} rows in {batches} batch(es), {seconds:.3f} s",
         count=total,
     )
-    return PurgeResult(total, batches, seconds)
+    return PurgeResult(total, batches, seconds, cutoff=cutoff)
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from typed_session_sql import telemetry
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import logger
 from typed_session_sql.pacing import DEFAULT_PACING, PurgePacing
-from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep
 from typed_session_sql.telemetry import measure_table
 
 if TYPE_CHECKING:
@@ -214,19 +214,15 @@ class PurgeScheduler:
             await self._sleep(delay)
             try:
                 store = self.store
-                cutoff = store.now()
-                result = await purge_pass(
-                    store.backend,
-                    cutoff,
+                result = await store.purge_expired_pass(
                     self.batch_size,
-                    on_event=store.on_event,
                     on_batch=self.on_batch,
                     pause=None if self.pause is None else self.pause.total_seconds(),
                     pacing=self.pacing,
                     sleep=self._sleep,
                 )
-                if not result.skipped:
-                    self._judge_pace(cutoff, store.now())
+                if not result.skipped and result.cutoff is not None:
+                    self._judge_pace(result.cutoff, store.now())
                 if self.measure_table:
                     await measure_table(store.backend, store.now())
             except Exception as error:

@@ -45,7 +45,7 @@ from typed_session_sql.errors import (
 from typed_session_sql.events import EventHook, EventKind, RevokeScope, emit
 from typed_session_sql.expiry import ExpiryPolicy, later_by
 from typed_session_sql.pacing import DEFAULT_PACING, PurgePacing
-from typed_session_sql.purge import BatchHook, purge_pass
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
 from typed_session_sql.scope import SessionAccessor
 from typed_session_sql.session import (
     PendingCreate,
@@ -613,16 +613,37 @@ class SessionStore(Generic[T]):
         a time across instances (the backend's `purge_lock`; see `typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises `StoreUnavailableError`.
         """
+        result = await self.purge_expired_pass(batch_size, on_batch=on_batch, pacing=pacing)
+        return result.removed
+
+    async def purge_expired_pass(
+        self,
+        batch_size: int | None = None,
+        *,
+        on_batch: BatchHook | None = None,
+        pause: float | None = None,
+        pacing: PurgePacing | None = DEFAULT_PACING,
+        sleep: Sleep = anyio.sleep,
+    ) -> PurgeResult:
+        """`purge_expired`, telling all the pass did: rows, batches, time, whether another
+        purger held the lock, and the cutoff. ``pause`` (seconds between batches) and
+        ``sleep`` are `purge_pass`'s.
+
+        The one place a pass is assembled from a store (its clock, its events, its failure
+        reporting): `PurgeScheduler` and the `purge` command run theirs through it, so a
+        failing pass emits ``store_unavailable`` whichever of them ran it.
+        """
         with self._reporting_failures(None):  # purge_pass measures its pass and batches
-            result = await purge_pass(
+            return await purge_pass(
                 self.backend,
                 self.now(),
                 batch_size,
                 on_event=self.on_event,
                 on_batch=on_batch,
+                pause=pause,
                 pacing=pacing,
+                sleep=sleep,
             )
-            return result.removed
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""

@@ -269,7 +269,6 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
     import anyio
 
     from typed_session_sql.pacing import DEFAULT_PACING
-    from typed_session_sql.purge import purge_pass
     from typed_session_sql.scheduler import PurgeScheduler
     from typed_session_sql.store import SessionStore
 
@@ -287,11 +286,8 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
 
     pacing = DEFAULT_PACING if args.pacing else None
     if args.every is None:
-        result = await purge_pass(
-            backend,
-            store.now(),
+        result = await store.purge_expired_pass(
             args.batch_size,
-            on_event=store.on_event,
             on_batch=batch_hook,
             pause=None if args.pause is None else args.pause.total_seconds(),
             pacing=pacing,

@@ -96,7 +96,7 @@ BENCH_REQUIREMENTS = [
 # The harness's modules (the other scripts in benchmarks/ are the SQL engineer's tools).
 BENCH_HARNESS = (
     "run", "operations", "contenders", "peers", "timing", "web", "web_app", "loadgen",
-    "growth", "report", "in_process", "instructions",
+    "growth", "bloat", "purge", "report", "in_process", "instructions",
 )  # fmt: skip
 
 

@@ -1,18 +1,26 @@
-"""Purge benchmark on PostgreSQL: how fast expired rows go, and what it costs live traffic.
+"""Purge benchmark on PostgreSQL: how fast expired rows go, and what it costs live traffic,
+paced (the default, `typed_session_sql.pacing`) against unpaced (``pacing=None``: 1,000-row
+batches back to back, as before pacing).
 
 1. Fills a fresh table with ``--rows`` expired rows (server-side INSERT ... SELECT) plus
-   ``--live`` live sessions saved through the store (their cookies drive the load).
-2. Baseline: ``--concurrency`` tasks load live sessions for ``--seconds``; per-load latency.
-3. The same loads while one purge pass (``--batch-size`` rows per DELETE) removes every
-   expired row: rows/s, the longest single batch statement, and load latency meanwhile.
-4. Baseline again, after the purge (a smaller table), then drops the table.
+   ``--live`` live sessions saved through the store (their cookies drive the load); before
+   each purge below it tops the expired rows up to ``--rows`` again, so no purge runs out.
+2. ``--rounds`` rounds of three phases of ``--seconds`` each, in the same run: 16 tasks
+   (``--concurrency``) load live sessions with no purge, then during an unpaced purge,
+   then during a paced one (each purge cancelled when its phase ends: a paced pass under
+   load is meant to take long). Per-load latency and the purge's rows/s in each.
+3. Idle: a paced pass, then an unpaced one, with nothing else running, each for at most
+   ``--seconds``: rows/s.
 
-Run (PostgreSQL from TYPED_SESSION_SQL_TEST_POSTGRES_URL or --url):
+The targets (issue 20): the loads' p99 during a paced purge at most 1.5x the p99 without
+one (the median over rounds of each round's ratio), and an idle database purged at
+100,000 rows/s or more. Run (PostgreSQL from TYPED_SESSION_SQL_TEST_POSTGRES_URL or --url):
 
     .venv/bin/python benchmarks/purge.py --rows 1000000
 
-A benchmark, not a test: the figures are noisy on a shared 2-core machine; compare the
-load latency with and without the purge within one run, never across runs.
+`benchmarks/run.py` runs it as its ``purge`` part (``nox -s bench``). A benchmark, not a
+test: the figures are noisy on a shared 2-core machine; compare within one run, never
+across runs.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -30,12 +39,19 @@ from sqlalchemy import text
 
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
 from typed_session_sql.backends.sql import create_engine
+from typed_session_sql.pacing import DEFAULT_PACING, PurgePacing
 from typed_session_sql.purge import PurgeProgress, purge_pass
 
 DEFAULT_URL = os.environ.get(
     "TYPED_SESSION_SQL_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
 )
 PAYLOAD = b'{"user_id":12345,"cart":[1,2,3,4,5],"flash":null,"csrf":"' + b"x" * 100 + b'"}'
+
+
+P99_TARGET = 1.5
+"""The most a paced purge may raise the loads' p99, as a ratio to no purge."""
+IDLE_TARGET = 100_000
+"""The fewest rows/s a paced purge removes from an idle database."""
 
 
 @dataclass
@@ -55,7 +71,17 @@ class Loads:
     @property
     def p99(self) -> float:
         ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
         return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies) * 1000 if self.latencies else 0.0
+
+    def figures(self) -> dict[str, float]:
+        rate = len(self.latencies) / self.seconds if self.seconds else 0.0
+        return {"ops_per_s": rate, "p50_ms": self.p50, "p99_ms": self.p99}
 
 
 async def run_loads(
@@ -81,37 +107,42 @@ async def run_loads(
     return loads
 
 
-async def timed_loads(
-    store: SessionStore[Any], cookies: list[str], concurrency: int, seconds: float
-) -> Loads:
-    stop = anyio.Event()
-    result: list[Loads] = []
-
-    async def loads() -> None:
-        result.append(await run_loads(store, cookies, concurrency, stop))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loads)
-        await anyio.sleep(seconds)
-        stop.set()
-    return result[0]
-
-
-async def fill(backend: SqlBackend, rows: int) -> float:
+async def fill(backend: SqlBackend, rows: int, first: int = 1) -> float:
+    """Insert ``rows`` expired rows, numbered from ``first`` (their ids follow from it)."""
     table = backend.engine.dialect.identifier_preparer.format_table(backend.table)
     # Expired between 1 s and ~12 days ago; 32-byte ids from two md5s; a ~160-byte payload.
     insert = text(
         f"INSERT INTO {table} (id_hash, data, expires_at, created_at, version) "
         "SELECT decode(md5(i::text) || md5('x' || i::text), 'hex'), :data, "
         "  CAST(:now AS bigint) - 1000000 - i, CAST(:now AS bigint) - 2592000000000, 1 "
-        "FROM generate_series(1, CAST(:rows AS integer)) AS i"
+        "FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"
     )
     now_us = time.time_ns() // 1000
     started = time.perf_counter()
     async with backend.engine.connect() as conn:
-        await conn.execute(insert, {"data": PAYLOAD, "now": now_us, "rows": rows})
+        params = {"data": PAYLOAD, "now": now_us, "first": first, "last": first + rows - 1}
+        await conn.execute(insert, params)
         await conn.execute(text(f"VACUUM ANALYZE {table}"))
     return time.perf_counter() - started
+
+
+class Expired:
+    """Keeps the table at ``rows`` expired rows before each purge, so that no purge runs out
+    of rows before its phase ends (which would flatter it: loads without a purge)."""
+
+    def __init__(self, store: SessionStore[Any], rows: int) -> None:
+        self.store, self.rows, self.numbered = store, rows, 0
+        self.filled = 0
+        """Rows inserted in all."""
+
+    async def top_up(self) -> None:
+        backend = self.store.backend
+        assert isinstance(backend, SqlBackend)
+        missing = self.rows - (await backend.stats(self.store.now())).expired
+        if missing > 0:
+            await fill(backend, missing, first=self.numbered + 1)
+            self.numbered += missing
+            self.filled += missing
 
 
 async def make_live(store: SessionStore[Any], count: int) -> list[str]:
@@ -129,82 +160,157 @@ async def make_live(store: SessionStore[Any], count: int) -> list[str]:
     return cookies
 
 
-class StatementTimer(SqlBackend):
-    """The backend, timing each purge batch (one DELETE statement) from call to return."""
+@dataclass
+class Purged:
+    """What one (possibly cancelled) purge pass removed, and in how long."""
 
-    durations: list[float]
+    removed: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
 
-    async def purge(self, now: datetime, batch_size: int) -> int:
+    @property
+    def rate(self) -> float:
+        return self.removed / self.seconds if self.seconds else 0.0
+
+    def figures(self) -> dict[str, float]:
+        sizes = sorted(self.batch_sizes)
+        return {
+            "removed": self.removed,
+            "seconds": self.seconds,
+            "rows_per_s": self.rate,
+            "batches": self.batches,
+            "median_batch_rows": statistics.median(sizes) if sizes else 0,
+        }
+
+
+async def purge_for(store: SessionStore[Any], seconds: float, pacing: PurgePacing | None) -> Purged:
+    """One pass with ``pacing`` (None: unpaced), cancelled after ``seconds`` if not done."""
+    purged = Purged()
+
+    def on_batch(progress: PurgeProgress) -> None:
+        purged.removed, purged.batches = progress.total, progress.batch
+        purged.batch_sizes.append(progress.removed)
+
+    started = time.perf_counter()
+    with anyio.move_on_after(seconds):
+        await purge_pass(store.backend, store.now(), on_batch=on_batch, pacing=pacing)
+    purged.seconds = time.perf_counter() - started
+    return purged
+
+
+async def timed_loads(
+    store: SessionStore[Any],
+    cookies: list[str],
+    concurrency: int,
+    seconds: float,
+    purge: Callable[[], Awaitable[Purged]] | None = None,
+) -> tuple[Loads, Purged | None]:
+    """Loads for ``seconds``, while ``purge`` runs if given (it stops by itself in time)."""
+    stop = anyio.Event()
+    during: list[Loads] = []
+
+    async def loads() -> None:
+        during.append(await run_loads(store, cookies, concurrency, stop))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loads)
         started = time.perf_counter()
-        try:
-            return await super().purge(now, batch_size)
-        finally:
-            self.durations.append(time.perf_counter() - started)
+        purged = await purge() if purge is not None else None
+        # Load on for the whole phase, the purge ended early or not.
+        await anyio.sleep(max(0.0, seconds - (time.perf_counter() - started)))
+        stop.set()
+    return during[0], purged
 
 
-async def main(args: argparse.Namespace) -> None:
+async def measure(
+    url: str,
+    *,
+    rows: int,
+    live: int = 2_000,
+    concurrency: int = 16,
+    seconds: float = 5.0,
+    rounds: int = 3,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The whole benchmark on the PostgreSQL at ``url``, in a table of its own (dropped at
+    the end); the figures as a dict (results.json's ``purge``)."""
     name = f"bench_purge_{os.getpid()}"
-    engine = create_engine(args.url, pool_size=args.concurrency + 4)
-    backend = StatementTimer(engine, table_name=name)
-    backend.durations = []
+    engine = create_engine(url, pool_size=concurrency + 4)
+    backend = SqlBackend(engine, table_name=name)
     store: SessionStore[dict[str, Any]] = SessionStore(dict, backend)
     try:
         await backend.create_schema()
-        fill_seconds = await fill(backend, args.rows)
-        cookies = await make_live(store, args.live)
-        stats = await backend.stats(store.now())
-        print(
-            f"table: {stats.expired:,} expired + {stats.live:,} live rows, "
-            f"{(stats.size_bytes or 0) / 2**20:,.0f} MiB (filled in {fill_seconds:.1f} s)"
-        )
-        print(
-            f"PostgreSQL, {args.concurrency} concurrent loads, batch size {args.batch_size}, "
-            f"pause {args.pause_ms} ms between batches"
-        )
-
-        before = await timed_loads(store, cookies, args.concurrency, args.seconds)
-        print(f"loads without purge:        {before.summary()}")
-
-        timer = backend
-        batches: list[PurgeProgress] = []
-        stop = anyio.Event()
-        during: list[Loads] = []
-
-        async def loads() -> None:
-            during.append(await run_loads(store, cookies, args.concurrency, stop))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(loads)
-            started = time.perf_counter()
-            result = await purge_pass(
-                store.backend,
-                store.now(),
-                args.batch_size,
-                on_batch=batches.append,
-                pause=args.pause_ms / 1000,
+        expired = Expired(store, rows)
+        started = time.perf_counter()
+        await expired.top_up()
+        cookies = await make_live(store, live)
+        log(f"  purge: {rows:,} expired rows filled in {time.perf_counter() - started:.1f} s")
+        phases: dict[str, list[dict[str, Any]]] = {"none": [], "unpaced": [], "paced": []}
+        ratios: dict[str, list[float]] = {"unpaced": [], "paced": []}
+        for round_ in range(rounds):
+            none, _ = await timed_loads(store, cookies, concurrency, seconds)
+            phases["none"].append({"loads": none.figures()})
+            for key, pacing in (("unpaced", None), ("paced", DEFAULT_PACING)):
+                await expired.top_up()
+                loads, purged = await timed_loads(
+                    store, cookies, concurrency, seconds, partial(purge_for, store, seconds, pacing)
+                )
+                assert purged is not None
+                phases[key].append({"loads": loads.figures(), "purge": purged.figures()})
+                ratios[key].append(loads.p99 / none.p99 if none.p99 else 0.0)
+            log(
+                f"  purge round {round_ + 1}: load p99 {none.p99:.2f} ms without a purge, "
+                f"{phases['unpaced'][-1]['loads']['p99_ms']:.2f} ms unpaced "
+                f"({phases['unpaced'][-1]['purge']['rows_per_s']:,.0f} rows/s), "
+                f"{phases['paced'][-1]['loads']['p99_ms']:.2f} ms paced "
+                f"({phases['paced'][-1]['purge']['rows_per_s']:,.0f} rows/s)"
             )
-            removed = result.removed
-            purge_seconds = time.perf_counter() - started
-            stop.set()
-        print(f"loads during purge:         {during[0].summary()}")
-        durations = sorted(timer.durations)
-        longest = durations[-1] * 1000
-        longest_at = timer.durations.index(durations[-1]) + 1
-        median = statistics.median(durations) * 1000
-        p99 = durations[int(len(durations) * 0.99)] * 1000
-        print(
-            f"purge: {removed:,} rows in {len(batches)} statements, {purge_seconds:.1f} s, "
-            f"{removed / purge_seconds:,.0f} rows/s; DELETE median {median:.1f} ms, "
-            f"p99 {p99:.1f} ms, longest {longest:.1f} ms (statement {longest_at})"
+        idle = {}
+        for key, pacing in (("paced", DEFAULT_PACING), ("unpaced", None)):
+            await expired.top_up()
+            idle[key] = (await purge_for(store, seconds, pacing)).figures()
+        p99_ratio = {key: statistics.median(values) for key, values in ratios.items()}
+        result = {
+            "expired_rows": rows,
+            "filled_rows": expired.filled,
+            "live_sessions": live,
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "rounds": rounds,
+            "pacing": asdict(DEFAULT_PACING),
+            "under_load": phases,
+            "p99_ratio": p99_ratio,
+            "p99_ratio_rounds": ratios,
+            "idle": idle,
+            "targets": {"p99_ratio": P99_TARGET, "idle_rows_per_s": IDLE_TARGET},
+            "met": {
+                "p99_ratio": p99_ratio["paced"] <= P99_TARGET,
+                "idle_rows_per_s": idle["paced"]["rows_per_s"] >= IDLE_TARGET,
+            },
+        }
+        log(
+            f"  purge: paced p99 {p99_ratio['paced']:.2f}x no purge (target <= {P99_TARGET}x; "
+            f"unpaced {p99_ratio['unpaced']:.2f}x); idle paced "
+            f"{idle['paced']['rows_per_s']:,.0f} rows/s (target >= {IDLE_TARGET:,}; unpaced "
+            f"{idle['unpaced']['rows_per_s']:,.0f})"
         )
-        after = await timed_loads(store, cookies, args.concurrency, args.seconds)
-        print(f"loads after purge:          {after.summary()}")
-        print(f"p99 during / without purge: {during[0].p99 / before.p99:.2f}x")
-        assert removed == args.rows
+        return result
     finally:
         async with backend.engine.begin() as conn:
             await conn.run_sync(backend.metadata.drop_all)
         await engine.dispose()
+
+
+async def main(args: argparse.Namespace) -> None:
+    await measure(
+        args.url,
+        rows=args.rows,
+        live=args.live,
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+        rounds=args.rounds,
+    )
 
 
 if __name__ == "__main__":
@@ -213,7 +319,6 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--live", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--pause-ms", type=float, default=0.0, help="wait between batches")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
+    parser.add_argument("--rounds", type=int, default=3)
     anyio.run(main, parser.parse_args())

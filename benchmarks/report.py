@@ -323,6 +323,11 @@ def markdown(results: dict[str, Any], plotted: list[str]) -> str:
     grow = results.get("growth")
     if grow:
         lines += _growth_section(grow, plan, "growth.png" in plotted)
+    if results.get("bloat"):
+        lines += _bloat_section(results["bloat"])
+    paced = results.get("purge")
+    if paced:
+        lines += _purge_section(paced)
     return "\n".join(lines) + "\n"
 
 
@@ -368,6 +373,54 @@ def _in_process_section(inproc: dict[str, Any], plan: dict[str, Any]) -> list[st
     return lines
 
 
+def _purge_section(p: dict[str, Any]) -> list[str]:
+    """Paced against unpaced purges (benchmarks/purge.py), beside the targets of issue 20."""
+    targets, met = p["targets"], p["met"]
+    ratio, idle = p["p99_ratio"], p["idle"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        "",
+        "## 7. Purge pacing",
+        "",
+        f"A table of {p['live_sessions']:,} live sessions and {p['expired_rows']:,} expired rows "
+        "(topped up to that before each purge); "
+        f"{p['rounds']} round(s) of three {p['seconds']:g} s phases: {p['concurrency']} tasks "
+        "load live sessions with no purge, during an unpaced purge (1,000-row batches back to "
+        "back, `pacing=None`) and during a paced one (the default, `typed_session_sql.pacing`); "
+        "each purge is cancelled when its phase ends. Then a paced and an unpaced purge with "
+        "nothing else running (idle).",
+        "",
+        "| | target | paced | unpaced |",
+        "|---|---|---|---|",
+        f"| load p99, during the purge / without (median of rounds) | at most "
+        f"{targets['p99_ratio']:g}x | {ratio['paced']:.2f}x ({verdict(met['p99_ratio'])}) "
+        f"| {ratio['unpaced']:.2f}x |",
+        f"| rows/s on an idle database | at least {_n(targets['idle_rows_per_s'])} "
+        f"| {_n(idle['paced']['rows_per_s'])} ({verdict(met['idle_rows_per_s'])}) "
+        f"| {_n(idle['unpaced']['rows_per_s'])} |",
+        "",
+        "| round | loads without a purge: p50 / p99 ms | unpaced: p50 / p99 ms, rows/s "
+        "| paced: p50 / p99 ms, rows/s, median batch |",
+        "|---|---|---|---|",
+    ]
+    phases = p["under_load"]
+    for n, (none, unpaced, paced) in enumerate(
+        zip(phases["none"], phases["unpaced"], phases["paced"], strict=True), 1
+    ):
+        cells = [f"{_ms(none['loads']['p50_ms'])} / {_ms(none['loads']['p99_ms'])}"]
+        for phase in (unpaced, paced):
+            loads, purge = phase["loads"], phase["purge"]
+            cells.append(
+                f"{_ms(loads['p50_ms'])} / {_ms(loads['p99_ms'])}, {_n(purge['rows_per_s'])}"
+            )
+        cells[-1] += f", {purge['median_batch_rows']:,.0f} rows"
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _growth_section(grow: dict[str, Any], plan: dict[str, Any], plotted: bool) -> list[str]:
     sizes = list(grow["latency"]["load c=1"])
     lines = [
@@ -408,6 +461,66 @@ def _growth_section(grow: dict[str, Any], plan: dict[str, Any], plotted: bool) -
         c = loads[when]
         lines.append(
             f"| {when} the purge | {_n(c['ops_per_s'])} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} |"
+        )
+    if "bytes" in grow:
+        lines += _sizes_section(grow)
+    return lines
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1e6:,.0f}" if size >= 1e7 else f"{size / 1e6:,.1f}"
+
+
+INDEXES = ("pkey", "expires_at", "principal")
+
+
+def _sizes_section(grow: dict[str, Any]) -> list[str]:
+    steps = grow["step_seconds"]
+    lines = [
+        "",
+        "Sizes (MB) after the fill, and each table's purge of all its expired rows "
+        "(`purge_pass`, 1,000 rows a batch, with 16 tasks loading meanwhile); the total after "
+        "the purge is before any vacuum (deleted rows leave reusable space, not a smaller file).",
+        "",
+        "| rows | fill s | table | " + " | ".join(f"index {i}" for i in INDEXES)
+        + " | total | purge rows/s | purge s | total after purge |",
+        "|---|---|---|" + "---|" * len(INDEXES) + "---|---|---|---|",
+    ]  # fmt: skip
+    for size, sizes in grow["bytes"].items():
+        purge = grow["purges"][size]
+        lines.append(
+            f"| {int(size):,} | {steps[f'fill {size}']:.1f} | {_mb(sizes['table'])} | "
+            + " | ".join(_mb(sizes.get(i, 0)) for i in INDEXES)
+            + f" | {_mb(sizes['total'])} | {_n(purge['rows_per_s'])} | {purge['seconds']:.1f}"
+            f" | {_mb(purge['bytes_after']['total'])} |"
+        )
+    return lines
+
+
+def _bloat_section(bloat: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## 6. A day of renewals",
+        "",
+        f"{bloat['live_sessions']:,} live sessions, each renewed "
+        f"{bloat['renewals_per_session_per_day']} times over {bloat['simulated_minutes']:,} "
+        "simulated minutes (the store's touch, an UPDATE of `expires_at`), autovacuum's "
+        "trigger applied once a simulated minute (benchmarks/bloat.py). Sizes in MB.",
+        "",
+        "| settings | renewals | HOT | store touches HOT | vacuums | peak dead rows "
+        "| table before / after | " + " | ".join(f"index {i} before / after" for i in INDEXES)
+        + " | total before / after |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(INDEXES) + "---|",
+    ]  # fmt: skip
+    for variant, day in bloat["variants"].items():
+        before, after = day["bytes_before"], day["bytes_after"]
+        touches = day["store_touches"]
+        lines.append(
+            f"| {variant} | {day['renewals']:,} | {day['hot_updates']:,} "
+            f"| {touches['hot']} of {touches['counted']} | {day['vacuums']} "
+            f"| {day['dead_rows_peak']:,} | {_mb(before['table'])} / {_mb(after['table'])} | "
+            + " | ".join(f"{_mb(before.get(i, 0))} / {_mb(after.get(i, 0))}" for i in INDEXES)
+            + f" | {_mb(before['total'])} / {_mb(after['total'])} |"
         )
     return lines
 

@@ -1,6 +1,7 @@
 """Every published benchmark in one run: `nox -s bench`, or
 
     python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--out DIR] [--require-all]
+                             [--growth-max-rows N] [--bloat-sessions N]
 
 writes results.json, results.md and PNG plots into benchmarks/results/ (or --out):
 
@@ -12,7 +13,13 @@ writes results.json, results.md and PNG plots into benchmarks/results/ (or --out
 2. through a real server: a Starlette app under uvicorn, loaded by wrk (web.py), and the
    same app called in process (in_process.py), each beside the app an application could
    write by hand on raw asyncpg, with the CPU time each spends per request;
-3. growth: latency at 1k, 100k and 1M rows, and a purge of 1M expired rows (growth.py).
+3. growth: latency, table and index sizes at 1k, 100k and 1M rows (and up to
+   ``--growth-max-rows``: 10000000 gives the 10M figures of docs/operations.md, about 25
+   more minutes), the purge of each table's expired rows (growth.py), and what a day of
+   renewals does to the table's size with and without revision 0003's settings (part
+   ``bloat``: bloat.py, ``--bloat-sessions`` live sessions, 20,000 by default; 100000 gives
+   the figures of docs/operations.md, about 12 minutes);
+4. purge: paced against unpaced purges, under load and idle, beside the targets (purge.py).
 
 Everything runs on a PostgreSQL server the run starts for itself (tests/support/servers.py; --url
 uses an existing one instead, in a database created and dropped for the run), Redis keys
@@ -44,9 +51,11 @@ from typing import Any
 
 import asyncmy
 import asyncpg  # type: ignore[import-untyped]
+import bloat
 import growth
 import in_process
 import operations
+import purge as purge_bench
 import report
 import web
 from contenders import Endpoints, Shared
@@ -80,6 +89,12 @@ class Plan:
     growth_seconds: float = 1.0
     growth_rounds: int = 3
     purge_seconds: float = 5.0
+    pacing_rows: int = 1_000_000  # the purge part's expired rows
+    pacing_seconds: float = 5.0  # per phase
+    pacing_rounds: int = 3
+    growth_max_rows: int = 1_000_000  # a larger one adds a table of that size
+    bloat_sessions: int = 20_000
+    bloat_minutes: int = bloat.MINUTES_A_DAY
     web_generator: str = "wrk"  # Debian's wrk if installed, else loadgen.py
 
     @classmethod
@@ -96,6 +111,12 @@ class Plan:
             growth_seconds=0.05,
             growth_rounds=1,
             purge_seconds=0.2,
+            pacing_rows=3_000,
+            pacing_seconds=0.2,
+            pacing_rounds=1,
+            growth_max_rows=3_000,
+            bloat_sessions=300,
+            bloat_minutes=90,
             web_generator="loadgen",  # wrk runs for whole seconds; this proves the fallback
         )
 
@@ -123,6 +144,12 @@ def main(args: argparse.Namespace) -> None:
     if args.seconds:
         plan.seconds = plan.growth_seconds = args.seconds
         plan.web_seconds = 2 * args.seconds
+    if args.growth_max_rows:
+        plan.growth_max_rows = args.growth_max_rows
+        smaller = tuple(size for size in plan.growth_sizes if size < args.growth_max_rows)
+        plan.growth_sizes = (*smaller, args.growth_max_rows)
+    if args.bloat_sessions:
+        plan.bloat_sessions = args.bloat_sessions
     started = time.perf_counter()
     load_before = os.getloadavg()
 
@@ -269,6 +296,22 @@ async def measure(
                     plan.purge_seconds, log,
                 )  # fmt: skip
                 stages["growth"] = time.perf_counter() - mark
+
+            if "bloat" in parts:
+                log("4. a day of renewals")
+                mark = time.perf_counter()
+                results["bloat"] = await bloat.run(
+                    direct, "g", plan.bloat_sessions, plan.bloat_minutes, log
+                )
+                stages["bloat"] = time.perf_counter() - mark
+            if "purge" in parts:
+                log("5. purge, paced and unpaced")
+                mark = time.perf_counter()
+                results["purge"] = await purge_bench.measure(
+                    direct.pg_url(), rows=plan.pacing_rows, seconds=plan.pacing_seconds,
+                    rounds=plan.pacing_rounds, live=plan.sessions, log=log,
+                )  # fmt: skip
+                stages["purge"] = time.perf_counter() - mark
     finally:
         pg.stop()
         rd.stop()
@@ -367,7 +410,15 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, help="rounds of every part")
     parser.add_argument("--seconds", type=float, help="seconds per contender per round")
-    parser.add_argument("--parts", default="operations,web,growth")
+    parser.add_argument("--parts", default="operations,web,growth,bloat,purge")
+    parser.add_argument(
+        "--growth-max-rows",
+        type=int,
+        help="the largest table of the growth part (10000000 for the 10M figures)",
+    )
+    parser.add_argument(
+        "--bloat-sessions", type=int, help="live sessions of the day of renewals (bloat.py)"
+    )
     parser.add_argument(
         "--require-all", action="store_true", help="fail if a peer or matplotlib is missing"
     )

@@ -3,7 +3,8 @@
 It starts a PostgreSQL server of its own, times every contender installed here (the peers
 are installed only by `nox -s bench`, so here they are reported absent; MariaDB's part runs
 on the machine's server when one answers), serves the web app
-under uvicorn, fills and purges tables, and writes results.json and results.md. The figures
+under uvicorn, fills, measures and purges tables, renews a table's sessions for a simulated
+day, and writes results.json and results.md. The figures
 of a quick run mean nothing; what this test holds to is the harness working, and the round
 trips it counts at the wire, which are exact: one per load, two per load+save.
 """
@@ -65,6 +66,30 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
     assert in_process["byhand read"]["ratio"] == 1
     purge = results["growth"]["purge"]
     assert purge["removed"] == purge["expired_rows"] == results["meta"]["plan"]["growth_sizes"][-1]
+    paced = results["purge"]
+    assert paced["targets"] == {"p99_ratio": 1.5, "idle_rows_per_s": 100_000}
+    assert set(paced["p99_ratio"]) == {"paced", "unpaced"}
+    assert len(paced["under_load"]["paced"]) == results["meta"]["plan"]["pacing_rounds"]
+    removed = sum(
+        phase["purge"]["removed"]
+        for key in ("paced", "unpaced")
+        for phase in paced["under_load"][key]
+    ) + sum(idle["removed"] for idle in paced["idle"].values())
+    # Topped up before each purge; each is cancelled when its phase ends.
+    assert 0 < removed <= paced["filled_rows"]
+    plan = results["meta"]["plan"]
+    for size in plan["growth_sizes"]:  # every table's size, index by index, and its purge
+        sizes = results["growth"]["bytes"][str(size)]
+        assert min(sizes["table"], sizes["pkey"], sizes["expires_at"]) > 0
+        assert sizes["total"] >= sizes["table"] + sizes["pkey"] + sizes["expires_at"]
+        assert results["growth"]["purges"][str(size)]["removed"] == size
+    # A day of renewals: each session renewed once a simulated 30 minutes; the store's own
+    # touches counted in pg_stat_user_tables, none of them HOT (expires_at is indexed).
+    renewals = plan["bloat_sessions"] * plan["bloat_minutes"] // 30
+    for day in results["bloat"]["variants"].values():
+        assert day["renewals"] == renewals
+        assert day["store_touches"]["counted"] == day["store_touches"]["updated"] > 0
+        assert day["hot_updates"] == day["store_touches"]["hot"] == 0
 
     # MariaDB: the machine's server (CI has one; elsewhere the run leaves it out).
     mariadb = results["operations"]["results"].get("mariadb")
@@ -87,7 +112,7 @@ def test_quick_run_measures_everything_and_writes_the_results(tmp_path: Path) ->
         assert "## 3. MariaDB" in report
     for heading in (
         "## 1. Load", "## 2. SQLite", "## 4. Through a real server", "### In process",
-        "## 5. Growth",
+        "## 5. Growth", "## 6. A day of renewals", "## 7. Purge pacing",
     ):  # fmt: skip
         assert heading in report
     if importlib.util.find_spec("matplotlib") is not None:

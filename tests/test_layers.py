@@ -35,6 +35,7 @@ LAYERS: dict[str, list[str]] = {
         "backend",
         "session",
         "telemetry",
+        "pacing",
         "purge",
         "stats",
         "scope",

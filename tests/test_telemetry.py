@@ -61,6 +61,7 @@ def _reset_globals() -> None:
     metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
     telemetry._made = None  # instruments made on the previous provider
     telemetry._counted.clear()
+    telemetry._behind.clear()
 
 
 @dataclass

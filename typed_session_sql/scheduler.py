@@ -6,21 +6,31 @@ of them work at a time. The interval is jittered so a fleet restarted at once do
 purge at once; a failing database is logged and retried with backoff, never ending the
 loop; leaving the block stops the scheduler promptly, mid-batch if need be (a batch is one
 statement).
+
+It also tells when the purge falls behind (`PurgeScheduler.behind`). A pass deletes what
+expired between the previous pass's cutoff and its own, so if it takes longer than that
+span, rows expire faster than it deletes them, and the next pass has more to do than this
+one: the expired rows grow from pass to pass. That costs no query (two clock readings per
+pass). After `BEHIND_AFTER` such passes in a row the scheduler logs one WARNING and sets
+the ``typed_session.purge.behind`` gauge to 1; the first pass that keeps up again logs
+that it caught up and sets it to 0, so a purge that falls behind anew warns anew.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
+from typed_session_sql import telemetry
 from typed_session_sql.errors import describe_error
 from typed_session_sql.events import logger
-from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
+from typed_session_sql.pacing import DEFAULT_PACING, PurgePacing
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep
 from typed_session_sql.telemetry import measure_table
 
 if TYPE_CHECKING:
@@ -28,7 +38,11 @@ if TYPE_CHECKING:
 
     from typed_session_sql.store import SessionStore
 
-__all__ = ["PurgeScheduler"]
+__all__ = ["BEHIND_AFTER", "PurgeScheduler"]
+
+BEHIND_AFTER = 2
+"""Passes in a row that took longer than the span they purged before the scheduler reports
+that it falls behind (one slow pass may be a hiccup; two are a trend)."""
 
 
 class PurgeScheduler:
@@ -37,7 +51,7 @@ class PurgeScheduler:
     Args:
         store: the store whose expired sessions to delete.
         every: the mean interval between the end of one pass and the start of the next.
-        batch_size: rows per batch (one statement each).
+        batch_size: rows per batch (one statement each); given, the passes are unpaced.
         jitter: each wait is ``every`` times a random factor in ``[1 - jitter, 1 + jitter]``
             (50-150% by default), so instances started together drift apart.
         first_delay: the wait before the first pass; by default a random part of ``every``
@@ -48,7 +62,11 @@ class PurgeScheduler:
         on_pass: called with each pass's `PurgeResult` (for metrics).
         on_batch: called after each batch with its `PurgeProgress`.
         pause: a wait between two batches of a pass, leaving the database to live
-            traffic; 0 (the default) runs the batches back to back.
+            traffic; given, the passes are unpaced (``timedelta(0)`` and no ``batch_size``:
+            1,000-row batches back to back).
+        pacing: how the passes size their batches and pause between them (see
+            `typed_session_sql.pacing`) when neither ``batch_size`` nor ``pause`` is given;
+            None runs unpaced passes.
         measure_table: count the table after each pass (one more query) for the
             OpenTelemetry gauges of live and expired sessions and purge lag
             (`typed_session_sql.telemetry.measure_table`).
@@ -125,21 +143,22 @@ class PurgeScheduler:
         self,
         store: SessionStore[Any],
         every: timedelta = timedelta(minutes=5),
-        batch_size: int = 1000,
+        batch_size: int | None = None,
         *,
         jitter: float = 0.5,
         first_delay: timedelta | None = None,
         retry_after: timedelta = timedelta(seconds=5),
         on_pass: Callable[[PurgeResult], None] | None = None,
         on_batch: BatchHook | None = None,
-        pause: timedelta = timedelta(0),
+        pause: timedelta | None = None,
+        pacing: PurgePacing | None = DEFAULT_PACING,
         sleep: Sleep = anyio.sleep,
         rng: Callable[[], float] = random.random,
         measure_table: bool = False,
     ) -> None:
         if every <= timedelta(0):
             raise ValueError("every must be positive")
-        if batch_size <= 0:
+        if batch_size is not None and batch_size <= 0:
             raise ValueError("batch_size must be positive")
         if not 0 <= jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
@@ -147,7 +166,7 @@ class PurgeScheduler:
             raise ValueError("retry_after must be positive")
         if first_delay is not None and first_delay < timedelta(0):
             raise ValueError("first_delay must not be negative")
-        if pause < timedelta(0):
+        if pause is not None and pause < timedelta(0):
             raise ValueError("pause must not be negative")
         self.store = store
         self.every = every
@@ -158,6 +177,7 @@ class PurgeScheduler:
         self.on_pass = on_pass
         self.on_batch = on_batch
         self.pause = pause
+        self.pacing = pacing
         self._sleep = sleep
         self._rng = rng
         self.measure_table = measure_table
@@ -169,6 +189,11 @@ class PurgeScheduler:
         self.removed = 0
         """Rows removed by all passes."""
         self.last_result: PurgeResult | None = None
+        self.behind = False
+        """Whether the purge falls behind: `BEHIND_AFTER` passes in a row took longer than
+        the span of expiries each one purged (see the module docstring)."""
+        self._slow_passes = 0  # passes in a row that took longer than the span they purged
+        self._previous_cutoff: datetime | None = None
 
     def _jittered(self, seconds: float) -> float:
         return seconds * (1 - self.jitter + 2 * self.jitter * self._rng())
@@ -189,15 +214,15 @@ class PurgeScheduler:
             await self._sleep(delay)
             try:
                 store = self.store
-                result = await purge_pass(
-                    store.backend,
-                    store.now(),
+                result = await store.purge_expired_pass(
                     self.batch_size,
-                    on_event=store.on_event,
                     on_batch=self.on_batch,
-                    pause=self.pause.total_seconds(),
+                    pause=None if self.pause is None else self.pause.total_seconds(),
+                    pacing=self.pacing,
                     sleep=self._sleep,
                 )
+                if not result.skipped and result.cutoff is not None:
+                    self._judge_pace(result.cutoff, store.now())
                 if self.measure_table:
                     await measure_table(store.backend, store.now())
             except Exception as error:
@@ -222,6 +247,33 @@ class PurgeScheduler:
                 except Exception:
                     logger.exception("purge on_pass hook failed")
             delay = self._jittered(self.every.total_seconds())
+
+    def _judge_pace(self, cutoff: datetime, finished: datetime) -> None:
+        """Note whether the pass that purged up to ``cutoff`` and ended at ``finished`` kept
+        up with the expiries; report a change of `behind`."""
+        previous, self._previous_cutoff = self._previous_cutoff, cutoff
+        if previous is None:
+            return  # the first pass purged a backlog of unknown age: nothing to judge by
+        purged_span, took = cutoff - previous, finished - cutoff
+        if took > purged_span:
+            self._slow_passes += 1
+        else:
+            self._slow_passes = 0
+        behind = self._slow_passes >= BEHIND_AFTER
+        if behind and not self.behind:
+            logger.warning(
+                "the purge falls behind: its last %d passes each took longer than the span "
+                "of expiries it purged (the last: %.1f s for %.1f s), so expired sessions "
+                "pile up; give it more time (a faster pacing, pacing=None) or the database "
+                "more room",
+                self._slow_passes,
+                took.total_seconds(),
+                purged_span.total_seconds(),
+            )
+        elif self.behind and not behind:
+            logger.info("the purge keeps up again")
+        self.behind = behind
+        telemetry.purge_behind(self.store.backend, behind)
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None:

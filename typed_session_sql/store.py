@@ -44,7 +44,8 @@ from typed_session_sql.errors import (
 )
 from typed_session_sql.events import EventHook, EventKind, RevokeScope, emit
 from typed_session_sql.expiry import ExpiryPolicy, later_by
-from typed_session_sql.purge import BatchHook, purge_pass
+from typed_session_sql.pacing import DEFAULT_PACING, PurgePacing
+from typed_session_sql.purge import BatchHook, PurgeResult, Sleep, purge_pass
 from typed_session_sql.scope import SessionAccessor
 from typed_session_sql.session import (
     PendingCreate,
@@ -597,20 +598,52 @@ class SessionStore(Generic[T]):
     # -- housekeeping -------------------------------------------------------------------
 
     async def purge_expired(
-        self, batch_size: int = 1000, *, on_batch: BatchHook | None = None
+        self,
+        batch_size: int | None = None,
+        *,
+        on_batch: BatchHook | None = None,
+        pacing: PurgePacing | None = DEFAULT_PACING,
     ) -> int:
-        """Delete expired sessions in batches of ``batch_size``; return how many went.
+        """Delete expired sessions in batches; return how many went.
 
         Expiry is judged by the store's clock at the start of the pass; each batch is one
-        short statement, and ``on_batch`` sees each one's progress. Only one purger works at
+        short statement, and ``on_batch`` sees each one's progress. The pass is paced
+        (`typed_session_sql.pacing`) unless ``pacing`` is None or ``batch_size`` is given
+        (then ``batch_size`` rows per batch, back to back). Only one purger works at
         a time across instances (the backend's `purge_lock`; see `typed_session_sql.purge`): if
         another one is running, this returns 0 at once. Raises `StoreUnavailableError`.
         """
+        result = await self.purge_expired_pass(batch_size, on_batch=on_batch, pacing=pacing)
+        return result.removed
+
+    async def purge_expired_pass(
+        self,
+        batch_size: int | None = None,
+        *,
+        on_batch: BatchHook | None = None,
+        pause: float | None = None,
+        pacing: PurgePacing | None = DEFAULT_PACING,
+        sleep: Sleep = anyio.sleep,
+    ) -> PurgeResult:
+        """`purge_expired`, telling all the pass did: rows, batches, time, whether another
+        purger held the lock, and the cutoff. ``pause`` (seconds between batches) and
+        ``sleep`` are `purge_pass`'s.
+
+        The one place a pass is assembled from a store (its clock, its events, its failure
+        reporting): `PurgeScheduler` and the `purge` command run theirs through it, so a
+        failing pass emits ``store_unavailable`` whichever of them ran it.
+        """
         with self._reporting_failures(None):  # purge_pass measures its pass and batches
-            result = await purge_pass(
-                self.backend, self.now(), batch_size, on_event=self.on_event, on_batch=on_batch
+            return await purge_pass(
+                self.backend,
+                self.now(),
+                batch_size,
+                on_event=self.on_event,
+                on_batch=on_batch,
+                pause=pause,
+                pacing=pacing,
+                sleep=sleep,
             )
-            return result.removed
 
     async def clear(self) -> None:
         """Delete every session (everyone is signed out)."""

@@ -19,6 +19,9 @@ What is reported (docs/operations.md says what to alert on):
   ``typed_session.purge.lag`` (seconds the oldest expired row has waited): observable
   gauges, reported once the application counts the table (`measure_table`, or
   ``PurgeScheduler(..., measure_table=True)``), since counting costs a query;
+- ``typed_session.purge.behind``: observable gauge, 1 while a `PurgeScheduler` finds
+  its purge falling behind (expired sessions piling up from pass to pass), else 0;
+  reported from the scheduler's second pass on, at no cost in queries;
 - a span per store operation, ``typed_session.<operation>``, a child of the current span
   (the request's), with the database's attributes (``db.system.name``,
   ``db.namespace``, ``db.collection.name``); the driver's own spans nest inside it.
@@ -61,6 +64,7 @@ __all__ = [
     "measure_table",
     "operation",
     "outcome_of",
+    "purge_behind",
     "purged",
 ]
 
@@ -180,6 +184,24 @@ def purged(rows: int) -> None:
         _instruments().purge_rows.add(rows)
 
 
+# -- whether the purge keeps up, as an observable gauge -----------------------------------
+
+_behind: dict[tuple[tuple[str, str], ...], bool] = {}
+
+
+def purge_behind(backend: Backend, behind: bool) -> None:
+    """Report whether the purge of ``backend``'s table falls behind (the
+    ``typed_session.purge.behind`` gauge, 1 or 0, from now on)."""
+    if trace is not None:
+        _behind[tuple(sorted(backend_attributes(backend).items()))] = behind
+        _instruments()  # registers the gauge's callback
+
+
+def _observe_behind(options: CallbackOptions) -> Iterable[Observation]:
+    for key, behind in list(_behind.items()):  # the exporter's thread reads it
+        yield metrics.Observation(int(behind), dict(key))
+
+
 # -- the table's counts, as observable gauges ----------------------------------------------
 
 _counted: dict[tuple[tuple[str, str], ...], tuple[TableStats, datetime]] = {}
@@ -260,6 +282,12 @@ class _Instruments:
             [_observe(_lag)],
             unit="s",
             description="How long the oldest expired session has waited for a purge",
+        )
+        meter.create_observable_gauge(
+            "typed_session.purge.behind",
+            [_observe_behind],
+            unit="1",
+            description="1 while the purge falls behind (expired sessions pile up), else 0",
         )
 
 

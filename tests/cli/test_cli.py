@@ -183,7 +183,7 @@ def test_plain_postgres_urls_work_for_every_command(
 ) -> None:
     url = f"{scheme}://root@127.0.0.1:5432/test"
     migrated = run_main(capsys, "migrate", "upgrade", "head", "--url", url, "--table", pg_table)
-    assert migrated == (0, f"{pg_table}: (none) -> 0002, database {url}\n", "")
+    assert migrated == (0, f"{pg_table}: (none) -> 0003, database {url}\n", "")
     for command in (["purge"], ["stats", "--json"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url, "--table", pg_table)
         assert code == 0, err
@@ -194,7 +194,7 @@ def test_plain_sqlite_urls_work_for_every_command(
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     migrated = run_main(capsys, "migrate", "upgrade", "--url", url)
-    assert migrated == (0, f"typed_sessions: (none) -> 0002, database {url}\n", "")
+    assert migrated == (0, f"typed_sessions: (none) -> 0003, database {url}\n", "")
     for command in (["purge"], ["stats"], ["migrate", "current"]):
         code, _, err = run_main(capsys, *command, "--url", url)
         assert code == 0, err

@@ -120,6 +120,30 @@ async def test_purge_one_pass_prints_one_summary_line_and_exits_0(
     assert await count_rows(backend) == 12
 
 
+@pytest.mark.parametrize("pacing", [[], ["--no-pacing"]], ids=["paced", "no-pacing"])
+async def test_purge_paces_itself_unless_told_not_to(
+    filled: tuple[SqlBackend, list[str]], pacing: list[str]
+) -> None:
+    backend, options = filled
+    code, output = await anyio.to_thread.run_sync(on_terminal, ["purge", *options, *pacing])
+    assert code == 0
+    lines = output.decode().splitlines()
+    removed = [
+        int(found[1].replace(",", ""))
+        for line in lines[:-1]
+        if (found := re.search(r"removed ([\d,]+), total", line))
+    ]
+    summary = SUMMARY.fullmatch(lines[-1])
+    assert summary is not None, lines[-1]
+    assert summary["rows"] == "2,500"
+    assert await count_rows(backend) == 12
+    if pacing:  # back to back, 1,000 rows each, as before pacing
+        assert removed == [1_000, 1_000, 500]
+    else:  # 1,000 rows first, then sized from what that batch cost: rarely 1,000 again
+        assert removed[0] == 1_000
+        assert sum(removed) == 2_500
+
+
 async def test_purge_on_a_terminal_prints_each_batch(filled: tuple[SqlBackend, list[str]]) -> None:
     _, options = filled
     code, output = await anyio.to_thread.run_sync(
@@ -183,6 +207,7 @@ async def test_every_runs_until_sigterm_then_exits_0(tmp_path: Path) -> None:
             until_sigterm, ["purge", "--url", url, "--every", "1h", "--batch-size", "500"]
         )
         assert "every 1:00:00" in unstamped(started)
+        assert "batches of 500;" in unstamped(started)  # an explicit size: unpaced
         assert SUMMARY.fullmatch(unstamped(first_pass)), first_pass  # a sidecar starts at once
         assert code == 0
         assert unstamped(rest) == "received SIGTERM, stopping"

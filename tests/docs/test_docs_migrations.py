@@ -272,7 +272,7 @@ def test_way_2_our_revisions_inside_the_apps_environment(tmp_path: Path, app_url
     )
     apply_env_snippet(project, block_with("python", "include_name=include_name"))
     heads = project.run("alembic", "heads")
-    assert "0002 (typed_session_sql) (head)" in heads
+    assert "0003 (typed_session_sql) (head)" in heads
     assert f"{project.first_revision} (head)" in heads
 
     project.console(

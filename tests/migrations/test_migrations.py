@@ -1,9 +1,10 @@
 """The Alembic migrations on SQLite, PostgreSQL and MariaDB: equal to the backend's table,
 one version record per session table, a record from the shared pre-0.2 version table carried
 over, a table missing after a migration reported, N processes migrating one fresh database
-at once, the package installed from a checkout into a fresh virtualenv, and revision 0002
+at once, the package installed from a checkout into a fresh virtualenv, revision 0002
 (``expiry_pinned``): 0001 rows working after it and after its downgrade, and the upgrade of
-a live table under load from 0001-era code, without rewriting the table."""
+a live table under load from 0001-era code, without rewriting the table; and revision 0003
+(PostgreSQL's table settings): set, reset by its downgrade, equal to a created table's."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from typed_session_sql.alembic_support import (
 )
 from typed_session_sql.backend import Record
 from typed_session_sql.backends.sql import create_engine, session_table
+from typed_session_sql.backends.sql.table import POSTGRESQL_TABLE_SETTINGS
 from typed_session_sql.cli import main
 from typed_session_sql.cli.common import EXIT_FAILED
 from typed_session_sql.errors import MigrationError, StoreUnavailableError
@@ -98,6 +100,14 @@ async def use_backend(target: Target, table: str | None = None) -> Record | None
     async with SqlBackend.from_url(target.url, table_name=table, schema=target.schema) as b:
         assert await b.create(b"k" * 32, Record(b"{}", 1, now, now + timedelta(hours=1)))
         return await b.read(b"k" * 32)
+
+
+async def read_back(target: Target) -> Record | None:
+    """Read the row `use_backend` wrote."""
+    async with SqlBackend.from_url(
+        target.url, table_name=target.table, schema=target.schema
+    ) as backend:
+        return await backend.read(b"k" * 32)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
@@ -223,7 +233,7 @@ def test_cli_migrates_a_fresh_database_from_the_wheel(tmp_path: Path) -> None:
         return done.stdout
 
     cli("upgrade", "head", "--url", url)
-    assert "0002 (head)" in cli("current", "--url", url)
+    assert "0003 (head)" in cli("current", "--url", url)
     assert "0001" in cli("history")
     tables, diff = run(inspect_db(Target(url, "typed_sessions", None)))
     assert "typed_sessions" in tables
@@ -331,18 +341,18 @@ def test_a_shared_pre_0_2_record_is_carried_over(
     run(migrated_the_old_way())
     assert main(["migrate", "current", *cli_options(target)]) == 0
     database = f"database {mask_password(target.url)}"
-    assert capsys.readouterr().out == f"{target.table}: at 0001, head is 0002, {database}\n"
+    assert capsys.readouterr().out == f"{target.table}: at 0001, head is 0003, {database}\n"
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{target.table}: carried the revision over from the shared "
         f"{LEGACY_VERSION_TABLE} to its own {version_table(target.table)}",
-        f"{target.table}: 0001 -> 0002, {database}",
+        f"{target.table}: 0001 -> 0003, {database}",
     ]
     tables, diff = run(inspect_db(target))
     assert {version_table(target.table), LEGACY_VERSION_TABLE} <= tables
     assert [(op, table.name) for op, table in diff] == [("remove_table", LEGACY_VERSION_TABLE)]
     assert main(["migrate", "upgrade", "head", *cli_options(target)]) == 0  # its own now
-    assert capsys.readouterr().out == f"{target.table}: 0002, nothing to do, {database}\n"
+    assert capsys.readouterr().out == f"{target.table}: 0003, nothing to do, {database}\n"
 
 
 # Each process imports everything, says "ready", waits for "go" on stdin, then migrates:
@@ -397,8 +407,8 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(target: Targ
                 process.communicate()
     assert [code for code, _ in results] == [0] * len(hows), [err for _, (_, err) in results]
     printed = [out.strip().split(", database ")[0] for _, (out, _) in results]
-    created = f"{target.table}: (none) -> 0002"
-    found = f"{target.table}: 0002, nothing to do"
+    created = f"{target.table}: (none) -> 0003"
+    found = f"{target.table}: 0003, nothing to do"
     assert printed.count(created) <= 1  # a CLI process created it, or a backend did
     assert set(printed) <= {created, found, "migrated"}
     tables, diff = run(inspect_db(target))
@@ -489,6 +499,84 @@ def test_mysql_asks_for_an_instant_add_column() -> None:
     assert "ADD COLUMN expiry_pinned BOOL NOT NULL DEFAULT false, ALGORITHM=INSTANT" in (
         buffer.getvalue()
     )
+
+
+# -- revision 0003: PostgreSQL's table settings ------------------------------------------
+
+
+async def table_settings(target: Target, table: str | None = None) -> dict[str, str]:
+    """The table's storage parameters (``pg_class.reloptions``); {} on the other dialects,
+    which have none."""
+    if not target.url.startswith("postgresql"):
+        return {}
+    engine = create_engine(target.url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE c.relname = :t AND n.nspname = :s"
+                ),
+                {"t": table or target.table, "s": target.schema or "public"},
+            )
+            options = found.scalar_one()
+    finally:
+        await engine.dispose()
+    return dict(option.split("=", 1) for option in options or [])
+
+
+def tuned(target: Target) -> dict[str, str]:
+    """What 0003 and create_schema() set: on PostgreSQL only."""
+    return dict(POSTGRESQL_TABLE_SETTINGS) if target.url.startswith("postgresql") else {}
+
+
+def test_0003_sets_the_table_settings_and_its_downgrade_resets_them(target: Target) -> None:
+    config = make_config(target.url, target.table, target.schema)
+    command.upgrade(config, "0002")
+    assert run(table_settings(target)) == {}
+    command.upgrade(config, "0003")
+    assert run(table_settings(target)) == tuned(target)
+    assert tuned(target) == {} or tuned(target)["autovacuum_vacuum_scale_factor"] == "0.02"
+    _, diff = run(inspect_db(target))
+    assert diff == []
+    assert run(use_backend(target)) is not None
+    command.downgrade(config, "0002")
+    assert run(table_settings(target)) == {}
+    assert run(read_back(target)) is not None  # the row written at 0003 reads at 0002
+    command.upgrade(config, "head")
+    assert run(table_settings(target)) == tuned(target)
+
+
+def test_a_created_table_has_the_settings_of_a_migrated_one(target: Target) -> None:
+    created = target.table + "_created"
+
+    async def create() -> None:
+        async with SqlBackend.from_url(
+            target.url, table_name=created, schema=target.schema
+        ) as backend:
+            await backend.create_schema()
+
+    run(migrate(target))
+    run(create())
+    assert run(table_settings(target)) == run(table_settings(target, created)) == tuned(target)
+
+
+def test_0003_is_one_alter_table_on_postgresql_only() -> None:
+    """Offline SQL, no server needed: the statement PostgreSQL gets, and none elsewhere."""
+    sql = {}
+    for url in ("postgresql+asyncpg://u@h/db", "mysql+asyncmy://u@h/db", "sqlite:///s.db"):
+        config = make_config(url, "typed_sessions", None)
+        config.output_buffer = buffer = io.StringIO()
+        command.upgrade(config, "0002:0003", sql=True)
+        command.downgrade(config, "0003:0002", sql=True)
+        sql[url.split(":")[0]] = [
+            line for line in buffer.getvalue().splitlines() if line.startswith("ALTER TABLE")
+        ]
+    assert sql["postgresql+asyncpg"] == [
+        'ALTER TABLE "typed_sessions" SET (autovacuum_vacuum_scale_factor = 0.02);',
+        'ALTER TABLE "typed_sessions" RESET (autovacuum_vacuum_scale_factor);',
+    ]
+    assert sql["mysql+asyncmy"] == sql["sqlite"] == []
 
 
 async def migrate(target: Target, table: str | None = None) -> None:

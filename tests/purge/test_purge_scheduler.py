@@ -101,6 +101,8 @@ async def test_keeps_going_through_failures_and_purges_once_the_backend_is_back(
     assert flaky.purge_calls == 4 + 1
     assert (scheduler.failures, scheduler.passes, scheduler.removed) == (4, 1, 7)
     assert events.kinds().count("purge_failed") == 4
+    # The same events as store.purge_expired's failing pass: one pass, one assembly.
+    assert events.kinds().count("store_unavailable") == 4
     failures = [r for r in caplog.records if "purge pass failed" in r.getMessage()]
     assert len(failures) == 4
     assert "StoreUnavailableError" in failures[0].getMessage()

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
     from typed_session_sql.purge import PurgeProgress, PurgeResult
 
+# The unpaced batch size (typed_session_sql.purge.UNPACED_BATCH_SIZE), here so that --help
+# needs no import of the library.
+UNPACED_BATCH_SIZE = 1000
 _INTERVAL = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[smhd]?)")
 _UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Bounds that keep every value a timer and a SQL LIMIT can take.
@@ -91,7 +94,10 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(parser)
     parser.add_argument(
-        "--batch-size", type=positive_int, default=1000, help="rows per statement (default 1000)"
+        "--batch-size",
+        type=positive_int,
+        help="rows per statement, back to back (unpaced; default: paced, sized from what the "
+        "batches cost; with --pg-cron, 1000)",
     )
     parser.add_argument(
         "--every",
@@ -103,10 +109,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--pause",
         type=parse_pause,
-        default=timedelta(0),
         metavar="DURATION",
         help="wait between two batches (e.g. 20ms; at most 1h), leaving the database to live "
-        "traffic",
+        "traffic (unpaced; default: paced, pauses from what the batches cost)",
+    )
+    parser.add_argument(
+        "--no-pacing",
+        dest="pacing",
+        action="store_false",
+        help="run the batches back to back, 1000 rows each, as fast as the database goes "
+        "(by default the purge paces itself so that live traffic hardly notices it)",
     )
     # The purge inside PostgreSQL (typed_session_sql.pg_cron), for DBAs: no pass runs.
     parser.add_argument(
@@ -132,6 +144,8 @@ def run_purge(args: argparse.Namespace) -> int:
     else:
         setup_logging(logging.WARNING, timestamps=True)
     if args.pg_cron is not None:
+        if args.batch_size is None:
+            args.batch_size = UNPACED_BATCH_SIZE
         return run("purge", db, lambda: _pg_cron(db, args))
     return run("purge", db, lambda: _purge(db, args))
 
@@ -254,7 +268,7 @@ async def _purge(db: Database, args: argparse.Namespace) -> int:
 async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> int:
     import anyio
 
-    from typed_session_sql.purge import purge_pass
+    from typed_session_sql.pacing import DEFAULT_PACING
     from typed_session_sql.scheduler import PurgeScheduler
     from typed_session_sql.store import SessionStore
 
@@ -270,14 +284,13 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
     def on_pass(result: PurgeResult) -> None:
         line(format_result(result))
 
+    pacing = DEFAULT_PACING if args.pacing else None
     if args.every is None:
-        result = await purge_pass(
-            backend,
-            store.now(),
+        result = await store.purge_expired_pass(
             args.batch_size,
-            on_event=store.on_event,
             on_batch=batch_hook,
-            pause=args.pause.total_seconds(),
+            pause=None if args.pause is None else args.pause.total_seconds(),
+            pacing=pacing,
         )
         # A cron line's one line says where it deleted (a sidecar's first line does).
         line(f"{format_result(result)}, database {db.masked_url}")
@@ -285,7 +298,7 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
 
     line(
         f"purging {db.masked_url} every {args.every} (jittered), "
-        f"batches of {args.batch_size}; SIGTERM or SIGINT stops"
+        f"{_batches(args, pacing is not None)}; SIGTERM or SIGINT stops"
     )
     scheduler = PurgeScheduler(
         store,
@@ -293,6 +306,7 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
         batch_size=args.batch_size,
         first_delay=timedelta(0),
         pause=args.pause,
+        pacing=pacing,
         on_pass=on_pass,
         on_batch=batch_hook,
     )
@@ -304,6 +318,13 @@ async def _purge_with(backend: Any, db: Database, args: argparse.Namespace) -> i
                 break
             group.cancel_scope.cancel()
     return EXIT_OK
+
+
+def _batches(args: argparse.Namespace, paced: bool) -> str:
+    if paced and args.batch_size is None and args.pause is None:
+        return "paced batches"
+    pause = f", {args.pause.total_seconds() * 1000:g} ms apart" if args.pause else ""
+    return f"batches of {args.batch_size or UNPACED_BATCH_SIZE}{pause}"
 
 
 async def _stop_when(closed: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -40,13 +40,34 @@ from sqlalchemy.types import TypeDecorator
 
 from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
 
-__all__ = ["DEFAULT_TABLE", "MYSQL_DIALECTS", "EpochMicros", "Utf8Bytes", "session_table"]
+__all__ = [
+    "DEFAULT_TABLE",
+    "MYSQL_DIALECTS",
+    "POSTGRESQL_TABLE_SETTINGS",
+    "EpochMicros",
+    "Utf8Bytes",
+    "session_table",
+]
 
 DEFAULT_TABLE = "typed_sessions"
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
 """SQLAlchemy's names for the MySQL family: ``mysql+asyncmy://`` says ``mysql`` whatever the
 server, ``mariadb+asyncmy://`` says ``mariadb``; types and statements cover both."""
+
+POSTGRESQL_TABLE_SETTINGS: dict[str, str] = {
+    "autovacuum_vacuum_scale_factor": "0.02",
+}
+"""The session table's storage parameters on PostgreSQL (``CREATE TABLE ... WITH``, and
+revision 0003's ``ALTER TABLE ... SET``); the other dialects have none.
+
+Every renewal and save is an UPDATE of ``expires_at``, an indexed column, so none is a HOT
+update: each leaves a dead row version and a new entry in every index until VACUUM. The
+server's default (vacuum once 20 % of the rows are dead) lets a table of 10 million live
+sessions carry 2 million dead ones between two vacuums; 2 % keeps that near 200,000
+(benchmarks/bloat.py measures it; docs/operations.md has the figures). A ``fillfactor``
+below 100 would only leave room for HOT updates that never happen here, so it stays at
+the default."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -157,4 +178,5 @@ def session_table(
             sqlite_where=text("principal IS NOT NULL"),
         ),
         schema=schema,
+        postgresql_with=POSTGRESQL_TABLE_SETTINGS,
     )

@@ -5,3 +5,6 @@
 
 void tss_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void tss_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
+/* End one counted segment: write what was counted since tss_start to a dump file of its own
+   (benchmarks/store_instructions.py counts several segments in one process). */
+void tss_dump(void) { CALLGRIND_DUMP_STATS; }

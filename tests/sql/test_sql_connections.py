@@ -91,6 +91,21 @@ async def test_pool_recycle_replaces_an_old_held_connection(
         assert len(drivers) == 2
 
 
+async def test_a_held_connection_replaced_as_it_is_taken_leaves_its_place_free(
+    sql_target: SqlTarget, monotonic: Monotonic
+) -> None:
+    # A statement takes an idle held connection without awaiting; one found too old on the
+    # way is replaced, and the place it was taken for is given back: with one connection
+    # held, a place lost would leave the next statement waiting out pool_timeout.
+    async with sql_target.open(pool_size=1, pool_recycle=60, pool_timeout=2) as backend:
+        assert "held_connections=1" in repr(backend)
+        await backend.read(ROW)
+        for _ in range(3):
+            monotonic.now += 61
+            await backend.read(ROW)
+        await asyncio.gather(*(backend.read(ROW) for _ in range(4)))
+
+
 @pytest.mark.sql(database="postgres")
 async def test_pool_pre_ping_pings_a_held_connection_before_each_use(
     sql_target: SqlTarget,

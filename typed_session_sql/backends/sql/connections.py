@@ -93,9 +93,19 @@ class ConnectionSource(Protocol):
         when none can be had (refused, timed out, ...)."""
         ...
 
+    def acquire_now(self) -> PoolProxiedConnection | None:
+        """A connection at once, without awaiting anything, where one is ready; else None,
+        and `acquire` is the way. (Every statement asks: a coroutine less when it works.)"""
+        ...
+
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         """Give ``pooled`` back; unless ``reusable``, close it at once, without I/O (it
         failed, or a statement on it was cancelled midway)."""
+        ...
+
+    def release_now(self, pooled: PoolProxiedConnection) -> bool:
+        """Give back ``pooled``, reusable, if that needs nothing awaited; whether it was
+        (if not, `release` is the way)."""
         ...
 
     async def aclose(self) -> None:
@@ -115,24 +125,28 @@ class PerStatement:
     async def acquire(self) -> PoolProxiedConnection:
         return await _open_from_pool(self._engine, self._driver)
 
+    def acquire_now(self) -> None:
+        return None  # a checkout runs in SQLAlchemy's greenlet: it may connect
+
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
         if not reusable:
             _discard(self._driver, pooled)
-        elif self._pool_keeps_it():
-            # The statement ran in autocommit on the driver itself: no transaction is open,
-            # so checking it in has no I/O to do.
-            pooled.close()
-        else:
+        elif not self.release_now(pooled):
             # The pool would close it (an overflow connection): close it here, where I/O
             # can be awaited, and hand back an empty place.
             await _close(self._driver, pooled)
 
+    def release_now(self, pooled: PoolProxiedConnection) -> bool:
+        pool = self._engine.sync_engine.pool
+        if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+            # The statement ran in autocommit on the driver itself: no transaction is open,
+            # so checking it in (the pool's reset and events included) has no I/O to do.
+            pooled.close()
+            return True
+        return False
+
     async def aclose(self) -> None:
         pass
-
-    def _pool_keeps_it(self) -> bool:
-        pool = self._engine.sync_engine.pool
-        return isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
 
 
 class Holder:
@@ -163,11 +177,22 @@ class Holder:
         event.listen(sync_engine, "engine_disposed", self._on_engine_disposed)
         event.listen(sync_engine, "connect", _stamp_birth)
 
+    def acquire_now(self) -> PoolProxiedConnection | None:
+        # The common case, kept short: it is every statement's.
+        if not self._idle or self.config.pre_ping or not self._slots.take_now():
+            return None
+        pooled = self._take_idle()
+        if pooled is None:  # each idle one was closed or too old
+            self._slots.give_back()
+            return None
+        self._busy.add(pooled)
+        return pooled
+
     async def acquire(self) -> PoolProxiedConnection:
         if self._slots.take_now():
             if not self.config.pre_ping:
                 pooled = self._take_idle()
-                if pooled is not None:  # the common case, kept short: it is every statement's
+                if pooled is not None:
                     self._busy.add(pooled)
                     return pooled
             deadline = monotonic() + self.config.timeout
@@ -230,12 +255,21 @@ class Holder:
     def _allowed(self) -> int:
         """How many statements may hold a connection at once now: after a refusal, as many
         as there are connections (none: the server is down, not full, and each may try)."""
+        if self._refused_at == -_ASK_AGAIN_AFTER:  # the common case: no refusal to weigh
+            return self.held
         there = len(self._busy) + len(self._idle) + self._opening
         if there and self._refused_lately():
             return min(self.held, there)
         return self.held
 
     async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+        self._give_back(pooled, reusable)
+
+    def release_now(self, pooled: PoolProxiedConnection) -> bool:
+        self._give_back(pooled, True)
+        return True
+
+    def _give_back(self, pooled: PoolProxiedConnection, reusable: bool) -> None:
         self._busy.discard(pooled)
         if reusable and pooled not in self._stale:
             self._idle.append(pooled)

@@ -59,10 +59,13 @@ class DriverExecutor:
         args = statement.arguments(params)
         if statement_logger.isEnabledFor(logging.DEBUG):
             statement_logger.debug("%s", statement.sql)
-        try:
-            pooled = await self._connections.acquire()
-        except Exception as error:  # refused, pool timeout, unknown login, no such file...
-            raise StatementFailed(Failure.UNAVAILABLE) from error
+        connections = self._connections
+        pooled = connections.acquire_now()
+        if pooled is None:
+            try:
+                pooled = await connections.acquire()
+            except Exception as error:  # refused, pool timeout, unknown login, no such file...
+                raise StatementFailed(Failure.UNAVAILABLE) from error
         conn = pooled.driver_connection
         reusable = False
         try:
@@ -78,4 +81,5 @@ class DriverExecutor:
             raise StatementFailed(failure) from error
         finally:
             # Cancelled midway (reusable still False): the connection's state is unknown.
-            await self._connections.release(pooled, reusable=reusable)
+            if not (reusable and connections.release_now(pooled)):
+                await connections.release(pooled, reusable=reusable)

@@ -17,7 +17,9 @@ trailing spaces (``'alice' = 'Alice '`` is true under the server's default).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -82,14 +84,36 @@ class EpochMicros(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("session timestamps must be timezone-aware")
-        return (value - _EPOCH) // _MICROSECOND
+        return _to_micros(value)
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else _EPOCH + timedelta(microseconds=value)
+        return _from_micros(value)
+
+    # Every load converts three timestamps: where the integer type has no conversion of its
+    # own on this dialect (none has today), the conversion is the function itself, not
+    # TypeDecorator's wrapper calling it (one Python call less per value, both executors).
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if self.impl_instance.dialect_impl(dialect).bind_processor(dialect) is None:
+            return _to_micros
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if self.impl_instance.dialect_impl(dialect).result_processor(dialect, coltype) is None:
+            return _from_micros
+        return super().result_processor(dialect, coltype)
+
+
+def _to_micros(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("session timestamps must be timezone-aware")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 class Utf8Bytes(TypeDecorator[str]):

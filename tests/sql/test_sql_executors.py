@@ -8,6 +8,7 @@ own logger and OpenTelemetry's asyncpg instrumentation.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool, QueuePool
 
 from tests.asgi_apps import Cart
 from tests.clock import FakeClock
 from tests.sql_backends import SqlTarget, require_postgres, statements_seen, unique_name
 from typed_session_sql import SessionStore, SetCookie, SqlBackend
-from typed_session_sql.backends.sql import create_engine
+from typed_session_sql.backends.sql import HeldConnections, create_engine
+from typed_session_sql.backends.sql.backend import _held
+from typed_session_sql.backends.sql.engine import autocommit_on_connect
 
 pytestmark = pytest.mark.anyio
 
@@ -235,3 +239,41 @@ async def test_an_apps_engine_is_not_held_unless_asked(sql_target: SqlTarget) ->
             await conn.run_sync(backend.metadata.drop_all)
     finally:
         await engine.dispose()
+
+
+async def test_an_engine_carries_its_own_autocommit_mark_into_its_copies(tmp_path: Any) -> None:
+    """Whether the driver executor may run an engine's statements is read off the engine:
+    a copy made with ``execution_options`` keeps it, an engine made elsewhere lacks it, an
+    engine of ours out of autocommit lacks it too (review A9: no registry of engines)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    ours, theirs = create_engine(url), create_async_engine(url)
+    committing = create_engine(url, isolation_level="SERIALIZABLE")
+    try:
+        copy = ours.execution_options(stream_results=False)
+        assert [autocommit_on_connect(e) for e in (ours, copy, theirs, committing)] == [
+            True,
+            True,
+            False,
+            False,
+        ]
+        assert "executor=aiosqlite" in repr(SqlBackend(copy))
+        assert "executor=sqlalchemy" in repr(SqlBackend(theirs))
+    finally:
+        for engine in (ours, theirs, committing):
+            await engine.dispose()
+
+
+def test_held_connections_default_to_what_sqlalchemys_pool_defaults_to() -> None:
+    """`from_url` holds what the pool would have open by default, and treats held
+    connections as the pool treats its own: pinned against QueuePool's signature, so a
+    change of SQLAlchemy's defaults fails here rather than drifting."""
+    queue = inspect.signature(QueuePool.__init__).parameters
+    pool = inspect.signature(Pool.__init__).parameters
+    assert pool["recycle"].default == -1  # never, which a held connection reads as None
+    assert queue["max_overflow"].default != 0  # so no place is kept free for overflow
+    assert _held({}, None) == HeldConnections(
+        queue["pool_size"].default,
+        recycle=None,
+        pre_ping=pool["pre_ping"].default,
+        timeout=queue["timeout"].default,
+    )

@@ -290,10 +290,9 @@ class SqlBackend:
 
     def __repr__(self) -> str:
         executor = self._lanes.first.executor
-        held = getattr(executor, "held", 0)
         return (
             f"SqlBackend({self._lanes.engine.dialect.name}, table={self.table.fullname!r}, "
-            f"executor={executor.name}, held_connections={held})"
+            f"executor={executor.name}, held_connections={executor.held})"
         )
 
     # -- running one statement ----------------------------------------------------------

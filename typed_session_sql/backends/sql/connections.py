@@ -88,6 +88,9 @@ class DriverConnections(Protocol):
 class ConnectionSource(Protocol):
     """Pooled connections for a driver executor's statements."""
 
+    held: int
+    """How many connections it holds for the backend, at most (0: one per statement)."""
+
     async def acquire(self) -> PoolProxiedConnection:
         """A connection to run one statement on. Raises what the pool or driver raises
         when none can be had (refused, timed out, ...)."""

@@ -48,7 +48,7 @@ class DriverExecutor:
 
     def __init__(self, driver: Driver, connections: ConnectionSource) -> None:
         self.name = driver.name
-        self.held: int = getattr(connections, "held", 0)
+        self.held = connections.held
         self._driver = driver
         self._connections = connections
 

@@ -6,10 +6,9 @@ use to build an engine of its own with the same settings.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
-from sqlalchemy import URL, Engine, event, make_url
+from sqlalchemy import URL, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from typed_session_sql.backends.sql.dialects import UnsupportedDialectError, dialect_for
@@ -17,6 +16,7 @@ from typed_session_sql.backends.sql.settings import URL_ENV
 from typed_session_sql.urls import async_url
 
 __all__ = [
+    "AUTOCOMMIT_ON_CONNECT",
     "DEFAULT_URL",
     "PREPARED_STATEMENTS",
     "URL_ENV",
@@ -50,9 +50,12 @@ class UrlOptionError(ValueError):
 # Statements asyncmy keeps prepared on each connection: more than the backend has (12).
 ASYNCMY_STATEMENT_CACHE = 32
 
-# Engines create_engine made: their connections are in autocommit from the moment they
-# connect, which the SQLite driver executor needs.
-_MADE_HERE: weakref.WeakSet[Engine] = weakref.WeakSet()
+AUTOCOMMIT_ON_CONNECT = "typed_session_sql.autocommit_on_connect"
+"""The execution option `create_engine` sets on an engine whose connections are in
+autocommit from the moment they connect, which the driver executor needs on the drivers
+that otherwise open a transaction before a write. Carried by the engine itself (and by
+any ``engine.execution_options(...)`` copy of it), so nothing outside the engine has to
+remember which engines these are."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -86,12 +89,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if not named:
         unnamed = _UNNAMED_STATEMENTS.get(parsed.get_driver_name(), {})
         options["connect_args"] = {**unnamed, **options.get("connect_args", {})}
+    if options["isolation_level"] == "AUTOCOMMIT":
+        given = options.get("execution_options") or {}
+        options["execution_options"] = {**given, AUTOCOMMIT_ON_CONNECT: True}
     engine = create_async_engine(parsed, **options)
     support.prepare_engine(engine)
     if engine.dialect.driver == "asyncmy":
         event.listen(engine.sync_engine, "do_connect", _asyncmy_prepared_statements)
-    if options["isolation_level"] == "AUTOCOMMIT":
-        _MADE_HERE.add(engine.sync_engine)
     return engine
 
 
@@ -111,7 +115,7 @@ def _statement_naming(url: URL) -> tuple[URL, bool]:
 
 def autocommit_on_connect(engine: AsyncEngine) -> bool:
     """Whether ``engine`` came from `create_engine` in autocommit (the default)."""
-    return engine.sync_engine in _MADE_HERE
+    return engine.get_execution_options().get(AUTOCOMMIT_ON_CONNECT) is True
 
 
 def _asyncmy_prepared_statements(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:

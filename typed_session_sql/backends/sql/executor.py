@@ -66,6 +66,8 @@ class Executor(Protocol):
 
     name: str
     """What runs them: ``sqlalchemy``, or the driver's name."""
+    held: int
+    """How many of the engine's connections it holds for the backend, at most (0: none)."""
 
     async def run(self, statement: CompiledStatement, params: Mapping[str, object]) -> Any:
         """Run ``statement``: a query's rows, unconverted (see `CompiledStatement.decode`), or

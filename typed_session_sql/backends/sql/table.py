@@ -32,10 +32,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     false,
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
 from typed_session_sql.backend import MAX_PRINCIPAL_LENGTH
@@ -137,7 +139,7 @@ def session_table(
     metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None
 ) -> Table:
     """The session table, defined once: the backend, migrations and autogenerate use this."""
-    return Table(
+    table = Table(
         name,
         metadata,
         # blake3 of the session id: uniformly distributed, so a fine key for range-sharded
@@ -178,5 +180,26 @@ def session_table(
             sqlite_where=text("principal IS NOT NULL"),
         ),
         schema=schema,
-        postgresql_with=POSTGRESQL_TABLE_SETTINGS,
     )
+    event.listen(table, "after_create", _set_storage_parameters)
+    return table
+
+
+# Where the table has storage parameters to set when it is created.
+_STORAGE_PARAMETERS = {"postgresql": POSTGRESQL_TABLE_SETTINGS}
+
+
+def _set_storage_parameters(target: Table, connection: Connection, **_: Any) -> None:
+    """Revision 0003's settings on a table `create_schema` just created: an ``ALTER TABLE``
+    right after the ``CREATE`` (SQLAlchemy 2.0, the floor, has no ``postgresql_with``).
+
+    The name is quoted by hand and colons escaped, as in revision 0003: a dialect's preparer
+    doubles a percent sign for psycopg, which text run without parameters keeps, and
+    `text` would take ``:name`` in a table name for a bind parameter."""
+    settings = _STORAGE_PARAMETERS.get(connection.dialect.name)
+    if not settings:
+        return
+    names = (target.schema, target.name) if target.schema else (target.name,)
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in names)
+    assigned = ", ".join(f"{key} = {value}" for key, value in settings.items())
+    connection.execute(text(f"ALTER TABLE {quoted} SET ({assigned})".replace(":", "\\:")))

@@ -60,8 +60,8 @@ server, ``mariadb+asyncmy://`` says ``mariadb``; types and statements cover both
 POSTGRESQL_TABLE_SETTINGS: dict[str, str] = {
     "autovacuum_vacuum_scale_factor": "0.02",
 }
-"""The session table's storage parameters on PostgreSQL (``CREATE TABLE ... WITH``, and
-revision 0003's ``ALTER TABLE ... SET``); the other dialects have none.
+"""The session table's storage parameters on PostgreSQL (an ``ALTER TABLE ... SET`` right after
+`create_schema`'s ``CREATE TABLE``, and revision 0003's); the other dialects have none.
 
 Every renewal and save is an UPDATE of ``expires_at``, an indexed column, so none is a HOT
 update: each leaves a dead row version and a new entry in every index until VACUUM. The

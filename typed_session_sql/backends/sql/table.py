@@ -199,7 +199,8 @@ def _set_storage_parameters(target: Table, connection: Connection, **_: Any) -> 
     settings = _STORAGE_PARAMETERS.get(connection.dialect.name)
     if not settings:
         return
-    names = (target.schema, target.name) if target.schema else (target.name,)
+    schema = connection.schema_for_object(target)  # after any schema_translate_map
+    names = (schema, target.name) if schema else (target.name,)
     quoted = ".".join('"' + part.replace('"', '""') + '"' for part in names)
     assigned = ", ".join(f"{key} = {value}" for key, value in settings.items())
     connection.execute(text(f"ALTER TABLE {quoted} SET ({assigned})".replace(":", "\\:")))

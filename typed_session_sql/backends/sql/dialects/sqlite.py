@@ -13,19 +13,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from typed_session_sql.backends.sql import locks
 from typed_session_sql.backends.sql.dialects.support import (
     DialectSupport,
     MigrationLock,
     delete_in,
 )
 
-__all__ = ["SQLITE_PRAGMAS", "SUPPORT"]
+__all__ = ["BUSY_TIMEOUT_MS", "SQLITE_PRAGMAS", "SUPPORT"]
 
 # busy_timeout first: switching to WAL itself needs the lock another process may hold.
 # Several processes writing at once then wait their turn instead of failing with "database
 # is locked"; every operation is one short statement, so waits are short.
+BUSY_TIMEOUT_MS = 30_000
 SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
 )
@@ -39,7 +41,23 @@ def _take_migration_lock(connection: Connection, table: str, schema: str | None)
     # The write lock, taken before the first read, so a second migrator cannot read
     # "no table yet" while the first is creating it. The driver is in autocommit mode
     # (migration_isolation), so this is the transaction; _end_migration ends it.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A migrator waits for every one ahead of it, each holding the lock for a migration:
+    # as long as migrators wait on other databases, not a statement's 30 s (four
+    # processes on a loaded CI machine ran past 30 s).
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {locks.MIGRATION_LOCK_WAIT * 1000}")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _statement_wait(connection)
+        raise
+
+
+def _statement_wait(connection: Connection) -> None:
+    """Give the connection back the busy timeout of the store's statements."""
+    try:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except SQLAlchemyError:
+        connection.invalidate()  # never pool a connection that waits minutes
 
 
 def _end_migration(connection: Connection, commit: bool) -> None:
@@ -51,6 +69,7 @@ def _end_migration(connection: Connection, commit: bool) -> None:
                 raise
             connection.invalidate()  # never hand back a connection holding the lock
             return
+        _statement_wait(connection)
     if commit:
         connection.commit()
     else:
@@ -86,12 +105,20 @@ def _create_file_private(dialect: Any, record: Any, cargs: Any, cparams: Any) ->
 
 
 def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
     try:
-        for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+    except BaseException:
+        # SQLAlchemy before 2.1 strands a connection whose connect event failed (the
+        # switch to WAL timed out, say), and an aiosqlite connection's worker thread then
+        # keeps the process from exiting.
+        with contextlib.suppress(Exception):
+            dbapi_connection.close()
+        raise
 
 
 SUPPORT = DialectSupport(

@@ -50,8 +50,10 @@ class SessionState(enum.Enum):
     """Deleted with nothing (any more) stored: a save writes nothing."""
 
 
-_NEW = frozenset({SessionState.NEW_UNCHANGED, SessionState.NEW_CHANGED, SessionState.NEW_DELETED})
-_CHANGED = frozenset({SessionState.NEW_CHANGED, SessionState.CHANGED})
+# Tuples, not sets: a plain Enum's hash is a Python method, and every load and save asks;
+# a tuple finds a member by identity in C.
+_NEW = (SessionState.NEW_UNCHANGED, SessionState.NEW_CHANGED, SessionState.NEW_DELETED)
+_CHANGED = (SessionState.NEW_CHANGED, SessionState.CHANGED)
 
 
 # -- what a save must write ------------------------------------------------------------------
@@ -445,6 +447,8 @@ class Session(Generic[T]):
         if state in (SessionState.DELETED, SessionState.NEW_DELETED):
             return state, b""
         encoded = self._codec.encode(self._data)
+        if encoded == self._snapshot:  # _same_data's first answer, the usual one
+            return state, encoded
         if state is SessionState.UNCHANGED and not self._same_data(encoded, self._snapshot):
             state = SessionState.CHANGED
         elif state is SessionState.NEW_UNCHANGED and not self._same_data(encoded, self._snapshot):

@@ -26,7 +26,7 @@ from typed_session_sql.backend import (
     UnreadableRecordError,
     Update,
     UpdateOutcome,
-    stored_record,
+    make_record,
 )
 from typed_session_sql.backends.sql import locks, maintenance
 from typed_session_sql.backends.sql.connections import (
@@ -377,7 +377,7 @@ class SqlBackend:
         try:
             columns = self.statements.select.decode(rows[0])
             columns[-1] = bool(columns[-1])  # expiry_pinned: MySQL's BOOL is a TINYINT, 0 or 1
-            return stored_record(*columns)
+            return make_record(*columns)
         except (OverflowError, ValueError) as error:
             raise UnreadableRecordError(
                 f"a stored session's columns cannot be read back: {type(error).__name__}"

@@ -279,13 +279,10 @@ class Holder:
         return self.held
 
     async def release(self, pooled: Checkout, *, reusable: bool) -> None:
-        self._give_back(pooled, reusable)
+        self.release_now(pooled, reusable)
 
-    def release_now(self, pooled: Checkout) -> bool:
-        self._give_back(pooled, True)
-        return True
-
-    def _give_back(self, pooled: Checkout, reusable: bool) -> None:
+    def release_now(self, pooled: Checkout, reusable: bool = True) -> bool:
+        # Never awaits: `release` is this too (every statement gives one back through here).
         self._busy.discard(pooled)
         if reusable and pooled not in self._stale:
             self._idle.append(pooled)
@@ -293,6 +290,7 @@ class Holder:
             self._stale.discard(pooled)
             _discard(self._driver, pooled)
         self._slots.give_back()
+        return True
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []

@@ -13,14 +13,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from typed_session_sql.errors import SessionError, StoreUnavailableError, describe_error
 
 R = TypeVar("R")
+P = ParamSpec("P")
+D = TypeVar("D")
 
 __all__ = [
     "MAX_PRINCIPAL_LENGTH",
@@ -114,6 +116,44 @@ class Update:
     """Set the principal and ``authenticated_at`` too; without it they stay as stored."""
     expiry_pinned: bool = False
     """Whether ``expires_at`` is the application's own (see `Record.expiry_pinned`)."""
+
+
+def fast_constructor(cls: Callable[P, D]) -> Callable[P, D]:
+    """``cls`` itself (the same signature, the same object made) for a frozen, slotted
+    dataclass built on every load or save: a function written once for ``cls``, as
+    dataclasses writes an ``__init__``, that sets each field through its slot's own setter.
+    The class's ``__init__`` sets each through ``object.__setattr__``, which finds the
+    field again, and calling the class hands its keywords over as a dict: together about
+    twice the cost."""
+    params = getattr(cls, "__dataclass_params__", None)
+    # Only what the function can stand in for: the fields are all its __init__ does.
+    if not isinstance(cls, type) or params is None or not params.frozen:
+        raise TypeError(f"{cls!r} is not a frozen dataclass")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__")
+    names: dict[str, object] = {"_tss_new": object.__new__, "_tss_cls": cls}
+    parameters, lines = [], ["_tss_made = _tss_new(_tss_cls)"]
+    for index, each in enumerate(fields(cls)):
+        if not each.init or each.kw_only or each.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{each.name} is not a plain positional field")
+        if each.default is MISSING:
+            parameters.append(each.name)
+        else:
+            names[f"_tss_default{index}"] = each.default
+            parameters.append(f"{each.name}=_tss_default{index}")
+        names[f"_tss_set{index}"] = cls.__dict__[each.name].__set__
+        lines.append(f"_tss_set{index}(_tss_made, {each.name})")
+    body = "".join(f"    {line}\n" for line in [*lines, "return _tss_made"])
+    namespace: dict[str, Any] = {}
+    exec(f"def {cls.__name__}({', '.join(parameters)}):\n{body}", names, namespace)  # noqa: S102
+    made: Callable[P, D] = namespace[cls.__name__]
+    return made
+
+
+make_record = fast_constructor(Record)
+"""``Record(...)``, on every load (`fast_constructor`)."""
+make_update = fast_constructor(Update)
+"""``Update(...)``, on every save that writes (`fast_constructor`)."""
 
 
 @dataclass(frozen=True, slots=True)

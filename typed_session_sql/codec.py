@@ -76,7 +76,9 @@ class MsgspecCodec(Generic[T]):
                 encoded = self._fallback.encode(data)
         except (TypeError, ValueError, OverflowError) as error:
             raise EncodeError(f"{self._name} data does not encode: {error}") from None
-        return _finite(encoded, lambda: msgspec.to_builtins(data), self._name)
+        if b"null" in encoded:  # _finite's scan first: no closure made for data without null
+            return _finite(encoded, lambda: msgspec.to_builtins(data), self._name)
+        return encoded
 
     def decode(self, raw: bytes) -> T:
         try:

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-from typed_session_sql.backend import Record, SignIn, Update, check_principal
+from typed_session_sql.backend import (
+    Record,
+    SignIn,
+    Update,
+    check_principal,
+    fast_constructor,
+    make_record,
+    make_update,
+)
 from typed_session_sql.codec import Codec, DecodeError
 from typed_session_sql.errors import SessionError
 from typed_session_sql.expiry import ExpiryPolicy, later_by
@@ -50,8 +58,10 @@ class SessionState(enum.Enum):
     """Deleted with nothing (any more) stored: a save writes nothing."""
 
 
-_NEW = frozenset({SessionState.NEW_UNCHANGED, SessionState.NEW_CHANGED, SessionState.NEW_DELETED})
-_CHANGED = frozenset({SessionState.NEW_CHANGED, SessionState.CHANGED})
+# Tuples, not sets: a plain Enum's hash is a Python method, and every load and save asks;
+# a tuple finds a member by identity in C.
+_NEW = (SessionState.NEW_UNCHANGED, SessionState.NEW_CHANGED, SessionState.NEW_DELETED)
+_CHANGED = (SessionState.NEW_CHANGED, SessionState.CHANGED)
 
 
 # -- what a save must write ------------------------------------------------------------------
@@ -99,6 +109,11 @@ class PendingDelete:
 
 PendingWrite = PendingCreate | PendingUpdate | PendingTouch | PendingDelete | None
 """What the next save must write; None for nothing."""
+
+# What every save makes, made fast (`fast_constructor`): the same objects.
+_make_pending_create = fast_constructor(PendingCreate)
+_make_pending_update = fast_constructor(PendingUpdate)
+_make_pending_touch = fast_constructor(PendingTouch)
 
 
 class Session(Generic[T]):
@@ -445,6 +460,8 @@ class Session(Generic[T]):
         if state in (SessionState.DELETED, SessionState.NEW_DELETED):
             return state, b""
         encoded = self._codec.encode(self._data)
+        if encoded == self._snapshot:  # _same_data's first answer, the usual one
+            return state, encoded
         if state is SessionState.UNCHANGED and not self._same_data(encoded, self._snapshot):
             state = SessionState.CHANGED
         elif state is SessionState.NEW_UNCHANGED and not self._same_data(encoded, self._snapshot):
@@ -459,8 +476,8 @@ class Session(Generic[T]):
         """
         state, encoded = self._assess()
         if state is SessionState.NEW_CHANGED:
-            return PendingCreate(
-                Record(
+            return _make_pending_create(
+                make_record(
                     encoded,
                     1,
                     self._created_at,
@@ -479,7 +496,9 @@ class Session(Generic[T]):
             assert self._id_hash is not None
             assert self._version is not None
             assert self._cookie_value is not None
-            return PendingTouch(self._id_hash, self._version, self._renewal, self._cookie_value)
+            return _make_pending_touch(
+                self._id_hash, self._version, self._renewal, self._cookie_value
+            )
         return None
 
     def _pending_update(self, encoded: bytes) -> PendingUpdate:
@@ -491,8 +510,8 @@ class Session(Generic[T]):
             assert self._principal is not None
             assert self._authenticated_at is not None
             sign_in = SignIn(self._principal, self._authenticated_at)
-        return PendingUpdate(
-            Update(
+        return _make_pending_update(
+            make_update(
                 self._id_hash,
                 self._version,
                 encoded,

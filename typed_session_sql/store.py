@@ -12,11 +12,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 
@@ -73,9 +74,14 @@ MAX_LISTED = 10_000
 
 _HANDLE = re.compile(r"[0-9a-f]{64}")
 
+_new_session = object.__new__
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+_DO_NOTHING = DoNothing()  # frozen and empty: one serves every save with nothing to write
+
+
+utc_now: Clock = partial(datetime.now, UTC)
+"""The default clock: ``datetime.now(UTC)``, with no Python frame of its own (every load
+reads the clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +212,7 @@ class SessionStore(Generic[T]):
         )
         self.on_event = on_event
         self.on_undecodable: OnUndecodable = on_undecodable
+        self._unmeasured = _ReportingFailures(self, None)
         if on_undecodable == "reset_data":
             try:  # a reset that cannot make fresh data would fail a request instead
                 self._default_factory()
@@ -217,7 +224,8 @@ class SessionStore(Generic[T]):
 
     def now(self) -> datetime:
         """The store's clock, in UTC."""
-        return as_utc(self._clock())
+        moment = self._clock()
+        return moment if moment.tzinfo is UTC else as_utc(moment)  # as_utc's common case
 
     # -- creating and loading -----------------------------------------------------------
 
@@ -284,7 +292,11 @@ class SessionStore(Generic[T]):
                 if record.expiry_pinned  # the application's cap: only it moves it
                 else self.expiry.renewal_due(record.created_at, record.expires_at, now)
             )
-            return Session(
+            # Session(...) itself, without the class call's dict of 15 keywords (a type
+            # call passes keywords to __init__ as a dict; a method call does not).
+            session: Session[T] = _new_session(Session)
+            Session.__init__(
+                session,
                 data=data,
                 snapshot=record.data,
                 codec=self.codec,
@@ -301,6 +313,7 @@ class SessionStore(Generic[T]):
                 authenticated_at=record.authenticated_at,
                 expiry_pinned=record.expiry_pinned,
             )
+            return session
 
     async def still_valid(self, session: Session[T]) -> bool:
         """Whether ``session`` is still stored under its id and live by the store's clock:
@@ -364,7 +377,7 @@ class SessionStore(Generic[T]):
         """
         pending = session._pending_write()
         if pending is None:
-            return DoNothing()  # no backend call: nothing to measure either
+            return _DO_NOTHING  # no backend call: nothing to measure either
         with self._reporting_failures("delete" if isinstance(pending, PendingDelete) else "save"):
             match pending:
                 case PendingCreate():
@@ -653,8 +666,10 @@ class SessionStore(Generic[T]):
     def _reporting_failures(self, operation: str | None) -> _ReportingFailures:
         """Emit (and so log) every store failure once, where it happens, then let it go on;
         measure ``operation`` (a span and its duration, see `.telemetry`)."""
-        measured = telemetry.operation(operation, self.backend) if operation else _UNMEASURED
-        return _ReportingFailures(self.on_event, measured)
+        measured = telemetry.measured(operation, self.backend) if operation else None
+        if measured is None:  # telemetry off: the store's one reporter, which keeps no state
+            return self._unmeasured
+        return _ReportingFailures(self, measured)
 
     def __repr__(self) -> str:
         return f"SessionStore({self.data_type!r}, {self.backend!r}, expiry={self.expiry!r})"
@@ -683,21 +698,20 @@ class _FreshIds:
         return value, self._hash(value)
 
 
-_UNMEASURED = nullcontext()
-
-
 class _ReportingFailures:
     """`SessionStore._reporting_failures`: a class, not ``@contextmanager``, for it is
-    around every load and save (no generator per call)."""
+    around every load and save (no generator per call). Without ``measured`` it holds no
+    state of its operation, so one serves every unmeasured operation of its store."""
 
-    __slots__ = ("_measured", "_on_event")
+    __slots__ = ("_measured", "_store")
 
-    def __init__(self, on_event: EventHook | None, measured: AbstractContextManager[object]):
-        self._on_event = on_event
+    def __init__(self, store: SessionStore[Any], measured: AbstractContextManager[object] | None):
+        self._store = store
         self._measured = measured
 
     def __enter__(self) -> None:
-        self._measured.__enter__()
+        if self._measured is not None:
+            self._measured.__enter__()
 
     def __exit__(
         self,
@@ -705,11 +719,14 @@ class _ReportingFailures:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._measured.__exit__(exc_type, exc, traceback)
+        if self._measured is not None:
+            self._measured.__exit__(exc_type, exc, traceback)
+        if exc is None:
+            return
         if isinstance(exc, SessionTableMissingError):
-            emit(self._on_event, EventKind.TABLE_MISSING, describe_error(exc))
+            emit(self._store.on_event, EventKind.TABLE_MISSING, describe_error(exc))
         elif isinstance(exc, StoreUnavailableError):
-            emit(self._on_event, EventKind.STORE_UNAVAILABLE, describe_error(exc))
+            emit(self._store.on_event, EventKind.STORE_UNAVAILABLE, describe_error(exc))
 
 
 def _signs_in(session: Session[T]) -> bool:

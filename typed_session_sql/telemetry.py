@@ -172,6 +172,12 @@ def operation(name: str, backend: Backend) -> Operation:
     return Operation(name, backend)
 
 
+def measured(name: str, backend: Backend) -> Operation | None:
+    """`operation`, or None while telemetry is off: the store's path around every load and
+    save, which then makes no call of the do-nothing operation at all."""
+    return Operation(name, backend) if _active() else None
+
+
 def conflict(outcome: str) -> None:
     """Count a lost race: ``replayed`` or ``refused``."""
     if _active():

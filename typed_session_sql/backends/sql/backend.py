@@ -9,7 +9,7 @@ loop (`SqlBackend._run`) decides what a failure means (`.failures`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -26,6 +26,7 @@ from typed_session_sql.backend import (
     UnreadableRecordError,
     Update,
     UpdateOutcome,
+    make_record,
 )
 from typed_session_sql.backends.sql import locks, maintenance
 from typed_session_sql.backends.sql.connections import (
@@ -304,20 +305,34 @@ class SqlBackend:
         `RetryBudget` allows. A taken id raises `StatementFailed` for the
         caller to judge; any other failure the library's error (`store_error`).
         Queries are idempotent."""
-        budget = None
+        try:
+            return await self._lanes.current().executor.run(statement, params)
+        except StatementFailed as failed:
+            return await self._again(failed, statement, params, idempotent)
+
+    async def _again(
+        self,
+        failed: StatementFailed,
+        statement: CompiledStatement,
+        params: Mapping[str, object],
+        idempotent: bool,
+    ) -> Any:
+        """`_run` after its first attempt ``failed``: apart, so that the first attempt,
+        which nearly always succeeds, runs in one coroutine (`read` makes it itself)."""
+        budget = RetryBudget(idempotent=idempotent)
         while True:
+            await self._after(failed, budget)
             try:
                 return await self._lanes.current().executor.run(statement, params)
-            except StatementFailed as failed:
-                budget = budget or RetryBudget(idempotent=idempotent)
-                await self._after(failed, budget)
+            except StatementFailed as again:
+                failed = again
 
-    async def _count(
+    def _count(
         self, statement: CompiledStatement, params: Mapping[str, object], *, idempotent: bool
-    ) -> int:
-        """Run a write; how many rows it changed."""
-        count: int = await self._run(statement, params, idempotent=idempotent)
-        return count
+    ) -> Awaitable[int]:
+        """Run a write; how many rows it changed. (`_run` itself: no coroutine of its own.)"""
+        counted: Awaitable[int] = self._run(statement, params, idempotent=idempotent)
+        return counted
 
     async def _after(self, failed: StatementFailed, budget: RetryBudget) -> None:
         """Return to run the statement again, or raise."""
@@ -351,13 +366,18 @@ class SqlBackend:
             return False  # no ON CONFLICT on this dialect: the id is taken
 
     async def read(self, id_hash: bytes) -> Record | None:
-        rows = await self._run(self.statements.select, {"row_id": id_hash})
+        # `_run`, written out: a coroutine less on every load.
+        select, params = self.statements.select, {"row_id": id_hash}
+        try:
+            rows = await self._lanes.current().executor.run(select, params)
+        except StatementFailed as failed:
+            rows = await self._again(failed, select, params, True)
         if not rows:
             return None
         try:
             columns = self.statements.select.decode(rows[0])
             columns[-1] = bool(columns[-1])  # expiry_pinned: MySQL's BOOL is a TINYINT, 0 or 1
-            return Record(*columns)
+            return make_record(*columns)
         except (OverflowError, ValueError) as error:
             raise UnreadableRecordError(
                 f"a stored session's columns cannot be read back: {type(error).__name__}"

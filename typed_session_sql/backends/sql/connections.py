@@ -29,7 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePoo
 
 from typed_session_sql.backends.sql.fair_slots import FairSlots
 
-__all__ = ["ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
+__all__ = ["Checkout", "ConnectionSource", "HeldConnections", "Holder", "PerStatement"]
 
 _BORN = "typed_session_sql.connected_at"
 
@@ -85,28 +85,41 @@ class DriverConnections(Protocol):
         ...
 
 
+class Checkout:
+    """A connection of the pool a driver executor runs statements on: the pool's
+    ``pooled`` connection, and its driver connection, looked up once when it is taken from
+    the pool (SQLAlchemy finds it through three properties on each use, and a held
+    connection's never changes: the pool only replaces it on a checkout)."""
+
+    __slots__ = ("driver_connection", "pooled")
+
+    def __init__(self, pooled: PoolProxiedConnection) -> None:
+        self.pooled = pooled
+        self.driver_connection: Any = pooled.driver_connection
+
+
 class ConnectionSource(Protocol):
     """Pooled connections for a driver executor's statements."""
 
     held: int
     """How many connections it holds for the backend, at most (0: one per statement)."""
 
-    async def acquire(self) -> PoolProxiedConnection:
+    async def acquire(self) -> Checkout:
         """A connection to run one statement on. Raises what the pool or driver raises
         when none can be had (refused, timed out, ...)."""
         ...
 
-    def acquire_now(self) -> PoolProxiedConnection | None:
+    def acquire_now(self) -> Checkout | None:
         """A connection at once, without awaiting anything, where one is ready; else None,
         and `acquire` is the way. (Every statement asks: a coroutine less when it works.)"""
         ...
 
-    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+    async def release(self, pooled: Checkout, *, reusable: bool) -> None:
         """Give ``pooled`` back; unless ``reusable``, close it at once, without I/O (it
         failed, or a statement on it was cancelled midway)."""
         ...
 
-    def release_now(self, pooled: PoolProxiedConnection) -> bool:
+    def release_now(self, pooled: Checkout) -> bool:
         """Give back ``pooled``, reusable, if that needs nothing awaited; whether it was
         (if not, `release` is the way)."""
         ...
@@ -125,13 +138,13 @@ class PerStatement:
         self._engine = engine
         self._driver = driver
 
-    async def acquire(self) -> PoolProxiedConnection:
+    async def acquire(self) -> Checkout:
         return await _open_from_pool(self._engine, self._driver)
 
     def acquire_now(self) -> None:
         return None  # a checkout runs in SQLAlchemy's greenlet: it may connect
 
-    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
+    async def release(self, pooled: Checkout, *, reusable: bool) -> None:
         if not reusable:
             _discard(self._driver, pooled)
         elif not self.release_now(pooled):
@@ -139,12 +152,12 @@ class PerStatement:
             # can be awaited, and hand back an empty place.
             await _close(self._driver, pooled)
 
-    def release_now(self, pooled: PoolProxiedConnection) -> bool:
+    def release_now(self, pooled: Checkout) -> bool:
         pool = self._engine.sync_engine.pool
         if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
             # The statement ran in autocommit on the driver itself: no transaction is open,
             # so checking it in (the pool's reset and events included) has no I/O to do.
-            pooled.close()
+            pooled.pooled.close()
             return True
         return False
 
@@ -172,15 +185,15 @@ class Holder:
         self._slots = FairSlots(self._allowed)  # statements holding a connection
         self._opening = 0  # connections being opened
         self._refused_at = -_ASK_AGAIN_AFTER  # when the server last refused one more
-        self._idle: list[PoolProxiedConnection] = []
-        self._busy: set[PoolProxiedConnection] = set()
-        self._stale: set[PoolProxiedConnection] = set()
+        self._idle: list[Checkout] = []
+        self._busy: set[Checkout] = set()
+        self._stale: set[Checkout] = set()
         self._closing: set[asyncio.Task[None]] = set()
         sync_engine = engine.sync_engine
         event.listen(sync_engine, "engine_disposed", self._on_engine_disposed)
         event.listen(sync_engine, "connect", _stamp_birth)
 
-    def acquire_now(self) -> PoolProxiedConnection | None:
+    def acquire_now(self) -> Checkout | None:
         # The common case, kept short: it is every statement's.
         if not self._idle or self.config.pre_ping or not self._slots.take_now():
             return None
@@ -191,7 +204,7 @@ class Holder:
         self._busy.add(pooled)
         return pooled
 
-    async def acquire(self) -> PoolProxiedConnection:
+    async def acquire(self) -> Checkout:
         if self._slots.take_now():
             if not self.config.pre_ping:
                 pooled = self._take_idle()
@@ -221,7 +234,7 @@ class Holder:
             self._busy.add(pooled)
             return pooled
 
-    async def _connection(self) -> PoolProxiedConnection:
+    async def _connection(self) -> Checkout:
         """An idle connection fit for use, else a new one. Raises `_Full` rather than
         ask for one the server would refuse while others of ours are in use."""
         while True:
@@ -247,7 +260,7 @@ class Holder:
                 self._opening -= 1
             if asked > self._refused_at:
                 self._refused_at = -_ASK_AGAIN_AFTER  # asked since the refusal: there is room
-            pooled.info.setdefault(_BORN, monotonic())
+            pooled.pooled.info.setdefault(_BORN, monotonic())
             return pooled
 
     def _refused_lately(self) -> bool:
@@ -265,14 +278,11 @@ class Holder:
             return min(self.held, there)
         return self.held
 
-    async def release(self, pooled: PoolProxiedConnection, *, reusable: bool) -> None:
-        self._give_back(pooled, reusable)
+    async def release(self, pooled: Checkout, *, reusable: bool) -> None:
+        self.release_now(pooled, reusable)
 
-    def release_now(self, pooled: PoolProxiedConnection) -> bool:
-        self._give_back(pooled, True)
-        return True
-
-    def _give_back(self, pooled: PoolProxiedConnection, reusable: bool) -> None:
+    def release_now(self, pooled: Checkout, reusable: bool = True) -> bool:
+        # Never awaits: `release` is this too (every statement gives one back through here).
         self._busy.discard(pooled)
         if reusable and pooled not in self._stale:
             self._idle.append(pooled)
@@ -280,6 +290,7 @@ class Holder:
             self._stale.discard(pooled)
             _discard(self._driver, pooled)
         self._slots.give_back()
+        return True
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -294,7 +305,7 @@ class Holder:
             if event.contains(sync_engine, name, listener):
                 event.remove(sync_engine, name, listener)
 
-    def _take_idle(self) -> PoolProxiedConnection | None:
+    def _take_idle(self) -> Checkout | None:
         """The most recently used idle connection still fit for use, if any."""
         recycle = self.config.recycle
         now = 0.0 if recycle is None else monotonic()
@@ -302,7 +313,7 @@ class Holder:
             pooled = self._idle.pop()
             if self._driver.is_closed(pooled.driver_connection):
                 _discard(self._driver, pooled)
-            elif recycle is not None and now - pooled.info.get(_BORN, now) > recycle:
+            elif recycle is not None and now - pooled.pooled.info.get(_BORN, now) > recycle:
                 closing = asyncio.get_running_loop().create_task(_close(self._driver, pooled))
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
@@ -310,7 +321,7 @@ class Holder:
                 return pooled
         return None
 
-    async def _answers(self, pooled: PoolProxiedConnection) -> bool:
+    async def _answers(self, pooled: Checkout) -> bool:
         """Whether ``pooled`` answers a ping (``pre_ping``); if not, it is discarded."""
         try:
             await self._driver.ping(pooled.driver_connection)
@@ -350,29 +361,29 @@ class _Full(Exception):
 # SQLAlchemy's greenlet for I/O, and terminates differently across its versions).
 
 
-async def _open_from_pool(engine: AsyncEngine, driver: DriverConnections) -> PoolProxiedConnection:
+async def _open_from_pool(engine: AsyncEngine, driver: DriverConnections) -> Checkout:
     """A connection from ``engine``'s pool that the server has not closed (the driver
     notices a close at no cost, unlike ``pool_pre_ping``)."""
     while True:
-        pooled = await engine.raw_connection()
+        pooled = Checkout(await engine.raw_connection())
         if not driver.is_closed(pooled.driver_connection):
             return pooled
         _discard(driver, pooled)  # closed while it sat in the pool: take another
 
 
-async def _close(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+async def _close(driver: DriverConnections, pooled: Checkout) -> None:
     """Close ``pooled`` gracefully, and give its place in the pool back."""
     try:
         await driver.close(pooled.driver_connection)
     except Exception:  # broken already
         driver.terminate(pooled.driver_connection)
-    pooled.detach()
+    pooled.pooled.detach()
 
 
-def _discard(driver: DriverConnections, pooled: PoolProxiedConnection) -> None:
+def _discard(driver: DriverConnections, pooled: Checkout) -> None:
     """Close ``pooled`` at once (no I/O awaited), and give its place in the pool back."""
     driver.terminate(pooled.driver_connection)
-    pooled.detach()
+    pooled.pooled.detach()
 
 
 def _stamp_birth(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -15,7 +15,7 @@ converted (a timestamp out of range) fails alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -72,24 +72,66 @@ class CompiledStatement:
     """(position, conversion) of each selected column whose value the driver returns needs
     converting (queries only)."""
 
-    def arguments(self, params: Mapping[str, object]) -> list[object]:
-        """The driver's positional arguments for ``params`` (converted)."""
-        return [
-            (constant if name is None else params[name])
-            if binder is None
-            else binder(constant if name is None else params[name])
-            for name, constant, binder in zip(
-                self.arguments_order, self.constants, self.binders, strict=True
-            )
-        ]
+    arguments: Callable[[Mapping[str, object]], list[object]] = field(
+        init=False, repr=False, compare=False
+    )
+    """The driver's positional arguments for ``params`` (converted): ``arguments(params)``."""
+    decode: Callable[[Sequence[Any]], list[Any]] = field(init=False, repr=False, compare=False)
+    """One row of this query, converted: ``decode(row)``. Raises what a conversion raises
+    (say, `OverflowError` for a timestamp out of range)."""
 
-    def decode(self, row: Sequence[Any]) -> list[Any]:
-        """One row of this query, converted. Raises what a conversion raises (say,
-        `OverflowError` for a timestamp out of range)."""
-        values = list(row)
-        for position, reader in self.readers:
-            values[position] = reader(values[position])
-        return values
+    def __post_init__(self) -> None:
+        # Every statement run converts its arguments, every row read its columns: each is
+        # a function made once for this statement (as dataclasses makes an __init__),
+        # with the parameter names, constants and conversions written into it, instead of
+        # a loop zipping them together again on every call.
+        set_field = object.__setattr__  # frozen
+        set_field(self, "arguments", _arguments_function(self))
+        set_field(self, "decode", _decode_function(self.readers))
+
+
+def _arguments_function(
+    statement: CompiledStatement,
+) -> Callable[[Mapping[str, object]], list[object]]:
+    names: dict[str, object] = {}
+    items = []
+    for index, (name, constant, binder) in enumerate(
+        zip(statement.arguments_order, statement.constants, statement.binders, strict=True)
+    ):
+        if name is None:
+            names[f"c{index}"] = constant
+            value = f"c{index}"
+        else:
+            value = f"params[{name!r}]"
+        if binder is not None:
+            names[f"b{index}"] = binder
+            value = f"b{index}({value})"
+        items.append(value)
+    return _made("arguments", "params", f"[{', '.join(items)}]", names)
+
+
+def _decode_function(
+    readers: tuple[tuple[int, _Processor], ...],
+) -> Callable[[Sequence[Any]], list[Any]]:
+    names: dict[str, object] = {}
+    lines = ["values = list(row)"]
+    for position, reader in readers:
+        names[f"r{position}"] = reader
+        lines.append(f"values[{position}] = r{position}(values[{position}])")
+    return _made("decode", "row", "values", names, lines)
+
+
+def _made(
+    name: str, parameter: str, result: str, names: dict[str, object], lines: Sequence[str] = ()
+) -> Callable[[Any], Any]:
+    """A function ``name(parameter)`` running ``lines`` and returning ``result``, with
+    ``names`` (the statement's constants and conversions) as its globals. Only names and
+    positions the library chose are written into its source; values go in ``names``."""
+    body = "".join(f"    {line}\n" for line in [*lines, f"return {result}"])
+    namespace: dict[str, Any] = {}
+    exec(f"def {name}({parameter}):\n{body}", dict(names), namespace)  # noqa: S102
+    function: Callable[[Any], Any] = namespace[name]
+    return function
 
 
 # The name until issue 18 (A11), kept for code written against it: "prepared" read as a

@@ -115,7 +115,10 @@ def _to_micros(value: datetime | None) -> int | None:
 
 
 def _from_micros(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+    # Exact integer arithmetic, and the cheapest spelling: the timedelta constructor parses
+    # and normalises its arguments (half as much again); out of range, both raise
+    # OverflowError.
+    return None if value is None else _EPOCH + _MICROSECOND * value
 
 
 class Utf8Bytes(TypeDecorator[str]):

@@ -45,7 +45,10 @@ class SqlAlchemyExecutor:
     def __init__(self, engine: AsyncEngine) -> None:
         pool = engine.sync_engine.pool
         rejecting = _closed_connections_rejecter(engine.dialect.driver)
-        if rejecting is not None and not event.contains(pool, "checkout", rejecting):
+        if rejecting is not None:
+            # Listening twice on one pool adds the listener once. Not `event.contains`: it
+            # goes by id(pool), and a new pool at a dead one's address whose listeners the
+            # garbage collector has not freed yet looked listened to (a flaky CI failure).
             event.listen(pool, "checkout", rejecting)
         if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")

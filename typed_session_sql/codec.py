@@ -76,9 +76,7 @@ class MsgspecCodec(Generic[T]):
                 encoded = self._fallback.encode(data)
         except (TypeError, ValueError, OverflowError) as error:
             raise EncodeError(f"{self._name} data does not encode: {error}") from None
-        if b"null" in encoded:  # _finite's scan first: no closure made for data without null
-            return _finite(encoded, lambda: msgspec.to_builtins(data), self._name)
-        return encoded
+        return _finite(encoded, data, msgspec.to_builtins, self._name)
 
     def decode(self, raw: bytes) -> T:
         try:
@@ -138,7 +136,7 @@ class PydanticCodec(Generic[T]):
         except self._serialization_error as error:
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise EncodeError(f"{self._name} data does not encode: {first}") from None
-        return _finite(encoded, lambda: self._adapter.dump_python(data), self._name)
+        return _finite(encoded, data, self._adapter.dump_python, self._name)
 
     def decode(self, raw: bytes) -> T:
         try:
@@ -188,12 +186,12 @@ def _field_names(model: object) -> frozenset[str]:
     return frozenset(names)
 
 
-def _finite(encoded: bytes, as_builtins: Callable[[], Any], name: str) -> bytes:
-    """``encoded``, unless the data holds a non-finite float (which JSON writes as null).
+def _finite(encoded: bytes, data: Any, as_builtins: Callable[[Any], Any], name: str) -> bytes:
+    """``encoded``, unless ``data`` holds a non-finite float (which JSON writes as null).
 
     Most data has no null at all, so this costs one scan of the bytes; only data with a
-    null is walked."""
-    if b"null" in encoded and _has_non_finite(as_builtins()):
+    null is turned into builtins (no closure made for the rest) and walked."""
+    if b"null" in encoded and _has_non_finite(as_builtins(data)):
         raise EncodeError(
             f"{name} data holds a non-finite float (nan or infinity), which JSON cannot store"
         )

@@ -127,13 +127,7 @@ class ExpiryPolicy:
         if idle is None or expires_at is None:
             return None
         step = self.renew_after if self.renew_after is not None else idle / 10
-        # renewed_expiry(created_at, now), written out for the idle bound there is: every
-        # load asks.
-        renewed = later_by(now, idle)
-        if self.absolute is not None:
-            absolute_bound = later_by(created_at, self.absolute)
-            if absolute_bound < renewed:
-                renewed = absolute_bound
-        if renewed - expires_at < step:
+        renewed = self.renewed_expiry(created_at, now)
+        if renewed is None or renewed - expires_at < step:
             return None
         return renewed

@@ -167,9 +167,7 @@ class Operation:
 def operation(name: str, backend: Backend) -> Operation:
     """A context manager measuring the store operation ``name`` (a span, a duration),
     or the shared do-nothing one while no OpenTelemetry SDK is installed."""
-    if not _active():
-        return _NOTHING  # type: ignore[return-value]
-    return Operation(name, backend)
+    return measured(name, backend) or _NOTHING  # type: ignore[return-value]
 
 
 def measured(name: str, backend: Backend) -> Operation | None:
